@@ -1,0 +1,294 @@
+//! corral's metadata store.
+//!
+//! One redb database (`<root>/meta.redb`) holds every record the runtime must not lose across a
+//! restart: sandboxes, containers, images. Each kind lives in its own table, keyed by id, with the
+//! record serialised as JSON so that adding a field to a record never needs a migration (fields
+//! carry `#[serde(default)]`). Writes happen in transactions: a group of changes made through
+//! [`Store::write`] lands whole or not at all.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A table of records keyed by id.
+#[derive(Debug, Clone, Copy)]
+pub struct Table(&'static str);
+
+impl Table {
+    /// A table with the given name; names are fixed at compile time.
+    pub const fn new(name: &'static str) -> Self {
+        Table(name)
+    }
+
+    fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.0)
+    }
+}
+
+/// Pod sandboxes, keyed by sandbox id.
+pub const SANDBOXES: Table = Table::new("sandboxes");
+/// Containers, keyed by container id.
+pub const CONTAINERS: Table = Table::new("containers");
+/// Images, keyed by image id (the config digest).
+pub const IMAGES: Table = Table::new("images");
+/// Runtime-wide settings (pod CIDR and the like), keyed by setting name.
+pub const SETTINGS: Table = Table::new("settings");
+
+/// Errors from the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("open metadata database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        source: Box<redb::DatabaseError>,
+    },
+    /// A read or write failed inside redb.
+    #[error("{op} in table {table}: {source}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// The table involved.
+        table: &'static str,
+        /// What redb said.
+        source: Box<redb::Error>,
+    },
+    /// A record did not serialise or deserialise.
+    #[error("record {key} in table {table}: {source}")]
+    Codec {
+        /// The table involved.
+        table: &'static str,
+        /// The record's key.
+        key: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn db_err(op: &'static str, table: Table) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        table: table.0,
+        source: Box::new(e),
+    }
+}
+
+/// The runtime's persistent records.
+pub struct Store {
+    db: redb::Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and its parent directory) if missing.
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |e: redb::DatabaseError| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| open_err(redb::DatabaseError::Storage(e.into())))?;
+        }
+        let db = redb::Database::create(path).map_err(open_err)?;
+        Ok(Store { db })
+    }
+
+    /// Reads one record.
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+        let err = db_err("read", table);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = match tx.open_table(table.definition()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err("read", table)(e.into())),
+        };
+        let Some(value) = t.get(key).map_err(|e| db_err("read", table)(e.into()))? else {
+            return Ok(None);
+        };
+        decode(table, key, value.value()).map(Some)
+    }
+
+    /// Reads every record of a table, in key order.
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
+        let err = db_err("list", table);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = match tx.open_table(table.definition()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err("list", table)(e.into())),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| db_err("list", table)(e.into()))? {
+            let (k, v) = entry.map_err(|e| db_err("list", table)(e.into()))?;
+            let key = k.value().to_string();
+            let record = decode(table, &key, v.value())?;
+            out.push((key, record));
+        }
+        Ok(out)
+    }
+
+    /// Writes one record, replacing any record with the same key.
+    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
+        self.write(|tx| tx.put(table, key, value))
+    }
+
+    /// Deletes one record; returns whether it existed.
+    pub fn delete(&self, table: Table, key: &str) -> Result<bool> {
+        self.write(|tx| tx.delete(table, key))
+    }
+
+    /// Runs `f` in one write transaction: every change it makes is committed together, or none
+    /// is if it returns an error.
+    pub fn write<R>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<R>) -> Result<R> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| db_err("begin write", SETTINGS)(e.into()))?;
+        let out = f(&WriteTx { tx: &tx })?;
+        tx.commit()
+            .map_err(|e| db_err("commit", SETTINGS)(e.into()))?;
+        Ok(out)
+    }
+}
+
+/// A write transaction handed to the closure of [`Store::write`].
+pub struct WriteTx<'a> {
+    tx: &'a redb::WriteTransaction,
+}
+
+impl WriteTx<'_> {
+    /// Writes one record, replacing any record with the same key.
+    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Codec {
+            table: table.0,
+            key: key.to_string(),
+            source,
+        })?;
+        let mut t = self
+            .tx
+            .open_table(table.definition())
+            .map_err(|e| db_err("write", table)(e.into()))?;
+        t.insert(key, bytes.as_slice())
+            .map_err(|e| db_err("write", table)(e.into()))?;
+        Ok(())
+    }
+
+    /// Deletes one record; returns whether it existed.
+    pub fn delete(&self, table: Table, key: &str) -> Result<bool> {
+        let mut t = self
+            .tx
+            .open_table(table.definition())
+            .map_err(|e| db_err("delete", table)(e.into()))?;
+        let existed = t
+            .remove(key)
+            .map_err(|e| db_err("delete", table)(e.into()))?
+            .is_some();
+        Ok(existed)
+    }
+
+    /// Reads one record as this transaction sees it.
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+        let t = self
+            .tx
+            .open_table(table.definition())
+            .map_err(|e| db_err("read", table)(e.into()))?;
+        let Some(value) = t.get(key).map_err(|e| db_err("read", table)(e.into()))? else {
+            return Ok(None);
+        };
+        decode(table, key, value.value()).map(Some)
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        table: table.0,
+        key: key.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    fn rec(name: &str, n: u32) -> Rec {
+        Rec {
+            name: name.into(),
+            n,
+        }
+    }
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/meta.redb")).unwrap();
+        assert_eq!(store.get::<Rec>(SANDBOXES, "a").unwrap(), None);
+        assert!(store.list::<Rec>(SANDBOXES).unwrap().is_empty());
+        store.put(SANDBOXES, "b", &rec("b", 2)).unwrap();
+        store.put(SANDBOXES, "a", &rec("a", 1)).unwrap();
+        assert_eq!(store.get(SANDBOXES, "a").unwrap(), Some(rec("a", 1)));
+        let keys: Vec<String> = store
+            .list::<Rec>(SANDBOXES)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert!(store.delete(SANDBOXES, "a").unwrap());
+        assert!(!store.delete(SANDBOXES, "a").unwrap());
+        assert_eq!(store.get::<Rec>(SANDBOXES, "a").unwrap(), None);
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put(IMAGES, "x", &rec("x", 7)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get(IMAGES, "x").unwrap(), Some(rec("x", 7)));
+    }
+
+    #[test]
+    fn failed_transaction_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        let result: Result<()> = store.write(|tx| {
+            tx.put(CONTAINERS, "c1", &rec("c1", 1))?;
+            // A record that cannot be decoded as Rec forces an error mid-transaction.
+            tx.put(CONTAINERS, "bad", &"not a record")?;
+            tx.get::<Rec>(CONTAINERS, "bad").map(|_| ())
+        });
+        assert!(matches!(result, Err(StoreError::Codec { .. })));
+        assert_eq!(store.get::<Rec>(CONTAINERS, "c1").unwrap(), None);
+    }
+
+    #[test]
+    fn undecodable_record_names_table_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(SETTINGS, "k", &"text").unwrap();
+        let err = store.get::<Rec>(SETTINGS, "k").unwrap_err().to_string();
+        assert!(err.contains("record k in table settings"), "{err}");
+    }
+}
