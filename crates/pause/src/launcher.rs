@@ -1,0 +1,156 @@
+//! The launcher: creates the namespaces, configures them, forks the pause and waits for it to be ready.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pipe2, read, sethostname, ForkResult, Pid};
+
+use crate::args::PauseArgs;
+use crate::pause;
+
+/// How long the launcher waits for the pause to report that it is set up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most the pause writes on its status pipe (one error line).
+const MAX_STATUS_LEN: usize = 4096;
+
+/// Sets up the namespaces, forks the pause and returns its pid once it is ready.
+pub fn launch(args: &PauseArgs) -> Result<i32, String> {
+    create_namespaces(args)?;
+    if let Some(hostname) = &args.hostname {
+        sethostname(hostname).map_err(|e| format!("sethostname({hostname:?}): {e}"))?;
+    }
+    for sysctl in &args.sysctls {
+        write_sysctl(
+            &Path::new("/proc/sys").join(&sysctl.relative_path),
+            &sysctl.value,
+        )
+        .map_err(|e| format!("sysctl {}: {e}", sysctl.key))?;
+    }
+
+    let (status_reader, status_writer) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create status pipe: {e}"))?;
+    // The pause waits for these with sigwait; blocking them before the fork means none is lost in
+    // between (an unhandled SIGTERM is ignored by a PID 1).
+    let signals = pause::handled_signals();
+    let old_mask = signals
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| format!("block signals: {e}"))?;
+
+    // SAFETY: the launcher is single-threaded (no thread is ever started), so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(status_reader);
+            pause::run(args, status_writer)
+        }
+        ForkResult::Parent { child } => {
+            drop(status_writer);
+            // Only matters for the launcher's last moments; failing to restore it is harmless.
+            let _ = old_mask.thread_set_mask();
+            wait_until_ready(child, status_reader)
+        }
+    }
+}
+
+/// Kills and reaps a pause whose pid could not be reported.
+pub fn abandon(pid: i32) {
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+}
+
+fn create_namespaces(args: &PauseArgs) -> Result<(), String> {
+    let mut flags = CloneFlags::empty();
+    flags.set(CloneFlags::CLONE_NEWNET, args.new_net);
+    flags.set(CloneFlags::CLONE_NEWIPC, args.new_ipc);
+    flags.set(CloneFlags::CLONE_NEWUTS, args.new_uts);
+    flags.set(CloneFlags::CLONE_NEWPID, args.new_pid);
+    if flags.is_empty() {
+        return Ok(());
+    }
+    unshare(flags).map_err(|e| {
+        let names: Vec<&str> = flags.iter_names().map(|(name, _)| name).collect();
+        format!("unshare({}): {e}", names.join(" | "))
+    })
+}
+
+/// Writes one sysctl. `/proc/sys/net` (and the ipc and uts entries) are looked up in the namespaces of
+/// the process that opens them, so after `unshare` these writes reach the new namespaces without
+/// remounting `/proc`.
+fn write_sysctl(path: &Path, value: &str) -> Result<(), String> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    file.write_all(value.as_bytes())
+        .map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+}
+
+/// Reads the pause's status pipe to end of file: `ok` means ready, anything else is its error.
+fn wait_until_ready(child: Pid, status_reader: OwnedFd) -> Result<i32, String> {
+    let failure = match read_status(&status_reader) {
+        Ok(status) if status == "ok" => return Ok(child.as_raw()),
+        Ok(status) if status.is_empty() => {
+            let exit = waitpid(child, None)
+                .map(describe_exit)
+                .unwrap_or_else(|e| format!("waitpid failed: {e}"));
+            return Err(format!("pause exited before it was ready ({exit})"));
+        }
+        Ok(status) => status,
+        Err(error) => {
+            let _ = kill(child, Signal::SIGKILL);
+            error
+        }
+    };
+    let _ = waitpid(child, None);
+    Err(failure)
+}
+
+fn read_status(status_reader: &OwnedFd) -> Result<String, String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut status = Vec::new();
+    let mut buffer = [0u8; 512];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(format!(
+                "pause did not report readiness within {READY_TIMEOUT:?}"
+            ));
+        }
+        let timeout = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(status_reader.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(format!("poll status pipe: {e}")),
+        }
+        match read(status_reader, &mut buffer) {
+            Ok(0) => break,
+            Ok(n) => status.extend_from_slice(&buffer[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("read status pipe: {e}")),
+        }
+        if status.len() > MAX_STATUS_LEN {
+            return Err("pause wrote an overlong status".to_owned());
+        }
+    }
+    Ok(String::from_utf8_lossy(&status).trim().to_owned())
+}
+
+fn describe_exit(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,122 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use crate::sysctl::SysctlNamespace;
+
+/// Everything that can go wrong while building or tearing down a pod sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A system call on a path (mount, umount, ...) failed.
+    #[error("{op} {}: {source}", path.display())]
+    Syscall {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+
+    /// A system call on a process (pidfd_open, kill, waitpid, ...) failed.
+    #[error("{op} pid {pid}: {source}")]
+    Process {
+        op: &'static str,
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+
+    /// A file under `/proc` could not be read or parsed.
+    #[error("read {what}: {source}")]
+    Proc {
+        what: String,
+        #[source]
+        source: procfs::ProcError,
+    },
+
+    /// The pause launcher could not be started or read.
+    #[error("run pause launcher {}: {source}", binary.display())]
+    LaunchPause {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The pause launcher ran but reported a failure (or nothing usable).
+    #[error("pause launcher {} failed: {message}", binary.display())]
+    PauseFailed { binary: PathBuf, message: String },
+
+    /// The pause process outlived SIGKILL.
+    #[error("pause pid {pid} still runs {waited:?} after SIGKILL")]
+    StopTimedOut { pid: i32, waited: Duration },
+
+    /// A sysctl key is malformed.
+    #[error("invalid sysctl key {key:?}: {reason}")]
+    InvalidSysctlKey { key: String, reason: &'static str },
+
+    /// A sysctl value cannot be written safely.
+    #[error("invalid value for sysctl {key}: {reason}")]
+    InvalidSysctlValue { key: String, reason: &'static str },
+
+    /// The sysctl is global (or unknown): setting it would change the host.
+    #[error("sysctl {key} is not namespaced (or unknown) and cannot be set per pod")]
+    SysctlNotNamespaced { key: String },
+
+    /// The sysctl belongs to a namespace the pod shares with the host.
+    #[error(
+        "sysctl {key} belongs to the {namespace} namespace, which this pod shares with the host"
+    )]
+    SysctlNeedsPrivateNamespace {
+        key: String,
+        namespace: SysctlNamespace,
+    },
+
+    /// A sandbox id that cannot be used as a file name.
+    #[error("invalid sandbox id {id:?}: {reason}")]
+    InvalidSandboxId { id: String, reason: &'static str },
+
+    /// A value for the pod's files or mounts (hostname, DNS entry, IP, shm size) is unusable.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidValue {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// Something already exists at the path where a network namespace is to be pinned.
+    #[error("cannot pin a network namespace at {}: the path already exists", path.display())]
+    PinPathExists { path: PathBuf },
+}
+
+/// The crate's result type.
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// Builds the closure that turns an `io::Error` into [`SandboxError::Io`].
+pub(crate) fn io_error(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> SandboxError {
+    let path = path.into();
+    move |source| SandboxError::Io { op, path, source }
+}
+
+/// Builds the closure that turns an `Errno` into [`SandboxError::Syscall`].
+pub(crate) fn syscall_error(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(Errno) -> SandboxError {
+    let path = path.into();
+    move |source| SandboxError::Syscall { op, path, source }
+}
