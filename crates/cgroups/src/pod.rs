@@ -1,0 +1,624 @@
+//! A pod's cgroup: created in every hierarchy, limited, populated and removed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{CgroupDriver, ChildCgroupPath};
+use crate::error::{CgroupError, Result};
+use crate::fs::{self, Removal};
+use crate::layout::{CgroupLayout, CgroupVersion, Hierarchy};
+use crate::resources::{self, Resources, V1MemoryState};
+
+/// Present when systemd is the init system (what `sd_booted()` checks).
+const SYSTEMD_RUNNING_MARKER: &str = "/run/systemd/system";
+
+/// The cgroup of one pod sandbox, in every hierarchy of the host.
+///
+/// It remembers which directories it created, so that [`PodCgroup::remove`] takes away only
+/// what the runtime made (a kubelet usually creates the pod cgroup itself; then nothing but the
+/// leaves inside it is removed). The whole value is serde-serializable so the caller can keep
+/// it in its database and remove the cgroup after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodCgroup {
+    layout: CgroupLayout,
+    driver: CgroupDriver,
+    cgroup_parent: String,
+    relative_path: PathBuf,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl PodCgroup {
+    /// Creates the pod cgroup named by the CRI `cgroup_parent` (and every missing ancestor)
+    /// in every hierarchy of `layout`. A v1 cpuset directory gets its parent's `cpuset.cpus`
+    /// and `cpuset.mems` so tasks can join it. On failure, whatever was created is removed.
+    pub fn create(
+        layout: &CgroupLayout,
+        driver: CgroupDriver,
+        cgroup_parent: &str,
+    ) -> Result<Self> {
+        let relative_path = driver.pod_relative_path(cgroup_parent)?;
+        if driver == CgroupDriver::Systemd && Path::new(SYSTEMD_RUNNING_MARKER).exists() {
+            tracing::warn!(
+                cgroup_parent,
+                "systemd is running, but corral creates the pod slice through cgroupfs \
+                 (no D-Bus support): systemd will not know about it"
+            );
+        }
+        let mut pod = Self {
+            layout: layout.clone(),
+            driver,
+            cgroup_parent: cgroup_parent.to_owned(),
+            relative_path,
+            created_dirs: Vec::new(),
+        };
+        for hierarchy in layout.hierarchies() {
+            if let Err(error) = make_path(hierarchy, &pod.relative_path, &mut pod.created_dirs) {
+                if let Err(cleanup) = pod.remove_created_dirs() {
+                    tracing::warn!(%cleanup, "could not undo a partly created pod cgroup");
+                }
+                return Err(error);
+            }
+        }
+        tracing::debug!(
+            cgroup_parent,
+            created = pod.created_dirs.len(),
+            "created pod cgroup"
+        );
+        Ok(pod)
+    }
+
+    /// The host layout this cgroup was created in.
+    pub fn layout(&self) -> &CgroupLayout {
+        &self.layout
+    }
+
+    /// The driver that named this cgroup.
+    pub fn driver(&self) -> CgroupDriver {
+        self.driver
+    }
+
+    /// The CRI `cgroup_parent` as given.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// The pod cgroup relative to every hierarchy's root (`kubepods/burstable/pod<uid>`).
+    pub fn relative_path(&self) -> &Path {
+        &self.relative_path
+    }
+
+    /// The directories [`PodCgroup::create`] made, in creation order (parents first).
+    pub fn created_dirs(&self) -> &[PathBuf] {
+        &self.created_dirs
+    }
+
+    /// The pod cgroup's directory in every hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.layout
+            .hierarchies()
+            .iter()
+            .map(|h| h.dir(&self.relative_path))
+            .collect()
+    }
+
+    /// The cgroup called `name` inside this pod's cgroup, beside the containers' (for the
+    /// pause process, or the `cgroupsPath` of a container).
+    pub fn child(&self, name: &str) -> Result<ChildCgroupPath> {
+        self.driver.child_path(&self.cgroup_parent, name)
+    }
+
+    /// Creates the leaf cgroup `leaf` (a [`ChildCgroupPath::relative_path`] inside this pod's
+    /// cgroup) in every hierarchy and moves `pid` into it.
+    pub fn add_process(&self, leaf: &Path, pid: i32) -> Result<()> {
+        let leaf = self.leaf_path(leaf)?;
+        for hierarchy in self.layout.hierarchies() {
+            make_path(hierarchy, &leaf, &mut Vec::new())?;
+            fs::add_pid(&hierarchy.dir(&leaf), pid)?;
+        }
+        tracing::debug!(pid, leaf = %leaf.display(), "moved process into pod cgroup");
+        Ok(())
+    }
+
+    /// The processes in the cgroup at `relative` (merged over every hierarchy, sorted).
+    pub fn processes(&self, relative: &Path) -> Result<Vec<i32>> {
+        self.layout.processes(relative)
+    }
+
+    /// Writes pod-level limits into the pod cgroup, each to the hierarchy that has its
+    /// controller; on v2 the controllers are first enabled in the ancestors'
+    /// `cgroup.subtree_control`. Controllers the host lacks are skipped with a warning.
+    pub fn apply(&self, resources: &Resources) -> Result<()> {
+        let plan = resources::plan(&self.layout, resources, self.v1_memory_state()?)?;
+        if !plan.v2_controllers.is_empty() {
+            if let Some(unified) = self.layout.unified() {
+                let controllers: Vec<&str> =
+                    plan.v2_controllers.iter().map(String::as_str).collect();
+                let mut dir = unified.mount_point().to_path_buf();
+                fs::enable_subtree_controllers(&dir, &controllers)?;
+                for component in self
+                    .relative_path
+                    .parent()
+                    .into_iter()
+                    .flat_map(Path::components)
+                {
+                    dir.push(component);
+                    fs::enable_subtree_controllers(&dir, &controllers)?;
+                }
+            }
+        }
+        for write in &plan.writes {
+            let hierarchy = &self.layout.hierarchies()[write.hierarchy];
+            let path = hierarchy.dir(&self.relative_path).join(&write.file);
+            fs::write(&path, &write.value)?;
+            tracing::debug!(path = %path.display(), value = %write.value, "set cgroup limit");
+        }
+        Ok(())
+    }
+
+    /// Removes the leaf cgroup `leaf` (and anything below it) from every hierarchy. Missing
+    /// directories are fine; a leaf still busy after a short wait is an error.
+    pub fn remove_leaf(&self, leaf: &Path) -> Result<()> {
+        let leaf = self.leaf_path(leaf)?;
+        let mut dirs = Vec::new();
+        for hierarchy in self.layout.hierarchies() {
+            let dir = hierarchy.dir(&leaf);
+            dirs.extend(fs::descendants(&dir)?);
+            dirs.push(dir);
+        }
+        fs::remove_dirs_retrying(dirs)
+    }
+
+    /// Removes the pod's cgroup: every cgroup inside it (leaves, containers' cgroups), then
+    /// the directories [`PodCgroup::create`] made, deepest first, in every hierarchy. Missing
+    /// directories are fine; a shared parent still used by another pod is kept; the pod's own
+    /// cgroup still busy after a short wait is an error naming the directory and its
+    /// processes. Calling it again after an error continues where it stopped.
+    pub fn remove(&self) -> Result<()> {
+        let mut inside = Vec::new();
+        for dir in self.dirs() {
+            inside.extend(fs::descendants(&dir)?);
+        }
+        fs::remove_dirs_retrying(inside)?;
+        self.remove_created_dirs()
+    }
+
+    /// Removes [`Self::created_dirs`]: the pod's own directories must go, shared parents may
+    /// stay when busy.
+    fn remove_created_dirs(&self) -> Result<()> {
+        let own = self.dirs();
+        let (must_go, shared): (Vec<PathBuf>, Vec<PathBuf>) = self
+            .created_dirs
+            .iter()
+            .cloned()
+            .partition(|dir| own.contains(dir));
+        fs::remove_dirs_retrying(must_go)?;
+        let mut shared = shared;
+        fs::sort_deepest_first(&mut shared);
+        for dir in shared {
+            if fs::remove_dir(&dir)? == Removal::Busy {
+                tracing::debug!(dir = %dir.display(), "keeping shared parent cgroup, still in use");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `leaf` is a cgroup strictly inside this pod's, in relative form.
+    fn leaf_path(&self, leaf: &Path) -> Result<PathBuf> {
+        let relative = fs::relative_cgroup_path(leaf)?;
+        if relative == self.relative_path || !relative.starts_with(&self.relative_path) {
+            return Err(CgroupError::InvalidName {
+                name: leaf.display().to_string(),
+                reason: format!(
+                    "a leaf must be a cgroup inside the pod cgroup {}",
+                    self.relative_path.display()
+                ),
+            });
+        }
+        Ok(relative)
+    }
+
+    /// What the v1 memory controller has now (decides the order of memory writes).
+    fn v1_memory_state(&self) -> Result<V1MemoryState> {
+        let Some(memory) = self
+            .layout
+            .hierarchy_for("memory")
+            .filter(|h| h.version() == CgroupVersion::V1)
+        else {
+            return Ok(V1MemoryState {
+                current_limit: None,
+                memsw_supported: false,
+            });
+        };
+        let limit_file = memory
+            .dir(&self.relative_path)
+            .join("memory.limit_in_bytes");
+        Ok(V1MemoryState {
+            current_limit: fs::read_optional(&limit_file)?.and_then(|v| v.trim().parse().ok()),
+            memsw_supported: memory
+                .mount_point()
+                .join("memory.memsw.limit_in_bytes")
+                .exists(),
+        })
+    }
+}
+
+/// Creates every missing directory of `relative` in `hierarchy`, appending the ones this call
+/// made to `created`; fills v1 cpuset directories along the way.
+fn make_path(hierarchy: &Hierarchy, relative: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+    let is_v1_cpuset =
+        hierarchy.version() == CgroupVersion::V1 && hierarchy.has_controller("cpuset");
+    let mut dir = hierarchy.mount_point().to_path_buf();
+    for component in relative.components() {
+        dir.push(component);
+        if fs::create_dir(&dir)? {
+            created.push(dir.clone());
+        }
+        if is_v1_cpuset {
+            fs::fill_cpuset_from_parent(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::mock::{read, MockCgroupFs};
+
+    const HYBRID_MOUNTS: [&str; 10] = [
+        "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+        "unified",
+    ];
+
+    #[test]
+    fn create_makes_the_path_in_every_hierarchy_and_records_it() {
+        let mock = MockCgroupFs::hybrid();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        assert_eq!(pod.relative_path(), Path::new("kubepods/pod1"));
+        let expected: Vec<PathBuf> = HYBRID_MOUNTS
+            .iter()
+            .flat_map(|m| [mock.dir(m, "kubepods"), mock.dir(m, "kubepods/pod1")])
+            .collect();
+        assert_eq!(pod.created_dirs(), expected);
+        assert!(expected.iter().all(|d| d.is_dir()));
+        assert_eq!(
+            pod.dirs(),
+            HYBRID_MOUNTS
+                .iter()
+                .map(|m| mock.dir(m, "kubepods/pod1"))
+                .collect::<Vec<_>>()
+        );
+        // New cpuset cgroups inherit CPUs and memory nodes; other hierarchies are untouched.
+        for dir in ["kubepods", "kubepods/pod1"] {
+            assert_eq!(read(&mock.dir("cpuset", dir).join("cpuset.cpus")), "0-3");
+            assert_eq!(read(&mock.dir("cpuset", dir).join("cpuset.mems")), "0");
+            assert!(!mock.dir("memory", dir).join("cpuset.cpus").exists());
+        }
+    }
+
+    #[test]
+    fn create_records_only_what_it_made() {
+        let mock = MockCgroupFs::v1();
+        let layout = mock.layout();
+        // The kubelet made /kubepods already, but only in the memory hierarchy.
+        std::fs::create_dir(mock.dir("memory", "kubepods")).unwrap();
+        let pod = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        assert!(pod
+            .created_dirs()
+            .contains(&mock.dir("memory", "kubepods/pod1")));
+        assert!(!pod.created_dirs().contains(&mock.dir("memory", "kubepods")));
+        assert!(pod.created_dirs().contains(&mock.dir("pids", "kubepods")));
+        // Creating it again (a second sandbox of the same pod) creates nothing.
+        let again = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        assert!(again.created_dirs().is_empty());
+
+        mock.strip_interface_files();
+        again.remove().unwrap();
+        assert!(mock.dir("memory", "kubepods/pod1").is_dir());
+        pod.remove().unwrap();
+        assert!(!mock.dir("memory", "kubepods/pod1").exists());
+        assert!(!mock.dir("pids", "kubepods").exists());
+        assert!(
+            mock.dir("memory", "kubepods").is_dir(),
+            "the kubelet's dir is kept"
+        );
+    }
+
+    #[test]
+    fn systemd_driver_creates_nested_slices_and_scopes() {
+        let mock = MockCgroupFs::v2();
+        let pod = PodCgroup::create(
+            &mock.layout(),
+            CgroupDriver::Systemd,
+            "kubepods-burstable-pod1.slice",
+        )
+        .unwrap();
+        let slice = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice";
+        assert_eq!(
+            pod.created_dirs(),
+            [
+                mock.dir("", "kubepods.slice"),
+                mock.dir("", "kubepods.slice/kubepods-burstable.slice"),
+                mock.dir("", slice),
+            ]
+        );
+        let pause = pod.child("pause").unwrap();
+        assert_eq!(
+            pause.oci_cgroups_path,
+            "kubepods-burstable-pod1.slice:corral:pause"
+        );
+        assert_eq!(
+            pause.relative_path,
+            Path::new(slice).join("corral-pause.scope")
+        );
+        pod.add_process(&pause.relative_path, 4321).unwrap();
+        assert_eq!(
+            read(&mock.dir("", slice).join("corral-pause.scope/cgroup.procs")),
+            "4321"
+        );
+    }
+
+    #[test]
+    fn add_process_creates_the_leaf_everywhere_and_moves_the_pid() {
+        let mock = MockCgroupFs::hybrid();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        let pause = pod.child("pause").unwrap();
+        assert_eq!(pause.oci_cgroups_path, "/kubepods/pod1/pause");
+        pod.add_process(&pause.relative_path, 4242).unwrap();
+        for mount in HYBRID_MOUNTS {
+            let leaf = mock.dir(mount, "kubepods/pod1/pause");
+            assert_eq!(read(&leaf.join("cgroup.procs")), "4242", "{mount}");
+        }
+        assert_eq!(
+            read(&mock.dir("cpuset", "kubepods/pod1/pause/cpuset.cpus")),
+            "0-3"
+        );
+        assert_eq!(pod.processes(&pause.relative_path).unwrap(), [4242]);
+        // The leaf is not one of the pod's created dirs: remove() clears the pod's inside.
+        assert!(!pod
+            .created_dirs()
+            .contains(&mock.dir("memory", "kubepods/pod1/pause")));
+    }
+
+    #[test]
+    fn leaves_must_be_inside_the_pod() {
+        let mock = MockCgroupFs::v2();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        for leaf in [
+            "kubepods/pod1",
+            "/kubepods/pod1",
+            "kubepods/pod2/x",
+            "kubepods/pod1/../pod2",
+            "other",
+        ] {
+            let error = pod.add_process(Path::new(leaf), 1).unwrap_err();
+            assert!(
+                matches!(error, CgroupError::InvalidName { .. }),
+                "{leaf}: {error}"
+            );
+            assert!(pod.remove_leaf(Path::new(leaf)).is_err(), "{leaf}");
+        }
+        assert!(!mock.dir("", "kubepods/pod2").exists());
+    }
+
+    #[test]
+    fn apply_on_hybrid_writes_v1_files_and_enables_hugetlb_on_v2() {
+        let mock = MockCgroupFs::hybrid();
+        let pod = PodCgroup::create(
+            &mock.layout(),
+            CgroupDriver::Cgroupfs,
+            "/kubepods/burstable/pod1",
+        )
+        .unwrap();
+        let resources = Resources {
+            cpu_shares: Some(512),
+            memory_limit_bytes: Some(64 << 20),
+            memory_swap_limit_bytes: Some(128 << 20),
+            pids_limit: Some(50),
+            hugepage_limits: vec![("2MB".to_owned(), 2 << 20)],
+            ..Resources::default()
+        };
+        pod.apply(&resources).unwrap();
+        let pod_file =
+            |mount: &str, file: &str| read(&mock.dir(mount, "kubepods/burstable/pod1").join(file));
+        assert_eq!(pod_file("cpu", "cpu.shares"), "512");
+        assert_eq!(pod_file("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(
+            pod_file("memory", "memory.memsw.limit_in_bytes"),
+            "134217728"
+        );
+        assert_eq!(pod_file("pids", "pids.max"), "50");
+        assert_eq!(pod_file("unified", "hugetlb.2MB.max"), "2097152");
+        assert_eq!(
+            read(&mock.dir("unified", "cgroup.subtree_control")),
+            "+hugetlb"
+        );
+        assert_eq!(
+            read(&mock.dir("unified", "kubepods/cgroup.subtree_control")),
+            "+hugetlb"
+        );
+        assert_eq!(
+            read(&mock.dir("unified", "kubepods/burstable/cgroup.subtree_control")),
+            "+hugetlb"
+        );
+        assert!(!mock
+            .dir("unified", "kubepods/burstable/pod1/cgroup.subtree_control")
+            .exists());
+        assert!(!mock
+            .dir("memory", "kubepods/burstable/pod1/hugetlb.2MB.max")
+            .exists());
+    }
+
+    #[test]
+    fn apply_on_v2_converts_and_enables_only_what_is_missing() {
+        let mock = MockCgroupFs::v2();
+        std::fs::write(mock.dir("", "cgroup.subtree_control"), "cpu memory\n").unwrap();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        let resources = Resources {
+            cpu_shares: Some(1024),
+            cpu_quota: Some(20_000),
+            cpu_period: Some(100_000),
+            memory_limit_bytes: Some(100 << 20),
+            memory_swap_limit_bytes: Some(150 << 20),
+            pids_limit: Some(10),
+            unified: [("memory.high".to_owned(), "90M".to_owned())].into(),
+            ..Resources::default()
+        };
+        pod.apply(&resources).unwrap();
+        let pod_file = |file: &str| read(&mock.dir("", "kubepods/pod1").join(file));
+        assert_eq!(pod_file("cpu.weight"), "39");
+        assert_eq!(pod_file("cpu.max"), "20000 100000");
+        assert_eq!(pod_file("memory.max"), "104857600");
+        assert_eq!(pod_file("memory.swap.max"), "52428800");
+        assert_eq!(pod_file("memory.high"), "90M");
+        assert_eq!(pod_file("pids.max"), "10");
+        // The root had cpu and memory already: only pids is added there.
+        assert_eq!(read(&mock.dir("", "cgroup.subtree_control")), "+pids");
+        assert_eq!(
+            read(&mock.dir("", "kubepods/cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
+    }
+
+    #[test]
+    fn apply_reports_the_file_it_could_not_write() {
+        let mock = MockCgroupFs::v1();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        // A directory where the interface file should be makes the write fail.
+        std::fs::create_dir(mock.dir("pids", "kubepods/pod1/pids.max")).unwrap();
+        let error = pod
+            .apply(&Resources {
+                pids_limit: Some(5),
+                ..Resources::default()
+            })
+            .unwrap_err();
+        let expected = format!(
+            "write {}: ",
+            mock.dir("pids", "kubepods/pod1/pids.max").display()
+        );
+        assert!(error.to_string().starts_with(&expected), "{error}");
+    }
+
+    #[test]
+    fn remove_takes_leaves_then_created_dirs_and_keeps_shared_parents() {
+        let mock = MockCgroupFs::hybrid();
+        let layout = mock.layout();
+        let pod1 = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        let pod2 = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod2").unwrap();
+        pod1.add_process(&pod1.child("pause").unwrap().relative_path, 11)
+            .unwrap();
+        // A container cgroup left behind by the OCI runtime, two levels deep.
+        std::fs::create_dir_all(mock.dir("memory", "kubepods/pod1/ctr1/sub")).unwrap();
+        mock.strip_interface_files();
+
+        pod1.remove().unwrap();
+        for mount in HYBRID_MOUNTS {
+            assert!(!mock.dir(mount, "kubepods/pod1").exists(), "{mount}");
+            assert!(mock.dir(mount, "kubepods/pod2").is_dir(), "{mount}");
+        }
+        pod2.remove().unwrap();
+        for mount in HYBRID_MOUNTS {
+            // pod1 made /kubepods, pod2 did not: it stays (empty) after both are gone.
+            assert!(mock.dir(mount, "kubepods").is_dir(), "{mount}");
+            assert!(!mock.dir(mount, "kubepods/pod2").exists(), "{mount}");
+        }
+        // Removing again finds nothing to do.
+        pod1.remove().unwrap();
+        pod2.remove().unwrap();
+    }
+
+    #[test]
+    fn remove_leaf_removes_only_that_leaf() {
+        let mock = MockCgroupFs::v2();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        let pause = pod.child("pause").unwrap();
+        pod.add_process(&pause.relative_path, 11).unwrap();
+        mock.strip_interface_files();
+        pod.remove_leaf(&pause.relative_path).unwrap();
+        assert!(!mock.dir("", "kubepods/pod1/pause").exists());
+        assert!(mock.dir("", "kubepods/pod1").is_dir());
+        pod.remove_leaf(&pause.relative_path).unwrap();
+    }
+
+    #[test]
+    fn a_busy_pod_cgroup_is_reported_with_its_processes() {
+        let mock = MockCgroupFs::v2();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        pod.add_process(&pod.child("pause").unwrap().relative_path, 4242)
+            .unwrap();
+        // Interface files left in place: the mock's rmdir fails like a cgroup with a task.
+        let error = pod.remove().unwrap_err();
+        match &error {
+            CgroupError::Busy { path, procs, .. } => {
+                assert_eq!(path, &mock.dir("", "kubepods/pod1/pause"));
+                assert_eq!(procs, &[4242]);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(
+            error.to_string().contains("cgroup.procs: [4242]"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_failed_create_undoes_what_it_made() {
+        // Without cpuset, whose files in new dirs would keep the mock's rmdir from working.
+        let mountinfo: String = crate::mock::HYBRID_MOUNTINFO
+            .lines()
+            .filter(|line| !line.contains("cpuset"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let mock = MockCgroupFs::new(&mountinfo, "hugetlb", true);
+        let layout = mock.layout();
+        // The pids hierarchy cannot take a new directory.
+        std::fs::write(mock.dir("pids", "kubepods"), "not a dir").unwrap();
+        let error =
+            PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap_err();
+        let expected = format!(
+            "create dir {}: ",
+            mock.dir("pids", "kubepods/pod1").display()
+        );
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        for mount in ["cpu", "memory", "blkio"] {
+            assert!(!mock.dir(mount, "kubepods").exists(), "{mount}");
+        }
+    }
+
+    #[test]
+    fn a_pod_cgroup_survives_serde_and_can_still_be_removed() {
+        let mock = MockCgroupFs::hybrid();
+        let pod = PodCgroup::create(&mock.layout(), CgroupDriver::Systemd, "kubepods-pod1.slice")
+            .unwrap();
+        let json = serde_json::to_string(&pod).unwrap();
+        let restored: PodCgroup = serde_json::from_str(&json).unwrap();
+        assert_eq!(restored, pod);
+        mock.strip_interface_files();
+        restored.remove().unwrap();
+        for mount in HYBRID_MOUNTS {
+            assert!(!mock.dir(mount, "kubepods.slice").exists(), "{mount}");
+        }
+    }
+
+    #[test]
+    fn invalid_parents_create_nothing() {
+        let mock = MockCgroupFs::v1();
+        let error =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Systemd, "/kubepods/pod1").unwrap_err();
+        assert!(
+            matches!(error, CgroupError::InvalidParent { .. }),
+            "{error}"
+        );
+        assert!(!mock.dir("memory", "kubepods").exists());
+    }
+}
