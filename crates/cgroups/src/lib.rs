@@ -31,6 +31,6 @@ mod mock;
 pub use driver::{expand_slice, CgroupDriver, ChildCgroupPath, SYSTEMD_SCOPE_PREFIX};
 pub use error::{CgroupError, Result};
 pub use layout::{CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, SELF_MOUNTINFO};
-pub use pod::PodCgroup;
+pub use pod::{remove_unused_dirs, PodCgroup};
 pub use proc::{pid_cgroup_paths, proc_cgroup_file};
 pub use resources::{shares_to_weight, Resources};

@@ -54,7 +54,7 @@ impl PodCgroup {
         };
         for hierarchy in layout.hierarchies() {
             if let Err(error) = make_path(hierarchy, &pod.relative_path, &mut pod.created_dirs) {
-                if let Err(cleanup) = pod.remove_created_dirs() {
+                if let Err(cleanup) = pod.remove() {
                     tracing::warn!(%cleanup, "could not undo a partly created pod cgroup");
                 }
                 return Err(error);
@@ -169,38 +169,13 @@ impl PodCgroup {
         fs::remove_dirs_retrying(dirs)
     }
 
-    /// Removes the pod's cgroup: every cgroup inside it (leaves, containers' cgroups), then
-    /// the directories [`PodCgroup::create`] made, deepest first, in every hierarchy. Missing
-    /// directories are fine; a shared parent still used by another pod is kept; the pod's own
-    /// cgroup still busy after a short wait is an error naming the directory and its
-    /// processes. Calling it again after an error continues where it stopped.
-    pub fn remove(&self) -> Result<()> {
-        let mut inside = Vec::new();
-        for dir in self.dirs() {
-            inside.extend(fs::descendants(&dir)?);
-        }
-        fs::remove_dirs_retrying(inside)?;
-        self.remove_created_dirs()
-    }
-
-    /// Removes [`Self::created_dirs`]: the pod's own directories must go, shared parents may
-    /// stay when busy.
-    fn remove_created_dirs(&self) -> Result<()> {
-        let own = self.dirs();
-        let (must_go, shared): (Vec<PathBuf>, Vec<PathBuf>) = self
-            .created_dirs
-            .iter()
-            .cloned()
-            .partition(|dir| own.contains(dir));
-        fs::remove_dirs_retrying(must_go)?;
-        let mut shared = shared;
-        fs::sort_deepest_first(&mut shared);
-        for dir in shared {
-            if fs::remove_dir(&dir)? == Removal::Busy {
-                tracing::debug!(dir = %dir.display(), "keeping shared parent cgroup, still in use");
-            }
-        }
-        Ok(())
+    /// Removes what this pod made and nothing uses any more: the directories
+    /// [`PodCgroup::create`] made, deepest first, each only once it holds no process and no
+    /// child cgroup. The pod cgroup is shared by every sandbox attempt of one pod and parents by
+    /// many pods, so a busy directory is kept, not an error; owners remove their leaves first
+    /// with [`PodCgroup::remove_leaf`]. Returns the directories that are gone.
+    pub fn remove(&self) -> Result<Vec<PathBuf>> {
+        remove_unused_dirs(self.created_dirs.clone())
     }
 
     /// Checks that `leaf` is a cgroup strictly inside this pod's, in relative form.
@@ -241,6 +216,22 @@ impl PodCgroup {
                 .exists(),
         })
     }
+}
+
+/// Removes each of `dirs` that holds no process and no child cgroup, deepest first, and returns
+/// those that are gone (removed now or already missing); busy ones stay.
+pub fn remove_unused_dirs(mut dirs: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    fs::sort_deepest_first(&mut dirs);
+    let mut gone = Vec::new();
+    for dir in dirs {
+        match fs::remove_dir(&dir)? {
+            Removal::Removed | Removal::Missing => gone.push(dir),
+            Removal::Busy => {
+                tracing::debug!(dir = %dir.display(), "keeping cgroup still in use");
+            }
+        }
+    }
+    Ok(gone)
 }
 
 /// Creates every missing directory of `relative` in `hierarchy`, appending the ones this call
@@ -508,18 +499,24 @@ mod tests {
     }
 
     #[test]
-    fn remove_takes_leaves_then_created_dirs_and_keeps_shared_parents() {
+    fn remove_takes_created_dirs_once_unused_and_keeps_shared_ones() {
         let mock = MockCgroupFs::hybrid();
         let layout = mock.layout();
         let pod1 = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
         let pod2 = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, "/kubepods/pod2").unwrap();
-        pod1.add_process(&pod1.child("pause").unwrap().relative_path, 11)
-            .unwrap();
-        // A container cgroup left behind by the OCI runtime, two levels deep.
-        std::fs::create_dir_all(mock.dir("memory", "kubepods/pod1/ctr1/sub")).unwrap();
+        let pause = pod1.child("pause").unwrap();
+        pod1.add_process(&pause.relative_path, 11).unwrap();
         mock.strip_interface_files();
 
+        // The pause leaf is still there: pod1's cgroup is in use and stays.
         pod1.remove().unwrap();
+        assert!(mock.dir("memory", "kubepods/pod1/pause").is_dir());
+        pod1.remove_leaf(&pause.relative_path).unwrap();
+        let gone = pod1.remove().unwrap();
+        assert!(
+            gone.contains(&mock.dir("memory", "kubepods/pod1")),
+            "{gone:?}"
+        );
         for mount in HYBRID_MOUNTS {
             assert!(!mock.dir(mount, "kubepods/pod1").exists(), "{mount}");
             assert!(mock.dir(mount, "kubepods/pod2").is_dir(), "{mount}");
@@ -530,9 +527,11 @@ mod tests {
             assert!(mock.dir(mount, "kubepods").is_dir(), "{mount}");
             assert!(!mock.dir(mount, "kubepods/pod2").exists(), "{mount}");
         }
-        // Removing again finds nothing to do.
+        // Removing again finds nothing to do; the shared parent goes when asked directly.
         pod1.remove().unwrap();
-        pod2.remove().unwrap();
+        let gone = remove_unused_dirs(pod1.created_dirs().to_vec()).unwrap();
+        assert!(gone.contains(&mock.dir("memory", "kubepods")));
+        assert!(!mock.dir("memory", "kubepods").exists());
     }
 
     #[test]
@@ -550,14 +549,14 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_pod_cgroup_is_reported_with_its_processes() {
+    fn a_busy_leaf_is_reported_with_its_processes() {
         let mock = MockCgroupFs::v2();
         let pod =
             PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
-        pod.add_process(&pod.child("pause").unwrap().relative_path, 4242)
-            .unwrap();
+        let pause = pod.child("pause").unwrap();
+        pod.add_process(&pause.relative_path, 4242).unwrap();
         // Interface files left in place: the mock's rmdir fails like a cgroup with a task.
-        let error = pod.remove().unwrap_err();
+        let error = pod.remove_leaf(&pause.relative_path).unwrap_err();
         match &error {
             CgroupError::Busy { path, procs, .. } => {
                 assert_eq!(path, &mock.dir("", "kubepods/pod1/pause"));
@@ -569,6 +568,9 @@ mod tests {
             error.to_string().contains("cgroup.procs: [4242]"),
             "{error}"
         );
+        // The pod cgroup holding it is kept, not an error.
+        assert!(pod.remove().unwrap().is_empty());
+        assert!(mock.dir("", "kubepods/pod1").is_dir());
     }
 
     #[test]

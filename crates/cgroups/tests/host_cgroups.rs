@@ -55,6 +55,9 @@ struct RemoveOnDrop(PodCgroup);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        if let Ok(pause) = self.0.child("pause") {
+            let _ = self.0.remove_leaf(&pause.relative_path);
+        }
         let _ = self.0.remove();
     }
 }
@@ -140,6 +143,7 @@ fn cgroupfs_pod_lifecycle_on_the_host() {
     assert_eq!(read_pod_file(&pod, "pids", "pids.max"), "64");
 
     sleeper.stop();
+    pod.remove_leaf(&pause.relative_path).unwrap();
     pod.remove().unwrap();
     let leaves: Vec<PathBuf> = layout
         .hierarchies()
@@ -185,7 +189,7 @@ fn systemd_named_pod_lifecycle_on_the_host() {
 }
 
 #[test]
-fn removing_a_pod_with_a_live_process_reports_it_then_succeeds() {
+fn removing_a_leaf_with_a_live_process_reports_it_then_succeeds() {
     let Some(layout) = host_layout() else { return };
     let parent = format!("/corral-test-{}/pod{}", random_hex(), random_hex());
     let pod = PodCgroup::create(&layout, CgroupDriver::Cgroupfs, &parent).unwrap();
@@ -195,14 +199,17 @@ fn removing_a_pod_with_a_live_process_reports_it_then_succeeds() {
     pod.add_process(&pause.relative_path, sleeper.pid())
         .unwrap();
 
-    match pod.remove() {
+    match pod.remove_leaf(&pause.relative_path) {
         Err(CgroupError::Busy { path, procs, .. }) => {
             assert!(path.ends_with(&pause.relative_path), "{}", path.display());
             assert_eq!(procs, [sleeper.pid()]);
         }
         other => panic!("expected a busy error, got {other:?}"),
     }
+    // The pod cgroup holding a live leaf is kept, not an error.
+    assert!(pod.remove().unwrap().is_empty());
     sleeper.stop();
+    pod.remove_leaf(&pause.relative_path).unwrap();
     pod.remove().unwrap();
     assert_all_gone(&pod, &[]);
 }
