@@ -7,13 +7,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let api = proto_dir.join("api.proto");
+    let admin = proto_dir.join("admin.proto");
     println!("cargo:rerun-if-changed={}", api.display());
+    println!("cargo:rerun-if-changed={}", admin.display());
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // JSON (de)serialisation with the proto field names, as crictl's pod and container
         // config files use them; absent fields take their proto defaults.
-        .message_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]")
+        .message_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
         .enum_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         // KeyValue.value is `bytes` in the reference API (the same wire encoding as `string`);
         // in JSON configs it is written as text, as crictl users write env values.
@@ -21,6 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "runtime.v1.KeyValue.value",
             "#[serde(with = \"crate::bytes_as_text\")]",
         )
-        .compile_protos(&[api], &[proto_dir])?;
+        .compile_protos(&[api, admin], &[proto_dir])?;
     Ok(())
 }

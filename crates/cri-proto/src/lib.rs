@@ -28,12 +28,18 @@ mod tests {
 
     #[test]
     fn env_values_are_text_in_json() {
-        let kv: crate::v1::KeyValue =
-            serde_json::from_str(r#"{"key":"A","value":"b c"}"#).unwrap();
+        let kv: crate::v1::KeyValue = serde_json::from_str(r#"{"key":"A","value":"b c"}"#).unwrap();
         assert_eq!(kv.value, b"b c");
         assert_eq!(
             serde_json::to_string(&kv).unwrap(),
             r#"{"key":"A","value":"b c"}"#
         );
     }
+}
+
+/// corral's own administration API (`corral.admin.v1`), served next to the CRI on corrald's
+/// socket: what the CRI has no RPC for, such as importing an image archive.
+pub mod admin {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("corral.admin.v1");
 }
