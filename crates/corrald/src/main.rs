@@ -1,0 +1,123 @@
+//! corrald: the corral container runtime daemon.
+//!
+//! Reads its configuration, opens the metadata store, reconciles recorded pods with what is
+//! alive, and serves CRI v1 on a unix socket. See `docs/architecture.md`.
+
+mod admin;
+mod config;
+mod error;
+mod image_service;
+mod pod;
+mod resources;
+mod runtime_service;
+mod server;
+mod v1alpha2;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use cri_proto::v1::{RuntimeCondition, RuntimeStatus, StatusResponse};
+
+use config::{Config, Flags};
+use pod::PodManager;
+
+/// The daemon's shared state.
+pub struct Daemon {
+    /// The effective configuration.
+    pub config: Config,
+    /// The metadata store.
+    pub store: Arc<corral_store::Store>,
+    /// The pod sandboxes.
+    pub pods: PodManager,
+}
+
+impl Daemon {
+    /// The Status RPC: runtime and network conditions, the config when verbose.
+    pub async fn status(&self, verbose: bool) -> StatusResponse {
+        let network = self.pods.network_ready();
+        let conditions = vec![
+            RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: network.is_ok(),
+                reason: if network.is_ok() {
+                    String::new()
+                } else {
+                    "NetworkPluginNotReady".into()
+                },
+                message: network.err().unwrap_or_default(),
+            },
+        ];
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            let config = serde_json::to_string(&self.config).unwrap_or_default();
+            info.insert("config".to_string(), config);
+        }
+        StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: self.runtime_handlers(),
+            features: None,
+        }
+    }
+
+    fn runtime_handlers(&self) -> Vec<cri_proto::v1::RuntimeHandler> {
+        self.config
+            .runtimes
+            .keys()
+            .map(|name| cri_proto::v1::RuntimeHandler {
+                name: name.clone(),
+                features: Some(cri_proto::v1::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::load(Flags::parse())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                .with_context(|| format!("--log-level {:?}", config.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let store = Arc::new(
+        corral_store::Store::open(&config.root.join("meta.redb")).context("open metadata store")?,
+    );
+    let pods = PodManager::start(config.clone(), store.clone())
+        .await
+        .context("load pod sandboxes")?;
+    let daemon = Arc::new(Daemon {
+        config,
+        store,
+        pods,
+    });
+    let registry: corral_image::RegistryConfig = toml::Value::Table(daemon.config.registry.clone())
+        .try_into()
+        .context("config: [registry]")?;
+    let images =
+        image_service::ImageServiceImpl::new(daemon.store.clone(), &daemon.config.root, registry)
+            .context("open image store")?;
+    server::serve(daemon, images).await
+}

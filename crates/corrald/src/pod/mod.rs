@@ -1,0 +1,261 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
+//! ListPodSandbox and StreamPodSandboxes.
+//!
+//! A sandbox is a `corral-pause` process holding the pod's namespaces, a pinned network
+//! namespace wired up by CNI, a pod cgroup, a `/dev/shm` tmpfs and a directory of generated
+//! files. Its record in the metadata store is the source of truth; everything else is derived
+//! from the sandbox id (paths) or recorded in it (pids, cgroups, IPs), so that a restarted
+//! corrald finds and tears down what an earlier one made.
+
+mod owned_cgroups;
+mod record;
+mod run;
+mod teardown;
+mod view;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use corral_store::{Store, SANDBOXES, SETTINGS};
+use cri_proto::v1::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse, RunPodSandboxRequest};
+
+use crate::config::Config;
+use crate::error::{CriError, CriResult};
+pub use record::{SandboxRecord, SandboxState};
+
+/// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
+const POD_CIDR_KEY: &str = "pod_cidr";
+
+/// Everything the sandbox lifecycle needs, shared with blocking tasks.
+pub(crate) struct PodEnv {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub pause_binary: PathBuf,
+    pub cni: corral_cni::Cni,
+    pub cgroup_layout: corral_cgroups::CgroupLayout,
+    pub cgroup_driver: corral_cgroups::CgroupDriver,
+}
+
+/// Owns the pod sandboxes of this daemon.
+pub struct PodManager {
+    env: Arc<PodEnv>,
+    /// Pod name key (`name_namespace_uid_attempt`) → sandbox id, for AlreadyExists checks.
+    names: Mutex<HashMap<String, String>>,
+    /// One lock per sandbox id, so that operations on one pod never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PodManager {
+    /// Loads the recorded sandboxes, reconciles them with what is alive, and serves them.
+    pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<PodManager> {
+        let pause_binary = corral_sandbox::pause::find_binary("corral-pause").ok_or_else(|| {
+            anyhow::anyhow!(
+                "corral-pause not found next to corrald nor on PATH; install it beside corrald"
+            )
+        })?;
+        let cni = corral_cni::Cni::new(config.cni_bin_dir.clone(), config.state.join("cni"));
+        let cgroup_layout = corral_cgroups::CgroupLayout::detect()?;
+        let cgroup_driver = match config.cgroup_driver {
+            crate::config::CgroupDriverName::Cgroupfs => corral_cgroups::CgroupDriver::Cgroupfs,
+            crate::config::CgroupDriverName::Systemd => corral_cgroups::CgroupDriver::Systemd,
+        };
+        let env = Arc::new(PodEnv {
+            config,
+            store,
+            pause_binary,
+            cni,
+            cgroup_layout,
+            cgroup_driver,
+        });
+        let manager = PodManager {
+            env,
+            names: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        };
+        manager.reconcile().await?;
+        Ok(manager)
+    }
+
+    /// At start-up: finishes or undoes what a crashed daemon left half-done, marks pods whose
+    /// pause process died as not ready, and rebuilds the name index.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let env = self.env.clone();
+        let names = tokio::task::spawn_blocking(move || teardown::reconcile(&env)).await??;
+        *lock(&self.names) = names;
+        Ok(())
+    }
+
+    /// RunPodSandbox.
+    pub async fn run(&self, request: RunPodSandboxRequest) -> CriResult<String> {
+        let config = request.config.ok_or_else(|| {
+            CriError::InvalidArgument("config: missing pod sandbox config".into())
+        })?;
+        let plan = run::Plan::new(&self.env, config, request.runtime_handler)?;
+        let id = plan.id.clone();
+        {
+            let mut names = lock(&self.names);
+            if let Some(existing) = names.get(&plan.name_key) {
+                return Err(CriError::AlreadyExists(format!(
+                    "pod sandbox {} already exists as {existing}; stop and remove it, or use a new attempt number",
+                    plan.name_key
+                )));
+            }
+            names.insert(plan.name_key.clone(), id.clone());
+        }
+        let guard = self.lock_id(&id);
+        let _held = guard.lock().await;
+        let env = self.env.clone();
+        let name_key = plan.name_key.clone();
+        let result = tokio::task::spawn_blocking(move || plan.execute(&env))
+            .await
+            .map_err(|e| CriError::internal("RunPodSandbox task", e))
+            .and_then(|r| r);
+        if result.is_err() {
+            lock(&self.names).remove(&name_key);
+            self.forget_lock(&id);
+        }
+        result.map(|()| id)
+    }
+
+    /// StopPodSandbox: idempotent; an unknown id is NotFound.
+    pub async fn stop(&self, id: &str) -> CriResult<()> {
+        let id = self.resolve(id)?;
+        let guard = self.lock_id(&id);
+        let _held = guard.lock().await;
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || teardown::stop(&env, &id))
+            .await
+            .map_err(|e| CriError::internal("StopPodSandbox task", e))?
+    }
+
+    /// RemovePodSandbox: stops the pod if needed and frees everything; an unknown id succeeds.
+    pub async fn remove(&self, id: &str) -> CriResult<()> {
+        let Ok(id) = self.resolve(id) else {
+            return Ok(());
+        };
+        let guard = self.lock_id(&id);
+        let held = guard.lock().await;
+        let env = self.env.clone();
+        let task_id = id.clone();
+        let removed = tokio::task::spawn_blocking(move || teardown::remove(&env, &task_id))
+            .await
+            .map_err(|e| CriError::internal("RemovePodSandbox task", e))??;
+        if let Some(name_key) = removed {
+            let mut names = lock(&self.names);
+            if names.get(&name_key) == Some(&id) {
+                names.remove(&name_key);
+            }
+        }
+        drop(held);
+        self.forget_lock(&id);
+        Ok(())
+    }
+
+    /// PodSandboxStatus.
+    pub async fn status(&self, id: &str, verbose: bool) -> CriResult<PodSandboxStatusResponse> {
+        let id = self.resolve(id)?;
+        let record = self.record(&id)?;
+        let alive = record.pause_alive();
+        Ok(view::status_response(&self.env, &record, alive, verbose))
+    }
+
+    /// ListPodSandbox and StreamPodSandboxes.
+    pub async fn list(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<PodSandbox>> {
+        let records = self.env.store.list::<SandboxRecord>(SANDBOXES)?;
+        Ok(records
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.state != SandboxState::Creating)
+            .filter(|r| view::matches(r, filter))
+            .map(|r| view::pod_sandbox(&r))
+            .collect())
+    }
+
+    /// UpdateRuntimeConfig: the pod CIDR is kept and handed to CNI plugins as `ipRanges`.
+    pub async fn set_pod_cidr(&self, cidr: &str) -> CriResult<()> {
+        if cidr.is_empty() {
+            return Ok(());
+        }
+        if !view::looks_like_cidr(cidr) {
+            return Err(CriError::InvalidArgument(format!(
+                "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR such as 10.88.0.0/16"
+            )));
+        }
+        self.env
+            .store
+            .put(SETTINGS, POD_CIDR_KEY, &cidr.to_string())?;
+        Ok(())
+    }
+
+    /// Whether the pod network can be set up: `Ok` or the reason it cannot.
+    pub fn network_ready(&self) -> Result<(), String> {
+        network_ready_in(&self.env)
+    }
+
+    /// The full id of a sandbox given its id or a unique prefix of it.
+    fn resolve(&self, id: &str) -> CriResult<String> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "pod_sandbox_id: must not be empty".into(),
+            ));
+        }
+        if self
+            .env
+            .store
+            .get::<SandboxRecord>(SANDBOXES, id)?
+            .is_some()
+        {
+            return Ok(id.to_string());
+        }
+        let matches: Vec<String> = self
+            .env
+            .store
+            .list::<SandboxRecord>(SANDBOXES)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(id))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(CriError::NotFound(format!("pod sandbox {id} not found"))),
+            _ => Err(CriError::InvalidArgument(format!(
+                "pod_sandbox_id: prefix {id} matches {} sandboxes; give more of the id",
+                matches.len()
+            ))),
+        }
+    }
+
+    fn record(&self, id: &str) -> CriResult<SandboxRecord> {
+        self.env
+            .store
+            .get(SANDBOXES, id)?
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))
+    }
+
+    fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.locks).entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        lock(&self.locks).remove(id);
+    }
+}
+
+/// Whether a CNI network config is in place: `Ok` or the reason pods cannot get a network.
+fn network_ready_in(env: &PodEnv) -> Result<(), String> {
+    match corral_cni::CniConfig::load(&env.config.cni_conf_dir) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "no network config found in {}: install a CNI config (e.g. packaging/10-corral-bridge.conflist)",
+            env.config.cni_conf_dir.display()
+        )),
+        Err(e) => Err(format!("CNI config in {}: {e}", env.config.cni_conf_dir.display())),
+    }
+}
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned it (the maps stay
+/// consistent: every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

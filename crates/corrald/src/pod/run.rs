@@ -1,0 +1,344 @@
+//! RunPodSandbox: validate the request, then build the sandbox step by step, recording each
+//! resource as it is made so that a failure at any step tears down exactly what exists.
+
+use std::path::PathBuf;
+
+use corral_sandbox::files::{DnsSettings, PodFiles};
+use corral_sandbox::pause::PauseSpec;
+use corral_sandbox::sysctl::{self, PrivateNamespaces};
+use corral_store::SANDBOXES;
+use cri_proto::v1::{NamespaceMode, PodSandboxConfig};
+
+use super::record::{name_key, namespace_modes, PauseRef, SandboxRecord, SandboxState};
+use super::{teardown, PodEnv};
+use crate::error::{CriError, CriResult};
+
+/// `oom_score_adj` of pause processes: kubelet's value for critical node components.
+const PAUSE_OOM_SCORE_ADJ: i32 = -998;
+
+/// A validated RunPodSandbox request, ready to execute.
+pub(super) struct Plan {
+    pub id: String,
+    pub name_key: String,
+    config: PodSandboxConfig,
+    runtime_handler: String,
+    hostname: String,
+    sysctls: Vec<(String, String)>,
+    network: NamespaceMode,
+    pid: NamespaceMode,
+    ipc: NamespaceMode,
+}
+
+impl Plan {
+    /// Checks the request; every refusal names the field and what to do.
+    pub fn new(env: &PodEnv, config: PodSandboxConfig, runtime_handler: String) -> CriResult<Plan> {
+        let invalid = |msg: String| Err(CriError::InvalidArgument(msg));
+        let Some(meta) = config.metadata.as_ref() else {
+            return invalid(
+                "config.metadata: missing; give name, namespace, uid and attempt".into(),
+            );
+        };
+        if meta.name.is_empty() {
+            return invalid("config.metadata.name: must not be empty".into());
+        }
+        if meta.namespace.is_empty() {
+            return invalid("config.metadata.namespace: must not be empty".into());
+        }
+        if !runtime_handler.is_empty() && !env.config.runtimes.contains_key(&runtime_handler) {
+            let known: Vec<&str> = env.config.runtimes.keys().map(String::as_str).collect();
+            return invalid(format!(
+                "runtime_handler: unknown handler {runtime_handler:?}; configured handlers: {}",
+                known.join(", ")
+            ));
+        }
+        let (network, pid, ipc) = namespace_modes(&config);
+        if network == NamespaceMode::Container || ipc == NamespaceMode::Container {
+            return invalid(
+                "config.linux.security_context.namespace_options: network and ipc must be POD or NODE"
+                    .into(),
+            );
+        }
+        if pid == NamespaceMode::Target {
+            return invalid(
+                "config.linux.security_context.namespace_options.pid: TARGET applies to containers, not pods"
+                    .into(),
+            );
+        }
+        let userns = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .and_then(|o| o.userns_options.as_ref());
+        if userns.is_some_and(|u| u.mode != NamespaceMode::Node as i32) {
+            return invalid(
+                "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by corral; use mode NODE".into(),
+            );
+        }
+        let hostname = if config.hostname.is_empty() {
+            if network == NamespaceMode::Node {
+                String::new()
+            } else {
+                meta.name.chars().take(63).collect()
+            }
+        } else {
+            config.hostname.clone()
+        };
+        if !hostname.is_empty() && !valid_hostname(&hostname) {
+            return invalid(format!(
+                "config.hostname: {hostname:?} is not a valid hostname (letters, digits, '-' and '.', at most 64 characters)"
+            ));
+        }
+        let sysctls = check_sysctls(&config, network, ipc)?;
+        for (i, pm) in config.port_mappings.iter().enumerate() {
+            if !(1..=65535).contains(&pm.container_port) || !(0..=65535).contains(&pm.host_port) {
+                return invalid(format!(
+                    "config.port_mappings[{i}]: container_port must be 1-65535 and host_port 0-65535 (got {} and {})",
+                    pm.container_port, pm.host_port
+                ));
+            }
+        }
+        let id = new_id()?;
+        env.cgroup_driver
+            .pod_relative_path(&cgroup_parent(env, &config, &id))
+            .map_err(|e| CriError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")))?;
+        if network == NamespaceMode::Pod {
+            if let Err(reason) = super::network_ready_in(env) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "pod network is not ready: {reason}"
+                )));
+            }
+        }
+        Ok(Plan {
+            id,
+            name_key: name_key(&config),
+            config,
+            runtime_handler,
+            hostname,
+            sysctls,
+            network,
+            pid,
+            ipc,
+        })
+    }
+
+    /// Builds the sandbox. On failure, everything made so far is undone and the error names
+    /// the step that failed.
+    pub fn execute(self, env: &PodEnv) -> CriResult<()> {
+        let mut record = SandboxRecord {
+            id: self.id.clone(),
+            config: self.config.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+            created_at: now_nanos(),
+            state: SandboxState::Creating,
+            pause: None,
+            netns_path: None,
+            cni_network: None,
+            ips: Vec::new(),
+            pod_cgroup: None,
+            shm_path: None,
+        };
+        env.store.put(SANDBOXES, &record.id, &record)?;
+        match self.build(env, &mut record) {
+            Ok(()) => {
+                record.state = SandboxState::Ready;
+                env.store.put(SANDBOXES, &record.id, &record)?;
+                tracing::info!(pod_id = %record.id, pod = %self.name_key, ips = ?record.ips, "pod sandbox ready");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(pod_id = %record.id, error = %err, "RunPodSandbox failed; undoing");
+                if let Err(undo) = teardown::destroy(env, &mut record) {
+                    tracing::error!(pod_id = %record.id, error = %undo, "undoing a failed RunPodSandbox");
+                }
+                if let Err(e) = env.store.delete(SANDBOXES, &record.id) {
+                    tracing::error!(pod_id = %record.id, error = %e, "deleting the record of a failed sandbox");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn build(&self, env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
+        let step = |name: &'static str| {
+            move |e: String| CriError::Internal(format!("RunPodSandbox: {name}: {e}"))
+        };
+        let dir = sandbox_dir(env, &self.id);
+        let dns = self.config.dns_config.as_ref().map(|d| DnsSettings {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        });
+        PodFiles::write(&dir, &self.hostname, dns.as_ref(), &[])
+            .map_err(|e| step("write pod files")(e.to_string()))?;
+
+        let parent = cgroup_parent(env, &self.config, &self.id);
+        let cgroup =
+            corral_cgroups::PodCgroup::create(&env.cgroup_layout, env.cgroup_driver, &parent)
+                .map_err(|e| step("create pod cgroup")(e.to_string()))?;
+        record.pod_cgroup = Some(cgroup.clone());
+        super::owned_cgroups::remember(env, &cgroup)?;
+        if let Some(resources) = pod_resources(&self.config) {
+            cgroup
+                .apply(&resources)
+                .map_err(|e| step("apply pod resources")(e.to_string()))?;
+        }
+
+        let spec = PauseSpec {
+            new_net: self.network == NamespaceMode::Pod,
+            new_ipc: self.ipc == NamespaceMode::Pod,
+            new_uts: self.network == NamespaceMode::Pod,
+            new_pid: self.pid == NamespaceMode::Pod,
+            hostname: (self.network == NamespaceMode::Pod).then(|| self.hostname.clone()),
+            sysctls: self.sysctls.clone(),
+            oom_score_adj: PAUSE_OOM_SCORE_ADJ,
+        };
+        let pause = corral_sandbox::pause::spawn_pause(&env.pause_binary, &spec)
+            .map_err(|e| step("start pause process")(e.to_string()))?;
+        record.pause = Some(PauseRef {
+            pid: pause.pid,
+            start_time: pause.start_time,
+        });
+        cgroup
+            .child(&self.id)
+            .and_then(|leaf| cgroup.add_process(&leaf.relative_path, pause.pid))
+            .map_err(|e| step("move pause process into the pod cgroup")(e.to_string()))?;
+
+        if self.ipc == NamespaceMode::Pod {
+            let shm = dir.join("shm");
+            corral_sandbox::shm::mount_shm(&shm, corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES)
+                .map_err(|e| step("mount /dev/shm")(e.to_string()))?;
+            record.shm_path = Some(shm);
+        }
+
+        if self.network == NamespaceMode::Pod {
+            let pin = netns_pin_path(env, &self.id);
+            corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
+                .map_err(|e| step("pin network namespace")(e.to_string()))?;
+            record.netns_path = Some(pin.clone());
+            let net = corral_cni::CniConfig::load(&env.config.cni_conf_dir)
+                .map_err(|e| step("load CNI config")(e.to_string()))?
+                .ok_or_else(|| {
+                    CriError::FailedPrecondition(format!(
+                        "RunPodSandbox: no CNI config in {}",
+                        env.config.cni_conf_dir.display()
+                    ))
+                })?;
+            record.cni_network = Some(net.name().to_string());
+            // Recorded before ADD so that a crash during ADD still leads to a DEL.
+            env.store.put(SANDBOXES, &record.id, record)?;
+            let rt = super::teardown::runtime_conf(env, record, &pin);
+            let result = env.cni.add(&net, &rt).map_err(|e| {
+                // A failed ADD has already been rolled back (DEL of the whole list).
+                record.cni_network = None;
+                step("set up pod network (CNI ADD)")(e.to_string())
+            })?;
+            record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
+        }
+        PodFiles::write(&dir, &self.hostname, dns.as_ref(), &record.ips)
+            .map_err(|e| step("write pod files")(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Sysctls of the pod, refused when they are not namespaced or would change the host's
+/// namespaces.
+fn check_sysctls(
+    config: &PodSandboxConfig,
+    network: NamespaceMode,
+    ipc: NamespaceMode,
+) -> CriResult<Vec<(String, String)>> {
+    let Some(linux) = config.linux.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let private = PrivateNamespaces {
+        net: network == NamespaceMode::Pod,
+        ipc: ipc == NamespaceMode::Pod,
+        uts: network == NamespaceMode::Pod,
+    };
+    sysctl::pod_sysctls(linux.sysctls.iter(), private)
+        .map_err(|e| CriError::InvalidArgument(format!("config.linux.sysctls: {e}")))
+}
+
+/// The cgroup parent kubelet asked for, or, when none is given (as by crictl without one), a
+/// pod cgroup of corral's own: `/corral/pod<id>` (cgroupfs) or `corral-pod<id>.slice` (systemd).
+pub(super) fn cgroup_parent(env: &PodEnv, config: &PodSandboxConfig, id: &str) -> String {
+    let given = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    if !given.is_empty() {
+        return given;
+    }
+    let short = &id[..id.len().min(12)];
+    match env.cgroup_driver {
+        corral_cgroups::CgroupDriver::Cgroupfs => format!("/corral/pod{short}"),
+        corral_cgroups::CgroupDriver::Systemd => format!("corral-pod{short}.slice"),
+    }
+}
+
+/// Pod-level limits: `resources`, plus `overhead` added on top, when kubelet gives them.
+fn pod_resources(config: &PodSandboxConfig) -> Option<corral_cgroups::Resources> {
+    let linux = config.linux.as_ref()?;
+    if linux.resources.is_none() && linux.overhead.is_none() {
+        return None;
+    }
+    let mut res = linux
+        .resources
+        .as_ref()
+        .map(crate::resources::from_cri)
+        .unwrap_or_default();
+    if let Some(overhead) = linux.overhead.as_ref() {
+        crate::resources::add_overhead(&mut res, overhead);
+    }
+    Some(res)
+}
+
+/// `<state>/sandboxes/<id>`: hostname, hosts, resolv.conf and the shm mount point.
+pub(super) fn sandbox_dir(env: &PodEnv, id: &str) -> PathBuf {
+    env.config.state.join("sandboxes").join(id)
+}
+
+/// `<state>/netns/<id>`: the bind mount that keeps the pod's network namespace alive.
+pub(super) fn netns_pin_path(env: &PodEnv, id: &str) -> PathBuf {
+    env.config.state.join("netns").join(id)
+}
+
+fn valid_hostname(name: &str) -> bool {
+    name.len() <= 64
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn new_id() -> CriResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| CriError::internal("generate sandbox id", e))?;
+    Ok(hex::encode(bytes))
+}
+
+pub(super) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert!(valid_hostname("web-0"));
+        assert!(valid_hostname("a.b.c"));
+        assert!(!valid_hostname("-x"));
+        assert!(!valid_hostname("a..b"));
+        assert!(!valid_hostname("has space"));
+        assert!(!valid_hostname(&"x".repeat(65)));
+    }
+}

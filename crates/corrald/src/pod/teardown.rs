@@ -1,0 +1,222 @@
+//! StopPodSandbox, RemovePodSandbox, the undo of a failed RunPodSandbox, and the start-up
+//! reconciliation. Every step tolerates its resource being gone already, so each operation is
+//! idempotent and survives a daemon restart at any point.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use corral_store::SANDBOXES;
+
+use super::record::{SandboxRecord, SandboxState};
+use super::run::{netns_pin_path, sandbox_dir};
+use super::PodEnv;
+use crate::error::{CriError, CriResult};
+
+/// How long the pause process gets to exit on SIGTERM before SIGKILL.
+const PAUSE_GRACE: Duration = Duration::from_secs(2);
+
+/// StopPodSandbox: the pause process stopped, the network torn down, shm unmounted.
+pub(super) fn stop(env: &PodEnv, id: &str) -> CriResult<()> {
+    let mut record: SandboxRecord = env
+        .store
+        .get(SANDBOXES, id)?
+        .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))?;
+    let result = release_runtime_resources(env, &mut record);
+    if record.state != SandboxState::Creating {
+        record.state = SandboxState::NotReady;
+    }
+    env.store.put(SANDBOXES, id, &record)?;
+    result
+}
+
+/// RemovePodSandbox: stop, then delete the cgroups, files and record. Returns the pod's name key
+/// when there was a sandbox to remove.
+pub(super) fn remove(env: &PodEnv, id: &str) -> CriResult<Option<String>> {
+    let Some(mut record) = env.store.get::<SandboxRecord>(SANDBOXES, id)? else {
+        return Ok(None);
+    };
+    let name_key = record.name_key();
+    if let Err(e) = destroy(env, &mut record) {
+        // Keep what is left recorded, so that a retry finishes the job.
+        env.store.put(SANDBOXES, id, &record)?;
+        return Err(e);
+    }
+    env.store.delete(SANDBOXES, id)?;
+    Ok(Some(name_key))
+}
+
+/// Frees everything a sandbox holds, in reverse order of creation. The record is updated as
+/// resources go so that a retry does not repeat finished steps.
+pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
+    let released = release_runtime_resources(env, record);
+    if let Some(cgroup) = record.pod_cgroup.as_ref() {
+        let leaf = cgroup
+            .child(&record.id)
+            .map_err(|e| CriError::internal("pause cgroup path", e))?;
+        cgroup
+            .remove_leaf(&leaf.relative_path)
+            .map_err(|e| CriError::internal("remove pause cgroup", e))?;
+        super::owned_cgroups::release(env, cgroup)?;
+    }
+    record.pod_cgroup = None;
+    let dir = sandbox_dir(env, &record.id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(CriError::internal(
+                &format!("remove sandbox directory {}", dir.display()),
+                e,
+            ))
+        }
+    }
+    released
+}
+
+/// Stops the pause process and releases network, shm and netns pin. Every step is tried even
+/// when an earlier one failed (the first error is returned); each clears its field in the
+/// record once done, so a retry repeats only what failed.
+fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
+    let mut first_error = None;
+    let mut note = |result: CriResult<()>| {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "sandbox teardown step failed");
+            first_error.get_or_insert(e);
+        }
+    };
+    if let Some(pause) = record.pause {
+        note(
+            pause
+                .process()
+                .stop(PAUSE_GRACE)
+                .map_err(|e| CriError::internal("stop pause process", e)),
+        );
+        if let Err(e) = corral_sandbox::reap_if_child(pause.pid) {
+            tracing::debug!(pid = pause.pid, error = %e, "reaping pause process");
+        }
+    }
+    if let Some(network) = record.cni_network.clone() {
+        let pin = record
+            .netns_path
+            .clone()
+            .unwrap_or_else(|| netns_pin_path(env, &record.id));
+        let rt = runtime_conf(env, record, &pin);
+        match cni_del(env, &network, &rt) {
+            Ok(()) => record.cni_network = None,
+            Err(e) => note(Err(CriError::internal(
+                "tear down pod network (CNI DEL)",
+                e,
+            ))),
+        }
+    }
+    if let Some(shm) = record.shm_path.clone() {
+        match corral_sandbox::shm::unmount(&shm) {
+            Ok(()) => record.shm_path = None,
+            Err(e) => note(Err(CriError::internal("unmount /dev/shm", e))),
+        }
+    }
+    if let Some(pin) = record.netns_path.clone() {
+        match corral_sandbox::netns::NetnsPin::unpin(&pin) {
+            Ok(()) => record.netns_path = None,
+            Err(e) => note(Err(CriError::internal("unpin network namespace", e))),
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// CNI DEL with the network config the pod was attached with (cached at ADD), so that a changed
+/// or removed config in the conf dir still tears down what was made.
+fn cni_del(env: &PodEnv, network: &str, rt: &corral_cni::RuntimeConf) -> corral_cni::Result<()> {
+    let cached = env
+        .cni
+        .cached_attachment(network, &rt.container_id, &rt.if_name)?;
+    let net = match cached {
+        Some(attachment) => attachment.network,
+        None => match corral_cni::CniConfig::load(&env.config.cni_conf_dir)? {
+            Some(net) if net.name() == network => net,
+            // Nothing cached and no such network: ADD never completed a plugin.
+            _ => return Ok(()),
+        },
+    };
+    env.cni.del(&net, rt)
+}
+
+/// The CNI runtime arguments for a sandbox: its ids as CNI_ARGS, port mappings and the pod
+/// CIDR as capability arguments.
+pub(super) fn runtime_conf(
+    env: &PodEnv,
+    record: &SandboxRecord,
+    netns: &Path,
+) -> corral_cni::RuntimeConf {
+    let meta = record.config.metadata.clone().unwrap_or_default();
+    let mut caps = serde_json::Map::new();
+    let ports: Vec<serde_json::Value> = record
+        .config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| {
+            let protocol = cri_proto::v1::Protocol::try_from(p.protocol)
+                .unwrap_or(cri_proto::v1::Protocol::Tcp)
+                .as_str_name()
+                .to_ascii_lowercase();
+            serde_json::json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": protocol,
+                "hostIP": p.host_ip,
+            })
+        })
+        .collect();
+    caps.insert("portMappings".into(), ports.into());
+    if let Ok(Some(cidr)) = env
+        .store
+        .get::<String>(corral_store::SETTINGS, super::POD_CIDR_KEY)
+    {
+        caps.insert("ipRanges".into(), serde_json::json!([[{ "subnet": cidr }]]));
+    }
+    corral_cni::RuntimeConf {
+        container_id: record.id.clone(),
+        netns_path: netns.to_path_buf(),
+        if_name: "eth0".into(),
+        args: vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAMESPACE".into(), meta.namespace),
+            ("K8S_POD_NAME".into(), meta.name),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), record.id.clone()),
+            ("K8S_POD_UID".into(), meta.uid),
+        ],
+        capability_args: caps,
+    }
+}
+
+/// Start-up: undoes sandboxes a crashed daemon left half-made, marks those whose pause process
+/// died as not ready, and returns the name index of the rest.
+pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>> {
+    let mut names = HashMap::new();
+    for (id, mut record) in env.store.list::<SandboxRecord>(SANDBOXES)? {
+        match record.state {
+            SandboxState::Creating => {
+                tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
+                if let Err(e) = destroy(env, &mut record) {
+                    tracing::error!(pod_id = %id, error = %e, "could not undo half-made sandbox");
+                    env.store.put(SANDBOXES, &id, &record)?;
+                    names.insert(record.name_key(), id);
+                    continue;
+                }
+                env.store.delete(SANDBOXES, &id)?;
+            }
+            SandboxState::Ready if !record.pause_alive() => {
+                tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
+                record.state = SandboxState::NotReady;
+                env.store.put(SANDBOXES, &id, &record)?;
+                names.insert(record.name_key(), id);
+            }
+            _ => {
+                names.insert(record.name_key(), id);
+            }
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,368 @@
+//! `runtime.v1.RuntimeService`: each RPC is handled here or handed to the module that owns it
+//! (`pod` for sandboxes). RPCs corral does not serve yet answer `Unimplemented` with their name.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cri_proto::v1::runtime_service_server::RuntimeService;
+use cri_proto::v1::*;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::pod::PodManager;
+use crate::v1alpha2::ApiVersion;
+use crate::Daemon;
+
+/// The RuntimeService implementation over the daemon's shared state.
+#[derive(Clone)]
+pub struct RuntimeServiceImpl {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeServiceImpl {
+    /// Serves the runtime service from `daemon`.
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        RuntimeServiceImpl { daemon }
+    }
+
+    fn pods(&self) -> &PodManager {
+        &self.daemon.pods
+    }
+}
+
+/// A server stream of results.
+type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "RuntimeService/{rpc} is not implemented by corral yet"
+    )))
+}
+
+/// Splits a list into stream messages of at most this many items.
+const STREAM_CHUNK: usize = 100;
+
+fn chunked<T: Send + 'static, R: Send + 'static>(
+    items: Vec<T>,
+    wrap: fn(Vec<T>) -> R,
+) -> ResultStream<R> {
+    let mut batches = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        batches.push(Ok(wrap(items.by_ref().take(STREAM_CHUNK).collect())));
+    }
+    Box::pin(futures::stream::iter(batches))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeServiceImpl {
+    #[instrument(skip_all)]
+    async fn version(
+        &self,
+        request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let api = match request.extensions().get::<ApiVersion>() {
+            Some(ApiVersion::V1alpha2) => "v1alpha2",
+            None => "v1",
+        };
+        Ok(Response::new(VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "corral".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: api.into(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(pod = tracing::field::Empty))]
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let id = self.pods().run(request.into_inner()).await?;
+        tracing::Span::current().record("pod", id.as_str());
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        self.pods()
+            .stop(&request.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
+    }
+
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        self.pods()
+            .remove(&request.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
+    }
+
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.pods().status(&req.pod_sandbox_id, req.verbose).await?,
+        ))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let items = self
+            .pods()
+            .list(request.into_inner().filter.as_ref())
+            .await?;
+        Ok(Response::new(ListPodSandboxResponse { items }))
+    }
+
+    type StreamPodSandboxesStream = ResultStream<StreamPodSandboxesResponse>;
+
+    #[instrument(skip_all)]
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = self
+            .pods()
+            .list(request.into_inner().filter.as_ref())
+            .await?;
+        Ok(Response::new(chunked(items, |pod_sandboxes| {
+            StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    async fn create_container(
+        &self,
+        _: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        unimplemented("CreateContainer")
+    }
+
+    async fn start_container(
+        &self,
+        _: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        unimplemented("StartContainer")
+    }
+
+    async fn stop_container(
+        &self,
+        _: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        unimplemented("StopContainer")
+    }
+
+    async fn remove_container(
+        &self,
+        _: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        unimplemented("RemoveContainer")
+    }
+
+    async fn list_containers(
+        &self,
+        _: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        // No containers yet: an empty list keeps crictl and kubelet's relisting working.
+        Ok(Response::new(ListContainersResponse::default()))
+    }
+
+    type StreamContainersStream = ResultStream<StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        _: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        Ok(Response::new(chunked(Vec::new(), |containers| {
+            StreamContainersResponse { containers }
+        })))
+    }
+
+    async fn container_status(
+        &self,
+        _: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        unimplemented("ContainerStatus")
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        _: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        unimplemented("ExecSync")
+    }
+
+    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        unimplemented("Exec")
+    }
+
+    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        unimplemented("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        unimplemented("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        Ok(Response::new(ListContainerStatsResponse::default()))
+    }
+
+    type StreamContainerStatsStream = ResultStream<StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        _: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        unimplemented("StreamContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    type StreamPodSandboxStatsStream = ResultStream<StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        unimplemented("StreamPodSandboxStats")
+    }
+
+    #[instrument(skip_all)]
+    async fn update_runtime_config(
+        &self,
+        request: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.pods().set_pod_cidr(&cidr).await?;
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
+    }
+
+    #[instrument(skip_all)]
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let verbose = request.into_inner().verbose;
+        Ok(Response::new(self.daemon.status(verbose).await))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        unimplemented("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream = ResultStream<ContainerEventResponse>;
+
+    async fn get_container_events(
+        &self,
+        _: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+
+    type StreamPodSandboxMetricsStream = ResultStream<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        unimplemented("StreamPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        let driver = match self.daemon.config.cgroup_driver {
+            crate::config::CgroupDriverName::Systemd => CgroupDriver::Systemd,
+            crate::config::CgroupDriverName::Cgroupfs => CgroupDriver::Cgroupfs,
+        };
+        Ok(Response::new(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        unimplemented("UpdatePodSandboxResources")
+    }
+}
