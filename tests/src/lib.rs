@@ -65,12 +65,16 @@ pub struct Daemon {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// The directory holding the binaries `cargo build` made (`target/debug`).
+/// The directory holding the binaries `cargo build` made: the running executable's own
+/// directory when corrald is there (a bench binary in `target/release`), else its parent (a
+/// test binary in `target/debug/deps`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/debug/deps/<test binary> → target/debug
-    exe.parent()
-        .and_then(Path::parent)
+    let own = exe.parent().expect("executable has a directory");
+    if own.join("corrald").exists() {
+        return own.to_path_buf();
+    }
+    own.parent()
         .expect("test binary lives in target/<profile>/deps")
         .to_path_buf()
 }

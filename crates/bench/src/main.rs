@@ -1,0 +1,167 @@
+//! corral-bench: times CRI calls against a corrald and prints p50/p90/p99.
+//!
+//! By default it starts a private corrald (the binaries next to this one, temp dirs, its own
+//! CNI bridge) exactly as the end-to-end tests do; `--socket` measures an already running
+//! runtime instead — corrald or any other CRI runtime, so the same client compares them.
+//! Timings are printed, never asserted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
+use cri_proto::v1::*;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "corral-bench", about = "Time CRI calls and report percentiles")]
+struct Cli {
+    /// Measure the runtime on this socket instead of starting a private corrald.
+    #[arg(long, global = true)]
+    socket: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// RunPodSandbox, StopPodSandbox and RemovePodSandbox over N pods.
+    Pods {
+        /// Number of pods per round.
+        #[arg(short, default_value_t = 50)]
+        n: usize,
+        /// Pods in flight at once in the concurrent round.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("corral-bench runs pods: run it as root");
+    }
+    let (daemon, channel) = match &cli.socket {
+        Some(path) => (None, corral_e2e::connect_unix(path.clone()).await),
+        None => {
+            let d = corral_e2e::Daemon::start(corral_e2e::DaemonOptions {
+                extra_config_toml: String::new(),
+                with_cni: true,
+                cgroup_driver: "cgroupfs",
+            });
+            let c = d.channel().await;
+            (Some(d), c)
+        }
+    };
+    let rt = RuntimeServiceClient::new(channel);
+    let version = rt
+        .clone()
+        .version(VersionRequest::default())
+        .await?
+        .into_inner();
+    println!(
+        "runtime: {} {} (CRI {})",
+        version.runtime_name, version.runtime_version, version.runtime_api_version
+    );
+    match cli.what {
+        What::Pods { n, concurrency } => {
+            pods(rt.clone(), n, 1, "sequential").await?;
+            pods(rt, n, concurrency.max(1), "concurrent").await?;
+        }
+    }
+    drop(daemon);
+    Ok(())
+}
+
+/// Latencies of one pod's three calls.
+struct PodTimes {
+    run: Duration,
+    stop: Duration,
+    remove: Duration,
+}
+
+async fn pods(
+    rt: RuntimeServiceClient<Channel>,
+    n: usize,
+    concurrency: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    let round = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(n);
+    let mut next = 0usize;
+    while next < n {
+        let batch: Vec<_> = (next..n.min(next + concurrency))
+            .map(|i| one_pod(rt.clone(), format!("bench-{label}-{round}-{i}")))
+            .collect();
+        next += batch.len();
+        for r in futures::future::join_all(batch).await {
+            results.push(r?);
+        }
+    }
+    let wall = started.elapsed();
+    println!(
+        "\n{label}: {n} pods, {concurrency} at a time, {:.2}s wall, {:.1} pods/s",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64()
+    );
+    report("RunPodSandbox", results.iter().map(|r| r.run).collect());
+    report("StopPodSandbox", results.iter().map(|r| r.stop).collect());
+    report(
+        "RemovePodSandbox",
+        results.iter().map(|r| r.remove).collect(),
+    );
+    Ok(())
+}
+
+async fn one_pod(mut rt: RuntimeServiceClient<Channel>, name: String) -> anyhow::Result<PodTimes> {
+    let parent = format!("/corral-bench/pod{name}");
+    let config = corral_e2e::pod_config(
+        &name,
+        &parent,
+        (
+            NamespaceMode::Pod as i32,
+            NamespaceMode::Container as i32,
+            NamespaceMode::Pod as i32,
+        ),
+    );
+    let t = Instant::now();
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .with_context(|| format!("RunPodSandbox {name}"))?
+        .into_inner()
+        .pod_sandbox_id;
+    let run = t.elapsed();
+    let t = Instant::now();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .context("StopPodSandbox")?;
+    let stop = t.elapsed();
+    let t = Instant::now();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .context("RemovePodSandbox")?;
+    let remove = t.elapsed();
+    Ok(PodTimes { run, stop, remove })
+}
+
+fn report(call: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples.get(i).copied().unwrap_or_default()
+    };
+    println!(
+        "  {call:<18} p50 {:>8.2} ms   p90 {:>8.2} ms   p99 {:>8.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.90).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    );
+}
