@@ -25,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Cri {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
+    /// corral's own administration API on the same socket.
+    pub admin: cri_proto::admin::admin_client::AdminClient<Channel>,
 }
 
 /// A socket path as given by the user; crictl-style `unix://` endpoints are accepted too.
@@ -51,7 +53,8 @@ impl Cri {
             .map_err(|err| connect_error(socket, &err))?;
         Ok(Self {
             runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
+            images: ImageServiceClient::new(channel.clone()),
+            admin: cri_proto::admin::admin_client::AdminClient::new(channel),
         })
     }
 

@@ -202,6 +202,43 @@ pub async fn imagefsinfo(cri: &mut Cri, args: ImagefsinfoArgs) -> Result<()> {
 
 /// Orders images as crictl lists them: tagged images by first tag, then the others by first
 /// digest, then by ID.
+/// `corralctl image ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Load images from an OCI image layout directory, or a `docker save` / OCI layout tar
+    /// archive (gzip or zstd compressed or not), into corrald's image store.
+    Import(ImportArgs),
+}
+
+/// `corralctl image import PATH`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The layout directory or archive; relative paths are taken from the current directory.
+    pub path: std::path::PathBuf,
+}
+
+/// Imports images through corrald's admin service (corrald owns the image store).
+pub async fn import(cri: &mut Cri, args: ImportArgs) -> Result<()> {
+    let path = std::path::absolute(&args.path)?;
+    let imported = cri
+        .admin
+        .import_image(cri_proto::admin::ImportImageRequest {
+            path: path.to_string_lossy().into_owned(),
+        })
+        .await?
+        .into_inner()
+        .images;
+    for image in imported {
+        let names = if image.repo_tags.is_empty() {
+            image.repo_digests.join(", ")
+        } else {
+            image.repo_tags.join(", ")
+        };
+        println!("Imported {} {names}", image.id);
+    }
+    Ok(())
+}
+
 pub fn sort_images(images: &mut [Image]) {
     images.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
 }

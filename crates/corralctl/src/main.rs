@@ -58,8 +58,11 @@ enum Command {
     /// Pull an image.
     Pull(images::PullArgs),
     /// List images.
-    #[command(alias = "image", alias = "img")]
+    #[command(alias = "img")]
     Images(images::ImagesArgs),
+    /// Image store management that the CRI has no call for (`image import PATH`).
+    #[command(subcommand)]
+    Image(images::ImageCommand),
     /// Print the status of images.
     Inspecti(images::InspectiArgs),
     /// Remove images.
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspecti(args) => images::inspecti(cri, args).await?,
         Command::Rmi(args) => images::rmi(cri, args).await?,
         Command::Imagefsinfo(args) => images::imagefsinfo(cri, args).await?,
+        Command::Image(images::ImageCommand::Import(args)) => images::import(cri, args).await?,
         Command::Create(args) => containers::create(cri, args).await?,
         Command::Start(args) => containers::start(cri, args).await?,
         Command::Stop(args) => containers::stop(cri, args).await?,
