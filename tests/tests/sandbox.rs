@@ -750,3 +750,124 @@ async fn list_filters_and_stream() {
     stop_and_remove(&mut rt, &a).await;
     stop_and_remove(&mut rt, &b).await;
 }
+
+#[tokio::test]
+async fn pod_resources_oom_score_and_port_mappings() {
+    require_root!();
+    let daemon = Daemon::start(DaemonOptions::default());
+    let mut rt = daemon.runtime().await;
+    let parent = unique_cgroup_parent("res");
+    let mut config = pod_config("res", &parent, (POD, CONTAINER, POD));
+    let linux = config.linux.as_mut().unwrap();
+    linux.resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 256 << 20,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        ..Default::default()
+    });
+    linux.overhead = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    config.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 38080,
+        host_ip: String::new(),
+    }];
+    let id = run(&mut rt, config).await;
+    let (_, info) = status(&mut rt, &id).await;
+    let pid = pause_pid(&info);
+
+    // Pod-level limits (resources + overhead) on the pod cgroup itself.
+    let memory = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes"
+    ))
+    .unwrap();
+    assert_eq!(memory.trim(), ((256u64 + 16) << 20).to_string());
+    let quota =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{parent}/cpu.cfs_quota_us")).unwrap();
+    assert_eq!(quota.trim(), "50000");
+
+    // -998, or clamped to what the runtime itself has when it may not lower it.
+    let pause_adj: i32 = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let own_adj: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        pause_adj == -998 || pause_adj == own_adj,
+        "pause oom_score_adj {pause_adj}, ours {own_adj}"
+    );
+
+    // The port mapping reached the portmap plugin: a DNAT rule for this sandbox and port.
+    let nat = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&nat.stdout);
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.contains("38080") && l.contains("DNAT")),
+        "no DNAT rule for hostPort 38080:\n{rules}"
+    );
+    stop_and_remove(&mut rt, &id).await;
+    let nat = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains(&id[..12]),
+        "portmap rules left"
+    );
+    assert_no_leftovers(
+        &daemon,
+        &id,
+        pid,
+        &format!("corral-e2e-{}-res", std::process::id()),
+    );
+    assert_network_empty(&daemon);
+}
+
+#[tokio::test]
+async fn systemd_cgroup_driver_names_slices_and_scopes() {
+    require_root!();
+    let daemon = Daemon::start(DaemonOptions {
+        cgroup_driver: "systemd",
+        ..Default::default()
+    });
+    let mut rt = daemon.runtime().await;
+    let tag = format!("corrale2e{}", std::process::id());
+    let slice = format!("{tag}-podsd.slice");
+    let id = run(&mut rt, pod_config("sd", &slice, (POD, CONTAINER, POD))).await;
+    let (_, info) = status(&mut rt, &id).await;
+    let pid = pause_pid(&info);
+    let expected = format!("/{tag}.slice/{slice}/corral-{id}.scope");
+    assert_eq!(cgroup_of(pid, "memory").as_deref(), Some(expected.as_str()));
+    let rc = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        CgroupDriver::Systemd as i32
+    );
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("sdbad", "/not/a/slice", (POD, CONTAINER, POD))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("cgroup_parent"), "{}", err.message());
+    stop_and_remove(&mut rt, &id).await;
+    assert_no_leftovers(&daemon, &id, pid, &tag);
+}
