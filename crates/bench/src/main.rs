@@ -5,6 +5,8 @@
 //! runtime instead — corrald or any other CRI runtime, so the same client compares them.
 //! Timings are printed, never asserted.
 
+mod images;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -34,6 +36,16 @@ enum What {
         #[arg(long, default_value_t = 10)]
         concurrency: usize,
     },
+    /// PullImage of a 5-layer image from a loopback registry, then ListImages and ImageStatus
+    /// latency with 200 more images stored.
+    Images {
+        /// Timed pulls of the 5-layer image (removed between pulls).
+        #[arg(long, default_value_t = 5)]
+        pulls: usize,
+        /// Timed ListImages / ImageStatus calls.
+        #[arg(long, default_value_t = 500)]
+        calls: usize,
+    },
 }
 
 #[tokio::main]
@@ -54,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             (Some(d), c)
         }
     };
-    let rt = RuntimeServiceClient::new(channel);
+    let rt = RuntimeServiceClient::new(channel.clone());
     let version = rt
         .clone()
         .version(VersionRequest::default())
@@ -69,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             pods(rt.clone(), n, 1, "sequential").await?;
             pods(rt, n, concurrency.max(1), "concurrent").await?;
         }
+        What::Images { pulls, calls } => images::run(channel, pulls, calls).await?,
     }
     drop(daemon);
     Ok(())
@@ -152,7 +165,8 @@ async fn one_pod(mut rt: RuntimeServiceClient<Channel>, name: String) -> anyhow:
     Ok(PodTimes { run, stop, remove })
 }
 
-fn report(call: &str, mut samples: Vec<Duration>) {
+/// Prints p50/p90/p99 of `samples`.
+pub(crate) fn report(call: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let pct = |p: f64| {
         let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
