@@ -1,0 +1,268 @@
+//! Running `<runtime> create` with the container's stdio: pipes, or a terminal whose master the
+//! runtime sends over a console socket.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_runtime::state_dir::{CONSOLE_SOCKET, CONTAINER_PID_FILE, RUNTIME_LOG};
+use corral_runtime::unix_socket::{receive_fd, SocketPath};
+use corral_runtime::{read_container_pid, runtime_message};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::pipe2;
+
+use crate::args::ShimArgs;
+
+/// The shim's side of the container's stdio.
+#[derive(Debug)]
+pub enum ContainerIo {
+    /// Without a terminal: the read ends of stdout and stderr, and the write end of stdin.
+    Pipes {
+        stdout: File,
+        stderr: File,
+        stdin: Option<File>,
+    },
+    /// With a terminal: its master (output from it, input to it).
+    Terminal { master: File },
+}
+
+/// A container the runtime has created (its init waits for `start`).
+#[derive(Debug)]
+pub struct CreatedContainer {
+    pub pid: i32,
+    pub io: ContainerIo,
+}
+
+/// Why create failed.
+#[derive(Debug)]
+pub enum CreateError {
+    /// The runtime refused; what it said.
+    Runtime(String),
+    /// The shim could not do its part.
+    Shim(String),
+}
+
+/// Runs `<runtime> create` and returns the created container with the shim's ends of its stdio.
+pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError> {
+    let state_dir = &args.state_dir;
+    let pid_file = state_dir.join(CONTAINER_PID_FILE);
+    let log_file = state_dir.join(RUNTIME_LOG);
+    for stale in [&pid_file, &log_file] {
+        remove_if_present(stale).map_err(CreateError::Shim)?;
+    }
+    let io = if args.tty {
+        create_with_terminal(args, &pid_file, &log_file)?
+    } else {
+        create_with_pipes(args, &pid_file, &log_file)?
+    };
+    let pid = read_container_pid(state_dir)
+        .map_err(|e| CreateError::Shim(e.to_string()))?
+        .ok_or_else(|| {
+            CreateError::Runtime(format!(
+                "the runtime reported success but wrote no {CONTAINER_PID_FILE}"
+            ))
+        })?;
+    Ok(CreatedContainer { pid, io })
+}
+
+fn create_with_pipes(
+    args: &ShimArgs,
+    pid_file: &Path,
+    log_file: &Path,
+) -> Result<ContainerIo, CreateError> {
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| CreateError::Shim(format!("pipe2: {e}")));
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    let (stdin_read, stdin_write) = if args.stdin {
+        let (read, write) = pipe()?;
+        (Stdio::from(read), Some(write))
+    } else {
+        (Stdio::null(), None)
+    };
+    let mut command = args
+        .runtime
+        .create_command(&args.id, &args.bundle, pid_file, log_file, None);
+    command
+        .stdin(stdin_read)
+        .stdout(Stdio::from(stdout_write))
+        .stderr(Stdio::from(stderr_write));
+    // The container's ends of the pipes live in `command` until it is dropped: drop it right after
+    // the spawn, so that end of file on stdout means the container (not the shim) closed it.
+    let child = spawn(command, args)?;
+    let status = wait_with_timeout(child, args)?;
+    let mut stderr = File::from(stderr_read);
+    if !status.success() {
+        let mut said = runtime_said(log_file);
+        if said.is_empty() {
+            said = runtime_message(&read_available(&mut stderr));
+        }
+        return Err(CreateError::Runtime(failure_message(said, status)));
+    }
+    Ok(ContainerIo::Pipes {
+        stdout: File::from(stdout_read),
+        stderr,
+        stdin: stdin_write.map(File::from),
+    })
+}
+
+fn create_with_terminal(
+    args: &ShimArgs,
+    pid_file: &Path,
+    log_file: &Path,
+) -> Result<ContainerIo, CreateError> {
+    let socket_path = args.state_dir.join(CONSOLE_SOCKET);
+    remove_if_present(&socket_path).map_err(CreateError::Shim)?;
+    let shown = socket_path.display().to_string();
+    let shim_error = |what: &'static str| {
+        let shown = shown.clone();
+        move |e: io::Error| CreateError::Shim(format!("{what} {shown}: {e}"))
+    };
+    // The runtime connects through this path; for a long state directory it is a
+    // /proc/<shim pid>/fd/... path, which works for the runtime (a child) too.
+    let reachable = SocketPath::new(&socket_path).map_err(shim_error("console socket"))?;
+    let listener = UnixListener::bind(reachable.path()).map_err(shim_error("bind"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(shim_error("set non-blocking"))?;
+    // The runtime's own messages go to its log; its stderr is appended there too.
+    let runtime_stderr = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log_file)
+        .map_err(|e| CreateError::Shim(format!("open {}: {e}", log_file.display())))?;
+    let mut command = args.runtime.create_command(
+        &args.id,
+        &args.bundle,
+        pid_file,
+        log_file,
+        Some(reachable.path()),
+    );
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(runtime_stderr));
+    let mut child = spawn(command, args)?;
+
+    let deadline = Instant::now() + args.create_timeout;
+    let mut master = None;
+    let status = loop {
+        if master.is_none() {
+            master = accept_master(&listener).map_err(CreateError::Shim)?;
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(timeout_error(args));
+        }
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        // Woken by the runtime connecting; its exit is noticed within the poll interval.
+        let _ = poll(&mut fds, PollTimeout::from(20u8));
+    };
+    if master.is_none() {
+        master = accept_master(&listener).map_err(CreateError::Shim)?;
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&socket_path);
+    if !status.success() {
+        return Err(CreateError::Runtime(failure_message(
+            runtime_said(log_file),
+            status,
+        )));
+    }
+    let master = master.ok_or_else(|| {
+        CreateError::Runtime("the runtime created the container but sent no terminal".into())
+    })?;
+    Ok(ContainerIo::Terminal { master })
+}
+
+/// Accepts a pending connection on the console socket and receives the pty master from it.
+fn accept_master(listener: &UnixListener) -> Result<Option<File>, String> {
+    match listener.accept() {
+        Ok((stream, _)) => receive_fd(&stream)
+            .map(|fd| Some(File::from(fd)))
+            .map_err(|e| format!("receive the terminal from the runtime: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(format!("accept on the console socket: {e}")),
+    }
+}
+
+fn spawn(mut command: Command, args: &ShimArgs) -> Result<Child, CreateError> {
+    let result = command.spawn();
+    drop(command);
+    result.map_err(|e| {
+        CreateError::Shim(format!("run {} create: {e}", args.runtime.binary.display()))
+    })
+}
+
+/// Waits for the runtime, killing it after the create timeout.
+fn wait_with_timeout(mut child: Child, args: &ShimArgs) -> Result<ExitStatus, CreateError> {
+    let deadline = Instant::now() + args.create_timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(timeout_error(args));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
+        }
+    }
+}
+
+fn timeout_error(args: &ShimArgs) -> CreateError {
+    CreateError::Runtime(format!(
+        "create did not finish within {:?} and was killed",
+        args.create_timeout
+    ))
+}
+
+/// What the runtime wrote to its log, as one line.
+fn runtime_said(log_file: &Path) -> String {
+    std::fs::read(log_file)
+        .map(|log| runtime_message(&log))
+        .unwrap_or_default()
+}
+
+fn failure_message(said: String, status: ExitStatus) -> String {
+    if said.is_empty() {
+        format!("exited with {status} and said nothing")
+    } else {
+        said
+    }
+}
+
+/// Reads whatever is in a pipe now, without waiting for more.
+fn read_available(pipe: &mut File) -> Vec<u8> {
+    let mut data = Vec::new();
+    if fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
+        return data;
+    }
+    let mut buffer = [0u8; 4096];
+    while data.len() < 65536 {
+        match pipe.read(&mut buffer) {
+            Ok(n) if n > 0 => data.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    data
+}
+
+fn remove_if_present(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("remove stale {}: {e}", path.display())),
+    }
+}
