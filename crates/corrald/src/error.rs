@@ -17,6 +17,9 @@ pub enum CriError {
     /// The request is valid but the runtime or the object is not in a state to serve it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The operation did not finish in the time the caller gave.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The runtime failed doing what was asked.
     #[error("{0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl From<CriError> for Status {
             CriError::NotFound(_) => Code::NotFound,
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, err.to_string())
@@ -45,6 +49,31 @@ impl From<CriError> for Status {
 impl From<corral_store::StoreError> for CriError {
     fn from(err: corral_store::StoreError) -> Self {
         CriError::internal("metadata store", err)
+    }
+}
+
+/// Keeps the first error of a sequence of steps that must all be tried (teardown), logging
+/// every one.
+#[derive(Debug, Default)]
+pub struct FirstError(Option<CriError>);
+
+impl FirstError {
+    /// Records the outcome of one step.
+    pub fn note(&mut self, result: CriResult<()>) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "teardown step failed");
+            self.0.get_or_insert(e);
+        }
+    }
+
+    /// Whether every step so far succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// `Ok` when every step succeeded, else the first error.
+    pub fn into_result(self) -> CriResult<()> {
+        self.0.map_or(Ok(()), Err)
     }
 }
 

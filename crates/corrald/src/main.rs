@@ -5,9 +5,11 @@
 
 mod admin;
 mod config;
+mod container;
 mod error;
 mod image_service;
 mod pod;
+mod reaper;
 mod resources;
 mod runtime_service;
 mod server;
@@ -30,6 +32,8 @@ pub struct Daemon {
     pub store: Arc<corral_store::Store>,
     /// The pod sandboxes.
     pub pods: PodManager,
+    /// The containers.
+    pub containers: container::ContainerManager,
 }
 
 impl Daemon {
@@ -91,6 +95,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    reaper::become_subreaper()?;
+    reaper::spawn();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,19 +111,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(
         corral_store::Store::open(&config.root.join("meta.redb")).context("open metadata store")?,
     );
+    let registry: corral_image::RegistryConfig = toml::Value::Table(config.registry.clone())
+        .try_into()
+        .context("config: [registry]")?;
+    let images = image_service::ImageServiceImpl::new(store.clone(), &config.root, registry)
+        .context("open image store")?;
     let pods = PodManager::start(config.clone(), store.clone())
         .await
         .context("load pod sandboxes")?;
+    let containers =
+        container::ContainerManager::start(config.clone(), store.clone(), images.image_store())
+            .await
+            .context("load containers")?;
     let daemon = Arc::new(Daemon {
         config,
         store,
         pods,
+        containers,
     });
-    let registry: corral_image::RegistryConfig = toml::Value::Table(daemon.config.registry.clone())
-        .try_into()
-        .context("config: [registry]")?;
-    let images =
-        image_service::ImageServiceImpl::new(daemon.store.clone(), &daemon.config.root, registry)
-            .context("open image store")?;
     server::serve(daemon, images).await
 }

@@ -89,9 +89,10 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        self.pods()
-            .stop(&request.into_inner().pod_sandbox_id)
-            .await?;
+        let id = request.into_inner().pod_sandbox_id;
+        let id = self.pods().sandbox(&id)?.id;
+        self.daemon.containers.stop_pod(&id).await?;
+        self.pods().stop(&id).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -100,9 +101,13 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        self.pods()
-            .remove(&request.into_inner().pod_sandbox_id)
-            .await?;
+        let id = request.into_inner().pod_sandbox_id;
+        let Ok(sandbox) = self.pods().sandbox(&id) else {
+            // Removing an unknown sandbox succeeds (CRI contract).
+            return Ok(Response::new(RemovePodSandboxResponse {}));
+        };
+        self.daemon.containers.remove_pod(&sandbox.id).await?;
+        self.pods().remove(&sandbox.id).await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -145,79 +150,139 @@ impl RuntimeService for RuntimeServiceImpl {
         })))
     }
 
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id, container_id = tracing::field::Empty))]
     async fn create_container(
         &self,
-        _: Request<CreateContainerRequest>,
+        request: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer")
+        let request = request.into_inner();
+        let sandbox = self.pods().sandbox(&request.pod_sandbox_id)?;
+        let id = self.daemon.containers.create(request, sandbox).await?;
+        tracing::Span::current().record("container_id", id.as_str());
+        Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn start_container(
         &self,
-        _: Request<StartContainerRequest>,
+        request: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        unimplemented("StartContainer")
+        self.daemon
+            .containers
+            .start_container(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(StartContainerResponse {}))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn stop_container(
         &self,
-        _: Request<StopContainerRequest>,
+        request: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        unimplemented("StopContainer")
+        let req = request.into_inner();
+        self.daemon
+            .containers
+            .stop(&req.container_id, req.timeout)
+            .await?;
+        Ok(Response::new(StopContainerResponse {}))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn remove_container(
         &self,
-        _: Request<RemoveContainerRequest>,
+        request: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer")
+        self.daemon
+            .containers
+            .remove(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
 
+    #[instrument(skip_all)]
     async fn list_containers(
         &self,
-        _: Request<ListContainersRequest>,
+        request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        // No containers yet: an empty list keeps crictl and kubelet's relisting working.
-        Ok(Response::new(ListContainersResponse::default()))
+        let containers = self
+            .daemon
+            .containers
+            .list(request.into_inner().filter)
+            .await?;
+        Ok(Response::new(ListContainersResponse { containers }))
     }
 
     type StreamContainersStream = ResultStream<StreamContainersResponse>;
 
+    #[instrument(skip_all)]
     async fn stream_containers(
         &self,
-        _: Request<StreamContainersRequest>,
+        request: Request<StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        Ok(Response::new(chunked(Vec::new(), |containers| {
+        let items = self
+            .daemon
+            .containers
+            .list(request.into_inner().filter)
+            .await?;
+        Ok(Response::new(chunked(items, |containers| {
             StreamContainersResponse { containers }
         })))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn container_status(
         &self,
-        _: Request<ContainerStatusRequest>,
+        request: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus")
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.daemon
+                .containers
+                .status(&req.container_id, req.verbose)
+                .await?,
+        ))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        request: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources")
+        let req = request.into_inner();
+        let linux = req
+            .linux
+            .ok_or_else(|| Status::invalid_argument("linux: missing the resources to apply"))?;
+        self.daemon
+            .containers
+            .update(&req.container_id, linux)
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        self.daemon
+            .containers
+            .reopen_log(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn exec_sync(
         &self,
-        _: Request<ExecSyncRequest>,
+        request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.daemon
+                .containers
+                .exec_sync(&req.container_id, req.cmd, req.timeout)
+                .await?,
+        ))
     }
 
     async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
@@ -246,7 +311,7 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         _: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Ok(Response::new(ListContainerStatsResponse::default()))
+        unimplemented("ListContainerStats")
     }
 
     type StreamContainerStatsStream = ResultStream<StreamContainerStatsResponse>;

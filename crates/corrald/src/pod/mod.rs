@@ -23,6 +23,7 @@ use cri_proto::v1::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse, RunP
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
 pub use record::{SandboxRecord, SandboxState};
+pub(crate) use run::{new_id, now_nanos};
 
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
 const POD_CIDR_KEY: &str = "pod_cidr";
@@ -224,6 +225,12 @@ impl PodManager {
                 matches.len()
             ))),
         }
+    }
+
+    /// A sandbox's record, by id or unique prefix.
+    pub fn sandbox(&self, id: &str) -> CriResult<SandboxRecord> {
+        let id = self.resolve(id)?;
+        self.record(&id)
     }
 
     fn record(&self, id: &str) -> CriResult<SandboxRecord> {

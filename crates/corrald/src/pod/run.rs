@@ -315,13 +315,13 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
-fn new_id() -> CriResult<String> {
+pub(crate) fn new_id() -> CriResult<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| CriError::internal("generate sandbox id", e))?;
+    getrandom::fill(&mut bytes).map_err(|e| CriError::internal("generate id", e))?;
     Ok(hex::encode(bytes))
 }
 
-pub(super) fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

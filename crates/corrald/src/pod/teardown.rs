@@ -11,7 +11,7 @@ use corral_store::SANDBOXES;
 use super::record::{SandboxRecord, SandboxState};
 use super::run::{netns_pin_path, sandbox_dir};
 use super::PodEnv;
-use crate::error::{CriError, CriResult};
+use crate::error::{CriError, CriResult, FirstError};
 
 /// How long the pause process gets to exit on SIGTERM before SIGKILL.
 const PAUSE_GRACE: Duration = Duration::from_secs(2);
@@ -78,15 +78,9 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
 /// when an earlier one failed (the first error is returned); each clears its field in the
 /// record once done, so a retry repeats only what failed.
 fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
-    let mut first_error = None;
-    let mut note = |result: CriResult<()>| {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "sandbox teardown step failed");
-            first_error.get_or_insert(e);
-        }
-    };
+    let mut errors = FirstError::default();
     if let Some(pause) = record.pause {
-        note(
+        errors.note(
             pause
                 .process()
                 .stop(PAUSE_GRACE)
@@ -104,7 +98,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
         let rt = runtime_conf(env, record, &pin);
         match cni_del(env, &network, &rt) {
             Ok(()) => record.cni_network = None,
-            Err(e) => note(Err(CriError::internal(
+            Err(e) => errors.note(Err(CriError::internal(
                 "tear down pod network (CNI DEL)",
                 e,
             ))),
@@ -113,16 +107,16 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
     if let Some(shm) = record.shm_path.clone() {
         match corral_sandbox::shm::unmount(&shm) {
             Ok(()) => record.shm_path = None,
-            Err(e) => note(Err(CriError::internal("unmount /dev/shm", e))),
+            Err(e) => errors.note(Err(CriError::internal("unmount /dev/shm", e))),
         }
     }
     if let Some(pin) = record.netns_path.clone() {
         match corral_sandbox::netns::NetnsPin::unpin(&pin) {
             Ok(()) => record.netns_path = None,
-            Err(e) => note(Err(CriError::internal("unpin network namespace", e))),
+            Err(e) => errors.note(Err(CriError::internal("unpin network namespace", e))),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    errors.into_result()
 }
 
 /// CNI DEL with the network config the pod was attached with (cached at ADD), so that a changed

@@ -1,0 +1,344 @@
+//! Containers: CreateContainer, StartContainer, StopContainer, RemoveContainer,
+//! ContainerStatus, ListContainers, StreamContainers, UpdateContainerResources,
+//! ReopenContainerLog and ExecSync.
+//!
+//! A container is an OCI bundle under `<state>/containers/<id>/` (config.json, the overlay
+//! rootfs mount point, the shim's state files), run by the sandbox's OCI runtime handler
+//! through one `corral-shim`. The record in the metadata store is the source of truth; whether
+//! a running container has exited is read from its shim's exit file when asked, so nothing is
+//! lost while corrald is down.
+
+mod create;
+mod lifecycle;
+mod record;
+mod view;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use corral_runtime::OciRuntime;
+use corral_store::{Store, CONTAINERS};
+use cri_proto::v1::{
+    Container, ContainerFilter, ContainerStatusResponse, CreateContainerRequest, ExecSyncResponse,
+    LinuxContainerResources,
+};
+
+use crate::config::{CgroupDriverName, Config};
+use crate::error::{CriError, CriResult};
+use crate::pod::SandboxRecord;
+pub use record::{ContainerRecord, ContainerState};
+
+/// Everything the container lifecycle needs, shared with blocking tasks.
+pub(crate) struct ContainerEnv {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub images: corral_image::ImageStore,
+    pub shim_binary: PathBuf,
+    pub cgroup_layout: corral_cgroups::CgroupLayout,
+    /// Whether runtimes are told to use systemd for cgroups (systemd driver and systemd runs).
+    pub systemd_cgroup: bool,
+    /// Whether the host has AppArmor enabled.
+    pub apparmor: bool,
+}
+
+impl ContainerEnv {
+    /// The OCI runtime of a handler name (empty: the default).
+    pub fn runtime(&self, handler: &str) -> CriResult<OciRuntime> {
+        let name = if handler.is_empty() {
+            crate::config::DEFAULT_HANDLER
+        } else {
+            handler
+        };
+        let h = self.config.runtimes.get(name).ok_or_else(|| {
+            CriError::InvalidArgument(format!("runtime_handler: unknown handler {name:?}"))
+        })?;
+        Ok(OciRuntime {
+            name: name.to_string(),
+            binary: on_path(&h.path).ok_or_else(|| {
+                CriError::FailedPrecondition(format!(
+                    "runtime handler {name}: {} not found (install it, or set [runtimes.{name}] path)",
+                    h.path.display()
+                ))
+            })?,
+            root: h
+                .root
+                .clone()
+                .unwrap_or_else(|| self.config.state.join("runtimes").join(name)),
+            systemd_cgroup: self.systemd_cgroup,
+        })
+    }
+
+    /// `<state>/containers/<id>`: bundle and shim state.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("containers").join(id)
+    }
+}
+
+/// An absolute path for a runtime binary: as given when it has a `/`, else looked up on PATH.
+fn on_path(binary: &Path) -> Option<PathBuf> {
+    if binary.components().count() > 1 {
+        return binary.exists().then(|| binary.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|dir| Path::new(dir).join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Owns the containers of this daemon.
+pub struct ContainerManager {
+    env: Arc<ContainerEnv>,
+    /// `pod_name_attempt` → container id, for AlreadyExists checks.
+    names: Mutex<HashMap<String, String>>,
+    /// One lock per container id.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ContainerManager {
+    /// Loads the recorded containers and undoes half-made ones.
+    pub async fn start(
+        config: Config,
+        store: Arc<Store>,
+        images: corral_image::ImageStore,
+    ) -> anyhow::Result<ContainerManager> {
+        let shim_binary = corral_sandbox::find_binary("corral-shim").ok_or_else(|| {
+            anyhow::anyhow!(
+                "corral-shim not found next to corrald nor on PATH; install it beside corrald"
+            )
+        })?;
+        let systemd_cgroup = config.cgroup_driver == CgroupDriverName::Systemd
+            && Path::new("/run/systemd/system").is_dir();
+        let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .map(|s| s.trim() == "Y")
+            .unwrap_or(false);
+        let env = Arc::new(ContainerEnv {
+            cgroup_layout: corral_cgroups::CgroupLayout::detect()?,
+            config,
+            store,
+            images,
+            shim_binary,
+            systemd_cgroup,
+            apparmor,
+        });
+        let manager = ContainerManager {
+            env: env.clone(),
+            names: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        };
+        let names = tokio::task::spawn_blocking(move || lifecycle::reconcile(&env)).await??;
+        *lock(&manager.names) = names;
+        Ok(manager)
+    }
+
+    /// CreateContainer in `sandbox` (already looked up and checked to be ready).
+    pub async fn create(
+        &self,
+        request: CreateContainerRequest,
+        sandbox: SandboxRecord,
+    ) -> CriResult<String> {
+        let config = request
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("config: missing container config".into()))?;
+        let plan = create::Plan::new(&self.env, config, sandbox)?;
+        let id = plan.id.clone();
+        let key = plan.name_key.clone();
+        {
+            let mut names = lock(&self.names);
+            if let Some(existing) = names.get(&key) {
+                return Err(CriError::AlreadyExists(format!(
+                    "container {} already exists in pod {} as {existing}; remove it or use a new attempt number",
+                    plan.name, plan.pod_sandbox_id
+                )));
+            }
+            names.insert(key.clone(), id.clone());
+        }
+        let guard = self.lock_id(&id);
+        let _held = guard.lock().await;
+        let env = self.env.clone();
+        let result = tokio::task::spawn_blocking(move || plan.execute(&env))
+            .await
+            .map_err(|e| CriError::internal("CreateContainer task", e))
+            .and_then(|r| r);
+        if result.is_err() {
+            lock(&self.names).remove(&key);
+            self.forget_lock(&id);
+        }
+        result.map(|()| id)
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&self, id: &str) -> CriResult<()> {
+        self.blocking(id, lifecycle::start).await
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`; idempotent.
+    pub async fn stop(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
+        self.blocking(id, move |env, id| lifecycle::stop(env, id, timeout_secs))
+            .await
+    }
+
+    /// RemoveContainer: kills it if running and frees everything; an unknown id succeeds.
+    pub async fn remove(&self, id: &str) -> CriResult<()> {
+        let Ok(id) = self.resolve(id) else {
+            return Ok(());
+        };
+        let removed = self.blocking(&id, lifecycle::remove).await?;
+        if let Some(key) = removed {
+            let mut names = lock(&self.names);
+            if names.get(&key) == Some(&id) {
+                names.remove(&key);
+            }
+        }
+        self.forget_lock(&id);
+        Ok(())
+    }
+
+    /// ContainerStatus.
+    pub async fn status(&self, id: &str, verbose: bool) -> CriResult<ContainerStatusResponse> {
+        let record = self.blocking(id, lifecycle::refreshed).await?;
+        Ok(view::status_response(&self.env, &record, verbose))
+    }
+
+    /// ListContainers and StreamContainers.
+    pub async fn list(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Container>> {
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+                if record.state == ContainerState::Creating {
+                    continue;
+                }
+                let record = lifecycle::refresh(&env, record)?;
+                if view::matches(&record, filter.as_ref()) {
+                    out.push(view::container(&record));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| CriError::internal("ListContainers task", e))?
+    }
+
+    /// UpdateContainerResources.
+    pub async fn update(&self, id: &str, resources: LinuxContainerResources) -> CriResult<()> {
+        self.blocking(id, move |env, id| lifecycle::update(env, id, &resources))
+            .await
+    }
+
+    /// ReopenContainerLog.
+    pub async fn reopen_log(&self, id: &str) -> CriResult<()> {
+        self.blocking(id, lifecycle::reopen_log).await
+    }
+
+    /// ExecSync.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_secs: i64,
+    ) -> CriResult<ExecSyncResponse> {
+        // Exec does not take the container's lock: several may run at once, and a long one
+        // must not block StopContainer.
+        let id = self.resolve(id)?;
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || lifecycle::exec_sync(&env, &id, cmd, timeout_secs))
+            .await
+            .map_err(|e| CriError::internal("ExecSync task", e))?
+    }
+
+    /// The ids of a pod's containers.
+    pub fn ids_in_pod(&self, pod_sandbox_id: &str) -> CriResult<Vec<String>> {
+        Ok(self
+            .env
+            .store
+            .list::<ContainerRecord>(CONTAINERS)?
+            .into_iter()
+            .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// StopPodSandbox's first step: every container of the pod stopped (no grace: the pod is
+    /// going away; kubelet stopped them gracefully before if it wanted to).
+    pub async fn stop_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
+        for id in self.ids_in_pod(pod_sandbox_id)? {
+            self.stop(&id, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox's first step: every container of the pod removed.
+    pub async fn remove_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
+        for id in self.ids_in_pod(pod_sandbox_id)? {
+            self.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// A container's record, refreshed from its shim's exit file.
+    pub async fn record(&self, id: &str) -> CriResult<ContainerRecord> {
+        self.blocking(id, lifecycle::refreshed).await
+    }
+
+    /// Runs `f` on a blocking thread holding the container's lock.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,
+    ) -> CriResult<T> {
+        let id = self.resolve(id)?;
+        let guard = self.lock_id(&id);
+        let _held = guard.lock().await;
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || f(&env, &id))
+            .await
+            .map_err(|e| CriError::internal("container task", e))?
+    }
+
+    /// The full id of a container given its id or a unique prefix.
+    pub fn resolve(&self, id: &str) -> CriResult<String> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "container_id: must not be empty".into(),
+            ));
+        }
+        if self
+            .env
+            .store
+            .get::<ContainerRecord>(CONTAINERS, id)?
+            .is_some()
+        {
+            return Ok(id.to_string());
+        }
+        let matches: Vec<String> = self
+            .env
+            .store
+            .list::<ContainerRecord>(CONTAINERS)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(id))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(CriError::NotFound(format!("container {id} not found"))),
+            _ => Err(CriError::InvalidArgument(format!(
+                "container_id: prefix {id} matches {} containers; give more of the id",
+                matches.len()
+            ))),
+        }
+    }
+
+    fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.locks).entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        lock(&self.locks).remove(id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
