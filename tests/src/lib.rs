@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod cri;
+pub mod images;
 pub mod net;
 pub mod registry;
 
@@ -204,6 +206,18 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Stops the daemon with SIGTERM and leaves it stopped (its shims and containers keep
+    /// running); [`Daemon::start_again`] brings it back on the same directories.
+    pub fn stop(&mut self) {
+        self.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Starts a stopped daemon again on the same directories and waits until its socket answers.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: the daemon is running");
+        self.spawn();
+    }
+
     /// Kills the daemon with SIGKILL (no chance to clean up) and starts it again.
     pub fn kill9_and_restart(&mut self) {
         self.stop_daemon(nix::sys::signal::Signal::SIGKILL);
@@ -219,8 +233,51 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Stops and removes every pod the daemon still has (a failed test's leftovers), so that a
+    /// failing test does not leak processes, mounts or cgroups onto the machine.
+    fn remove_all_pods(&self) {
+        if self.child.is_none() {
+            return;
+        }
+        let socket = self.socket();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let mut rt = RuntimeServiceClient::new(connect_unix(socket).await);
+                let Ok(pods) = rt
+                    .list_pod_sandbox(cri_proto::v1::ListPodSandboxRequest::default())
+                    .await
+                else {
+                    return;
+                };
+                for pod in pods.into_inner().items {
+                    let id = pod.id;
+                    let _ = rt
+                        .stop_pod_sandbox(cri_proto::v1::StopPodSandboxRequest {
+                            pod_sandbox_id: id.clone(),
+                        })
+                        .await;
+                    let _ = rt
+                        .remove_pod_sandbox(cri_proto::v1::RemovePodSandboxRequest {
+                            pod_sandbox_id: id,
+                        })
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.remove_all_pods();
         self.stop_daemon(nix::sys::signal::Signal::SIGTERM);
         // Anything a failed test left: mounts under our directory, our bridge.
         unmount_under(self.dir.path());

@@ -1,0 +1,247 @@
+//! Small CRI helpers for the container tests.
+
+use std::time::{Duration, Instant};
+
+use cri_proto::v1::image_service_client::ImageServiceClient;
+use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
+use cri_proto::v1::*;
+use tonic::transport::Channel;
+
+/// A RuntimeService client.
+pub type Rt = RuntimeServiceClient<Channel>;
+
+/// Pulls `image` through the daemon; returns the image id.
+pub async fn pull(images: &mut ImageServiceClient<Channel>, image: &str) -> String {
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("PullImage")
+        .into_inner()
+        .image_ref
+}
+
+/// A container config: `name`, `image`, the command (empty: the image's), logging to
+/// `<name>.log` under the pod's log directory.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// CreateContainer; panics with the status on failure.
+pub async fn create(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    try_create(rt, pod_id, pod, config)
+        .await
+        .expect("CreateContainer")
+}
+
+/// CreateContainer.
+pub async fn try_create(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod_id.into(),
+        config: Some(config),
+        sandbox_config: Some(pod.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// CreateContainer then StartContainer.
+pub async fn run(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let id = create(rt, pod_id, pod, config).await;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+/// ContainerStatus (verbose) and its info JSON.
+pub async fn status(rt: &mut Rt, id: &str) -> (ContainerStatus, serde_json::Value) {
+    let resp = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    let info = resp
+        .info
+        .get("info")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (resp.status.expect("status"), info)
+}
+
+/// Waits until the container has exited; returns its status.
+pub async fn wait_exited(rt: &mut Rt, id: &str, timeout: Duration) -> ContainerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (st, _) = status(rt, id).await;
+        if st.state == ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// ExecSync: exit code, stdout, stderr.
+pub async fn exec(rt: &mut Rt, id: &str, cmd: &[&str]) -> (i32, String, String) {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 30,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// StopPodSandbox then RemovePodSandbox.
+pub async fn remove_pod(rt: &mut Rt, id: &str) {
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
+/// The message parts of a CRI log file's lines: `(stream, tag, text)`.
+pub fn log_lines(path: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let _ts = parts.next()?;
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// RunPodSandbox with the default handler; returns the sandbox id.
+pub async fn run_pod(rt: &mut Rt, config: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("RunPodSandbox")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// The host pid of a pod's pause process (PodSandboxStatus verbose `info.pid`).
+pub async fn pause_pid(rt: &mut Rt, pod_id: &str) -> i32 {
+    let resp = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
+    let pid = info["pid"].as_i64().expect("info.pid") as i32;
+    assert!(pid > 0, "pod {pod_id} has no pause pid: {info}");
+    pid
+}
+
+/// The host pids of a container's init and of its shim (ContainerStatus verbose `info.pid`,
+/// `info.shimPid`).
+pub async fn pids(rt: &mut Rt, id: &str) -> (i32, i32) {
+    let (_, info) = status(rt, id).await;
+    let pid = info["pid"].as_i64().expect("info.pid") as i32;
+    let shim = info["shimPid"].as_i64().expect("info.shimPid") as i32;
+    assert!(pid > 0 && shim > 0, "container {id} has no pids: {info}");
+    (pid, shim)
+}
+
+/// The host pid of a container's init.
+pub async fn pid(rt: &mut Rt, id: &str) -> i32 {
+    pids(rt, id).await.0
+}
+
+/// ExecSync that must succeed: panics with the output unless the exit code is 0; returns
+/// stdout.
+pub async fn exec_ok(rt: &mut Rt, id: &str, cmd: &[&str]) -> String {
+    let (code, out, err) = exec(rt, id, cmd).await;
+    assert_eq!(code, 0, "{cmd:?} in {id}: exit {code}, stdout {out:?}, stderr {err:?}");
+    out
+}
+
+/// A CRI mount of `host_path` at `container_path` with `propagation`.
+pub fn mount(host_path: &std::path::Path, container_path: &str, propagation: MountPropagation) -> Mount {
+    Mount {
+        container_path: container_path.into(),
+        host_path: host_path.to_string_lossy().into_owned(),
+        propagation: propagation as i32,
+        ..Default::default()
+    }
+}
+
+/// Sets `privileged` in a container config's security context.
+pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
+    let linux = config.linux.get_or_insert_with(Default::default);
+    linux
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+    config
+}
