@@ -43,6 +43,12 @@ pub struct Flags {
     /// Log filter, e.g. `info` or `corrald=debug` [default: info].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Address the exec/attach/port-forward streaming server listens on [default: 127.0.0.1].
+    #[arg(long)]
+    pub stream_address: Option<std::net::IpAddr>,
+    /// Port of the streaming server; 0 picks a free one [default: 0].
+    #[arg(long)]
+    pub stream_port: Option<u16>,
 }
 
 /// The cgroup driver, as named in flags and the config file.
@@ -87,6 +93,8 @@ struct FileConfig {
     cni_bin_dir: Option<Vec<PathBuf>>,
     cgroup_driver: Option<CgroupDriverName>,
     log_level: Option<String>,
+    stream_address: Option<std::net::IpAddr>,
+    stream_port: Option<u16>,
     disable_v1alpha2: Option<bool>,
     #[serde(default)]
     runtimes: BTreeMap<String, RuntimeHandler>,
@@ -111,6 +119,10 @@ pub struct Config {
     pub cgroup_driver: CgroupDriverName,
     /// Log filter.
     pub log_level: String,
+    /// Address and port of the streaming server (exec, attach, port-forward).
+    pub stream_address: std::net::IpAddr,
+    /// Port of the streaming server; 0 picks a free one.
+    pub stream_port: u16,
     /// Whether the old `runtime.v1alpha2` API is turned off.
     pub disable_v1alpha2: bool,
     /// OCI runtime handlers by name; `runc` is always present.
@@ -177,6 +189,11 @@ impl Config {
                 .log_level
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
+            stream_address: flags
+                .stream_address
+                .or(file.stream_address)
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            stream_port: flags.stream_port.or(file.stream_port).unwrap_or(0),
             disable_v1alpha2: file.disable_v1alpha2.unwrap_or(false),
             runtimes,
             registry: file.registry,

@@ -13,6 +13,7 @@ mod reaper;
 mod resources;
 mod runtime_service;
 mod server;
+mod streaming;
 mod v1alpha2;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct Daemon {
     pub pods: PodManager,
     /// The containers.
     pub containers: container::ContainerManager,
+    /// The exec/attach/port-forward streaming server.
+    pub streaming: corral_streaming::StreamingServer,
 }
 
 impl Daemon {
@@ -123,11 +126,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         container::ContainerManager::start(config.clone(), store.clone(), images.image_store())
             .await
             .context("load containers")?;
+    let backend = Arc::new(streaming::StreamingBackend {
+        daemon: std::sync::OnceLock::new(),
+    });
+    let streaming = corral_streaming::StreamingServer::start(
+        std::net::SocketAddr::new(config.stream_address, config.stream_port),
+        backend.clone(),
+    )
+    .await
+    .context("start the streaming server")?;
+    tracing::info!(url = %streaming.base_url(), "streaming server for exec, attach, port-forward");
     let daemon = Arc::new(Daemon {
         config,
         store,
         pods,
         containers,
+        streaming,
     });
+    let _ = backend.daemon.set(Arc::downgrade(&daemon));
     server::serve(daemon, images).await
 }

@@ -29,6 +29,18 @@ impl RuntimeServiceImpl {
     fn pods(&self) -> &PodManager {
         &self.daemon.pods
     }
+
+    /// The full id of a running container, or the right error for `what` it is needed for.
+    async fn running_container(&self, id: &str, what: &str) -> Result<String, Status> {
+        let record = self.daemon.containers.record(id).await?;
+        if record.state != crate::container::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running; cannot {what} it",
+                record.id
+            )));
+        }
+        Ok(record.id)
+    }
 }
 
 /// A server stream of results.
@@ -38,6 +50,22 @@ fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "RuntimeService/{rpc} is not implemented by corral yet"
     )))
+}
+
+/// A streaming request must ask for at least one stream, and a terminal merges stderr into
+/// stdout.
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout and stderr must be true",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true: a terminal carries stderr on stdout",
+        ));
+    }
+    Ok(())
 }
 
 /// Splits a list into stream messages of at most this many items.
@@ -285,19 +313,63 @@ impl RuntimeService for RuntimeServiceImpl {
         ))
     }
 
-    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        unimplemented("Exec")
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let mut req = request.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd: must not be empty"));
+        }
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        req.container_id = self.running_container(&req.container_id, "exec into").await?;
+        let url = self
+            .daemon
+            .streaming
+            .exec_url(&req)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        unimplemented("Attach")
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        let mut req = request.into_inner();
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        req.container_id = self.running_container(&req.container_id, "attach to").await?;
+        let url = self
+            .daemon
+            .streaming
+            .attach_url(&req)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
     async fn port_forward(
         &self,
-        _: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        let mut req = request.into_inner();
+        let sandbox = self.pods().sandbox(&req.pod_sandbox_id)?;
+        if !sandbox.pause_alive() {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready; port-forward needs a running pod",
+                sandbox.id
+            )));
+        }
+        if let Some(bad) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port: {bad} is not a TCP port (1-65535)"
+            )));
+        }
+        req.pod_sandbox_id = sandbox.id;
+        let url = self
+            .daemon
+            .streaming
+            .port_forward_url(&req)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(

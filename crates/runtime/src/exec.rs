@@ -274,6 +274,15 @@ impl ExecChild {
         })
     }
 
+    /// A handle on the terminal's master for resizing it from elsewhere (with
+    /// [`crate::set_window_size`]) while another thread waits for the process; `None` without a
+    /// terminal.
+    pub fn resize_handle(&self) -> Option<OwnedFd> {
+        self.terminal_control
+            .as_ref()
+            .and_then(|fd| fd.try_clone().ok())
+    }
+
     /// Sets the terminal's size. Without a terminal there is nothing to resize and this does
     /// nothing.
     pub fn resize(&self, width: u16, height: u16) -> Result<()> {

@@ -27,6 +27,7 @@ use cri_proto::v1::{
 use crate::config::{CgroupDriverName, Config};
 use crate::error::{CriError, CriResult};
 use crate::pod::SandboxRecord;
+pub(crate) use lifecycle::exec_process;
 pub use record::{ContainerRecord, ContainerState};
 
 /// Everything the container lifecycle needs, shared with blocking tasks.
@@ -280,6 +281,11 @@ impl ContainerManager {
     /// A container's record, refreshed from its shim's exit file.
     pub async fn record(&self, id: &str) -> CriResult<ContainerRecord> {
         self.blocking(id, lifecycle::refreshed).await
+    }
+
+    /// The environment, for the streaming backend.
+    pub(crate) fn env_handle(&self) -> Arc<ContainerEnv> {
+        self.env.clone()
     }
 
     /// Runs `f` on a blocking thread holding the container's lock.

@@ -1,0 +1,371 @@
+//! The streaming backend: Exec, Attach and PortForward sessions of corral-streaming's server,
+//! served from corrald's containers and pods.
+//!
+//! Processes and sockets are driven with blocking I/O on dedicated threads (pipes, the pty
+//! master, the shim's attach socket), bridged to the server's async streams through channels.
+//! Port-forward connections are opened inside the pod's network namespace by a short-lived
+//! thread that enters it, connects and ends — never a tokio worker.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::attach::{AttachClient, AttachStreams, Frame};
+use corral_runtime::ExecIo;
+use corral_streaming::{Backend, BackendError, BoxFuture, BoxReader, BoxWriter, StreamIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::container::{ContainerManager, ContainerState};
+use crate::pod::PodManager;
+
+/// How long output may keep coming after an exec'd process exited (a background child that
+/// inherited its stdout can hold the pipe open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// corrald's side of the streaming server.
+pub struct StreamingBackend {
+    /// The daemon's state (set once the daemon is built).
+    pub daemon: std::sync::OnceLock<std::sync::Weak<crate::Daemon>>,
+}
+
+impl StreamingBackend {
+    fn daemon(&self) -> Result<Arc<crate::Daemon>, BackendError> {
+        self.daemon
+            .get()
+            .and_then(|w| w.upgrade())
+            .ok_or_else(|| BackendError::Other("corrald is shutting down".into()))
+    }
+}
+
+fn io_err(op: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        op: op.to_string(),
+        source,
+    }
+}
+
+/// Copies a blocking reader (pipe, pty master, socket) into an async writer until EOF.
+fn pump_out(mut from: impl Read + Send + 'static, mut to: BoxWriter) -> tokio::task::JoinHandle<()> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                // EIO is how a pty master says the terminal's other side closed.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+            let _ = to.flush().await;
+        }
+        let _ = to.shutdown().await;
+    })
+}
+
+/// Copies an async reader into a blocking writer; the writer is dropped (closed) at EOF.
+fn pump_in(mut from: BoxReader, to: impl FnMut(&[u8]) -> bool + Send + 'static, at_eof: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut to = to;
+        for chunk in rx {
+            if !to(&chunk) {
+                return;
+            }
+        }
+        at_eof();
+    });
+}
+
+/// Kills the exec'd process when the session goes away before it exited.
+struct KillOnDrop {
+    pidfd: Option<OwnedFd>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(fd) = self.pidfd.take() {
+            // SAFETY: pidfd_send_signal with a valid pidfd we own, a signal number, and null
+            // siginfo; it reads no memory of ours.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+}
+
+async fn running_container(
+    containers: &ContainerManager,
+    id: &str,
+) -> Result<crate::container::ContainerRecord, BackendError> {
+    let record = containers.record(id).await.map_err(|_| BackendError::NotFound {
+        kind: "container",
+        id: id.to_string(),
+    })?;
+    if record.state != ContainerState::Running {
+        return Err(BackendError::NotRunning { id: id.to_string() });
+    }
+    Ok(record)
+}
+
+impl Backend for StreamingBackend {
+    fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        io: StreamIo,
+    ) -> BoxFuture<'static, Result<i32, BackendError>> {
+        let daemon = self.daemon();
+        let id = container_id.to_string();
+        Box::pin(async move {
+            let daemon = daemon?;
+            let record = running_container(&daemon.containers, &id).await?;
+            let env = daemon.containers.env_handle();
+            let want_stdin = io.stdin.is_some();
+            let spawn_env = env.clone();
+            let spawn_id = id.clone();
+            let mut child = tokio::task::spawn_blocking(move || {
+                let process = crate::container::exec_process(&spawn_env, &spawn_id, cmd, tty)
+                    .map_err(|e| BackendError::Other(e.to_string()))?;
+                let stdio = if tty {
+                    ExecIo::Terminal { width: 80, height: 24 }
+                } else {
+                    ExecIo::Pipes { stdin: want_stdin }
+                };
+                spawn_env
+                    .runtime(&record.runtime_handler)
+                    .map_err(|e| BackendError::Other(e.to_string()))?
+                    .exec_spawn(&spawn_id, &process, stdio)
+                    .map_err(|e| BackendError::Other(e.to_string()))
+            })
+            .await
+            .map_err(|e| BackendError::Other(format!("exec task: {e}")))??;
+            let guard = KillOnDrop {
+                pidfd: child.pidfd().try_clone_to_owned().ok(),
+            };
+            let StreamIo { stdin, stdout, stderr, resize } = io;
+            let mut outputs = Vec::new();
+            if let Some(master) = child.terminal.take() {
+                let input = master.try_clone().map_err(io_err("clone terminal"))?;
+                if let Some(out) = stdout {
+                    outputs.push(pump_out(master, out));
+                }
+                if let Some(stdin) = stdin {
+                    let mut input = input;
+                    pump_in(stdin, move |b| input.write_all(b).is_ok(), || {});
+                }
+            } else {
+                if let (Some(file), Some(out)) = (child.stdout.take(), stdout) {
+                    outputs.push(pump_out(file, out));
+                }
+                if let (Some(file), Some(err)) = (child.stderr.take(), stderr) {
+                    outputs.push(pump_out(file, err));
+                }
+                if let (Some(file), Some(stdin)) = (child.stdin.take(), stdin) {
+                    let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
+                    let closer = file.clone();
+                    pump_in(
+                        stdin,
+                        move |b| {
+                            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                            f.as_mut().is_some_and(|f| f.write_all(b).is_ok())
+                        },
+                        move || {
+                            closer.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        },
+                    );
+                }
+            }
+            if let Some(mut resize) = resize {
+                let control = child.resize_handle();
+                tokio::spawn(async move {
+                    while let Some(size) = resize.recv().await {
+                        if let Some(control) = control.as_ref() {
+                            let _ = corral_runtime::set_window_size(
+                                std::os::fd::AsFd::as_fd(control),
+                                size.width,
+                                size.height,
+                            );
+                        }
+                    }
+                });
+            }
+            let code = tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .map_err(|e| BackendError::Other(format!("exec wait: {e}")))?
+                .map_err(|e| BackendError::Other(e.to_string()))?;
+            drop(guard);
+            for output in outputs {
+                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, output).await;
+            }
+            Ok(code)
+        })
+    }
+
+    fn attach(
+        &self,
+        container_id: &str,
+        _tty: bool,
+        io: StreamIo,
+    ) -> BoxFuture<'static, Result<(), BackendError>> {
+        let daemon = self.daemon();
+        let id = container_id.to_string();
+        Box::pin(async move {
+            let daemon = daemon?;
+            running_container(&daemon.containers, &id).await?;
+            let dir = daemon.containers.env_handle().container_dir(&id);
+            let StreamIo { stdin, stdout, stderr, resize } = io;
+            let streams = AttachStreams {
+                stdin: stdin.is_some(),
+                stdout: stdout.is_some(),
+                stderr: stderr.is_some(),
+            };
+            let (mut reader, writer) = tokio::task::spawn_blocking(move || {
+                AttachClient::connect(&dir, streams).and_then(|c| c.split())
+            })
+            .await
+            .map_err(|e| BackendError::Other(format!("attach task: {e}")))?
+            .map_err(|e| BackendError::Other(format!("attach to the container's shim: {e}")))?;
+            let writer = Arc::new(std::sync::Mutex::new(writer));
+            let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+            let read_thread = std::thread::spawn(move || {
+                while let Ok(Some(frame)) = reader.next_frame() {
+                    let exit = matches!(frame, Frame::Exit(_));
+                    if out_tx.blocking_send(frame).is_err() || exit {
+                        break;
+                    }
+                }
+            });
+            if let Some(stdin) = stdin {
+                let w = writer.clone();
+                let closer = writer.clone();
+                pump_in(
+                    stdin,
+                    move |b| w.lock().unwrap_or_else(|p| p.into_inner()).send_stdin(b).is_ok(),
+                    move || {
+                        let _ = closer.lock().unwrap_or_else(|p| p.into_inner()).close_stdin();
+                    },
+                );
+            }
+            if let Some(mut resize) = resize {
+                let w = writer.clone();
+                tokio::spawn(async move {
+                    while let Some(size) = resize.recv().await {
+                        let w = w.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            w.lock().unwrap_or_else(|p| p.into_inner()).resize(size.width, size.height)
+                        })
+                        .await;
+                    }
+                });
+            }
+            let (mut stdout, mut stderr) = (stdout, stderr);
+            while let Some(frame) = out_rx.recv().await {
+                match frame {
+                    Frame::Stdout(data) => {
+                        if let Some(out) = stdout.as_mut() {
+                            let _ = out.write_all(&data).await;
+                            let _ = out.flush().await;
+                        }
+                    }
+                    Frame::Stderr(data) => {
+                        if let Some(err) = stderr.as_mut() {
+                            let _ = err.write_all(&data).await;
+                            let _ = err.flush().await;
+                        }
+                    }
+                    Frame::Exit(_) => break,
+                    _ => {}
+                }
+            }
+            writer.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+            let _ = tokio::task::spawn_blocking(move || read_thread.join()).await;
+            if let Some(mut out) = stdout {
+                let _ = out.shutdown().await;
+            }
+            if let Some(mut err) = stderr {
+                let _ = err.shutdown().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn port_forward(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<tokio::net::TcpStream, BackendError>> {
+        let daemon = self.daemon();
+        let id = pod_sandbox_id.to_string();
+        Box::pin(async move {
+            let daemon = daemon?;
+            let netns = pod_netns(&daemon.pods, &id)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(connect_in_netns(netns, port));
+            });
+            let stream = rx
+                .await
+                .map_err(|_| BackendError::Other("port-forward thread died".into()))?
+                .map_err(io_err("connect to the pod's port"))?;
+            stream.set_nonblocking(true).map_err(io_err("set nonblocking"))?;
+            tokio::net::TcpStream::from_std(stream).map_err(io_err("register connection"))
+        })
+    }
+}
+
+/// The pod's pinned network namespace, or `None` for a host-network pod.
+fn pod_netns(pods: &PodManager, id: &str) -> Result<Option<PathBuf>, BackendError> {
+    let sandbox = pods.sandbox(id).map_err(|_| BackendError::NotFound {
+        kind: "pod sandbox",
+        id: id.to_string(),
+    })?;
+    if !sandbox.pause_alive() {
+        return Err(BackendError::Other(format!("pod sandbox {id} is not ready")));
+    }
+    Ok(sandbox.netns_path)
+}
+
+/// Runs on a thread of its own, which it leaves in the pod's network namespace and which ends
+/// right after: connects to localhost:port there (IPv4, then IPv6).
+fn connect_in_netns(netns: Option<PathBuf>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    if let Some(path) = netns {
+        let file = File::open(&path)?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    }
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .or_else(|_| std::net::TcpStream::connect(("::1", port)))
+}
