@@ -320,7 +320,9 @@ impl RuntimeService for RuntimeServiceImpl {
             return Err(Status::invalid_argument("cmd: must not be empty"));
         }
         check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        req.container_id = self.running_container(&req.container_id, "exec into").await?;
+        req.container_id = self
+            .running_container(&req.container_id, "exec into")
+            .await?;
         let url = self
             .daemon
             .streaming
@@ -336,7 +338,9 @@ impl RuntimeService for RuntimeServiceImpl {
     ) -> Result<Response<AttachResponse>, Status> {
         let mut req = request.into_inner();
         check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        req.container_id = self.running_container(&req.container_id, "attach to").await?;
+        req.container_id = self
+            .running_container(&req.container_id, "attach to")
+            .await?;
         let url = self
             .daemon
             .streaming

@@ -49,7 +49,10 @@ fn io_err(op: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
 }
 
 /// Copies a blocking reader (pipe, pty master, socket) into an async writer until EOF.
-fn pump_out(mut from: impl Read + Send + 'static, mut to: BoxWriter) -> tokio::task::JoinHandle<()> {
+fn pump_out(
+    mut from: impl Read + Send + 'static,
+    mut to: BoxWriter,
+) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 32 * 1024];
@@ -77,7 +80,11 @@ fn pump_out(mut from: impl Read + Send + 'static, mut to: BoxWriter) -> tokio::t
 }
 
 /// Copies an async reader into a blocking writer; the writer is dropped (closed) at EOF.
-fn pump_in(mut from: BoxReader, to: impl FnMut(&[u8]) -> bool + Send + 'static, at_eof: impl FnOnce() + Send + 'static) {
+fn pump_in(
+    mut from: BoxReader,
+    to: impl FnMut(&[u8]) -> bool + Send + 'static,
+    at_eof: impl FnOnce() + Send + 'static,
+) {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
@@ -130,10 +137,13 @@ async fn running_container(
     containers: &ContainerManager,
     id: &str,
 ) -> Result<crate::container::ContainerRecord, BackendError> {
-    let record = containers.record(id).await.map_err(|_| BackendError::NotFound {
-        kind: "container",
-        id: id.to_string(),
-    })?;
+    let record = containers
+        .record(id)
+        .await
+        .map_err(|_| BackendError::NotFound {
+            kind: "container",
+            id: id.to_string(),
+        })?;
     if record.state != ContainerState::Running {
         return Err(BackendError::NotRunning { id: id.to_string() });
     }
@@ -161,7 +171,10 @@ impl Backend for StreamingBackend {
                 let process = crate::container::exec_process(&spawn_env, &spawn_id, cmd, tty)
                     .map_err(|e| BackendError::Other(e.to_string()))?;
                 let stdio = if tty {
-                    ExecIo::Terminal { width: 80, height: 24 }
+                    ExecIo::Terminal {
+                        width: 80,
+                        height: 24,
+                    }
                 } else {
                     ExecIo::Pipes { stdin: want_stdin }
                 };
@@ -176,7 +189,12 @@ impl Backend for StreamingBackend {
             let guard = KillOnDrop {
                 pidfd: child.pidfd().try_clone_to_owned().ok(),
             };
-            let StreamIo { stdin, stdout, stderr, resize } = io;
+            let StreamIo {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+            } = io;
             let mut outputs = Vec::new();
             if let Some(master) = child.terminal.take() {
                 let input = master.try_clone().map_err(io_err("clone terminal"))?;
@@ -247,7 +265,12 @@ impl Backend for StreamingBackend {
             let daemon = daemon?;
             running_container(&daemon.containers, &id).await?;
             let dir = daemon.containers.env_handle().container_dir(&id);
-            let StreamIo { stdin, stdout, stderr, resize } = io;
+            let StreamIo {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+            } = io;
             let streams = AttachStreams {
                 stdin: stdin.is_some(),
                 stdout: stdout.is_some(),
@@ -274,9 +297,17 @@ impl Backend for StreamingBackend {
                 let closer = writer.clone();
                 pump_in(
                     stdin,
-                    move |b| w.lock().unwrap_or_else(|p| p.into_inner()).send_stdin(b).is_ok(),
+                    move |b| {
+                        w.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .send_stdin(b)
+                            .is_ok()
+                    },
                     move || {
-                        let _ = closer.lock().unwrap_or_else(|p| p.into_inner()).close_stdin();
+                        let _ = closer
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .close_stdin();
                     },
                 );
             }
@@ -286,7 +317,9 @@ impl Backend for StreamingBackend {
                     while let Some(size) = resize.recv().await {
                         let w = w.clone();
                         let _ = tokio::task::spawn_blocking(move || {
-                            w.lock().unwrap_or_else(|p| p.into_inner()).resize(size.width, size.height)
+                            w.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .resize(size.width, size.height)
                         })
                         .await;
                     }
@@ -341,7 +374,9 @@ impl Backend for StreamingBackend {
                 .await
                 .map_err(|_| BackendError::Other("port-forward thread died".into()))?
                 .map_err(io_err("connect to the pod's port"))?;
-            stream.set_nonblocking(true).map_err(io_err("set nonblocking"))?;
+            stream
+                .set_nonblocking(true)
+                .map_err(io_err("set nonblocking"))?;
             tokio::net::TcpStream::from_std(stream).map_err(io_err("register connection"))
         })
     }
@@ -354,7 +389,9 @@ fn pod_netns(pods: &PodManager, id: &str) -> Result<Option<PathBuf>, BackendErro
         id: id.to_string(),
     })?;
     if !sandbox.pause_alive() {
-        return Err(BackendError::Other(format!("pod sandbox {id} is not ready")));
+        return Err(BackendError::Other(format!(
+            "pod sandbox {id} is not ready"
+        )));
     }
     Ok(sandbox.netns_path)
 }
@@ -364,7 +401,8 @@ fn pod_netns(pods: &PodManager, id: &str) -> Result<Option<PathBuf>, BackendErro
 fn connect_in_netns(netns: Option<PathBuf>, port: u16) -> std::io::Result<std::net::TcpStream> {
     if let Some(path) = netns {
         let file = File::open(&path)?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
     }
     std::net::TcpStream::connect(("127.0.0.1", port))
         .or_else(|_| std::net::TcpStream::connect(("::1", port)))

@@ -26,6 +26,7 @@ use cri_proto::v1::{
 
 use crate::config::{CgroupDriverName, Config};
 use crate::error::{CriError, CriResult};
+use crate::ids::lock;
 use crate::pod::SandboxRecord;
 pub(crate) use lifecycle::exec_process;
 pub use record::{ContainerRecord, ContainerState};
@@ -94,7 +95,7 @@ pub struct ContainerManager {
     /// `pod_name_attempt` → container id, for AlreadyExists checks.
     names: Mutex<HashMap<String, String>>,
     /// One lock per container id.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::ids::IdLocks,
 }
 
 impl ContainerManager {
@@ -126,7 +127,7 @@ impl ContainerManager {
         let manager = ContainerManager {
             env: env.clone(),
             names: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            locks: crate::ids::IdLocks::default(),
         };
         let names = tokio::task::spawn_blocking(move || lifecycle::reconcile(&env)).await??;
         *lock(&manager.names) = names;
@@ -305,46 +306,20 @@ impl ContainerManager {
 
     /// The full id of a container given its id or a unique prefix.
     pub fn resolve(&self, id: &str) -> CriResult<String> {
-        if id.is_empty() {
-            return Err(CriError::InvalidArgument(
-                "container_id: must not be empty".into(),
-            ));
-        }
-        if self
-            .env
-            .store
-            .get::<ContainerRecord>(CONTAINERS, id)?
-            .is_some()
-        {
-            return Ok(id.to_string());
-        }
-        let matches: Vec<String> = self
-            .env
-            .store
-            .list::<ContainerRecord>(CONTAINERS)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with(id))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(CriError::NotFound(format!("container {id} not found"))),
-            _ => Err(CriError::InvalidArgument(format!(
-                "container_id: prefix {id} matches {} containers; give more of the id",
-                matches.len()
-            ))),
-        }
+        crate::ids::resolve::<ContainerRecord>(
+            &self.env.store,
+            CONTAINERS,
+            id,
+            "container",
+            "container_id",
+        )
     }
 
     fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.locks).entry(id.to_string()).or_default().clone()
+        self.locks.get(id)
     }
 
     fn forget_lock(&self, id: &str) {
-        lock(&self.locks).remove(id);
+        self.locks.forget(id);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -22,6 +22,7 @@ use cri_proto::v1::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse, RunP
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
+use crate::ids::lock;
 pub use record::{SandboxRecord, SandboxState};
 pub(crate) use run::{new_id, now_nanos};
 
@@ -44,7 +45,7 @@ pub struct PodManager {
     /// Pod name key (`name_namespace_uid_attempt`) → sandbox id, for AlreadyExists checks.
     names: Mutex<HashMap<String, String>>,
     /// One lock per sandbox id, so that operations on one pod never interleave.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::ids::IdLocks,
 }
 
 impl PodManager {
@@ -72,7 +73,7 @@ impl PodManager {
         let manager = PodManager {
             env,
             names: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            locks: crate::ids::IdLocks::default(),
         };
         manager.reconcile().await?;
         Ok(manager)
@@ -196,35 +197,13 @@ impl PodManager {
 
     /// The full id of a sandbox given its id or a unique prefix of it.
     fn resolve(&self, id: &str) -> CriResult<String> {
-        if id.is_empty() {
-            return Err(CriError::InvalidArgument(
-                "pod_sandbox_id: must not be empty".into(),
-            ));
-        }
-        if self
-            .env
-            .store
-            .get::<SandboxRecord>(SANDBOXES, id)?
-            .is_some()
-        {
-            return Ok(id.to_string());
-        }
-        let matches: Vec<String> = self
-            .env
-            .store
-            .list::<SandboxRecord>(SANDBOXES)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with(id))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(CriError::NotFound(format!("pod sandbox {id} not found"))),
-            _ => Err(CriError::InvalidArgument(format!(
-                "pod_sandbox_id: prefix {id} matches {} sandboxes; give more of the id",
-                matches.len()
-            ))),
-        }
+        crate::ids::resolve::<SandboxRecord>(
+            &self.env.store,
+            SANDBOXES,
+            id,
+            "pod sandbox",
+            "pod_sandbox_id",
+        )
     }
 
     /// A sandbox's record, by id or unique prefix.
@@ -241,11 +220,11 @@ impl PodManager {
     }
 
     fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.locks).entry(id.to_string()).or_default().clone()
+        self.locks.get(id)
     }
 
     fn forget_lock(&self, id: &str) {
-        lock(&self.locks).remove(id);
+        self.locks.forget(id);
     }
 }
 
@@ -259,10 +238,4 @@ fn network_ready_in(env: &PodEnv) -> Result<(), String> {
         )),
         Err(e) => Err(format!("CNI config in {}: {e}", env.config.cni_conf_dir.display())),
     }
-}
-
-/// Locks a std mutex, recovering the data if a panicking thread poisoned it (the maps stay
-/// consistent: every update is a single insert or remove).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
