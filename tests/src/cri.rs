@@ -222,12 +222,19 @@ pub async fn pid(rt: &mut Rt, id: &str) -> i32 {
 /// stdout.
 pub async fn exec_ok(rt: &mut Rt, id: &str, cmd: &[&str]) -> String {
     let (code, out, err) = exec(rt, id, cmd).await;
-    assert_eq!(code, 0, "{cmd:?} in {id}: exit {code}, stdout {out:?}, stderr {err:?}");
+    assert_eq!(
+        code, 0,
+        "{cmd:?} in {id}: exit {code}, stdout {out:?}, stderr {err:?}"
+    );
     out
 }
 
 /// A CRI mount of `host_path` at `container_path` with `propagation`.
-pub fn mount(host_path: &std::path::Path, container_path: &str, propagation: MountPropagation) -> Mount {
+pub fn mount(
+    host_path: &std::path::Path,
+    container_path: &str,
+    propagation: MountPropagation,
+) -> Mount {
     Mount {
         container_path: container_path.into(),
         host_path: host_path.to_string_lossy().into_owned(),

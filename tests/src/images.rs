@@ -109,7 +109,13 @@ pub fn host_binaries_layer(binaries: &[&str]) -> Vec<u8> {
     for file in &files {
         let relative = file.trim_start_matches('/');
         let mut prefix = String::new();
-        for part in relative.split('/').collect::<Vec<_>>().split_last().expect("a path").1 {
+        for part in relative
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .expect("a path")
+            .1
+        {
             prefix.push_str(part);
             prefix.push('/');
             if !dirs.contains(&prefix) {
