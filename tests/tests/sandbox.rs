@@ -136,6 +136,23 @@ async fn default_pod_has_own_namespaces_network_and_cgroup() {
     // CONTAINER pid mode at pod level: the pause needs no pid namespace of its own.
     assert_eq!(ns_inode(pid, "pid"), ns_inode(me, "pid"));
 
+    // The pod's loopback is up, so its containers can talk over 127.0.0.1.
+    let lo = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-o",
+            "link",
+            "show",
+            "lo",
+        ])
+        .output()
+        .unwrap();
+    let lo = String::from_utf8_lossy(&lo.stdout);
+    assert!(lo.contains("LOOPBACK,UP"), "lo is down in the pod: {lo}");
+
     let hostname = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-u", "hostname"])
         .output()

@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,51 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most the pause writes on its status pipe (one error line).
 const MAX_STATUS_LEN: usize = 4096;
 
+/// Sets IFF_UP on `lo` in the calling process's network namespace.
+fn bring_up_loopback() -> Result<(), String> {
+    // SAFETY: socket() takes plain integers; the returned fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "bring up lo: socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd is a valid descriptor just returned by socket() and owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which lives
+    // for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(format!(
+            "bring up lo: SIOCGIFFLAGS: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(format!(
+            "bring up lo: SIOCSIFFLAGS: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Sets up the namespaces, forks the pause and returns its pid once it is ready.
 pub fn launch(args: &PauseArgs) -> Result<i32, String> {
     create_namespaces(args)?;
+    if args.new_net {
+        // A new network namespace starts with `lo` down: containers of the pod could not talk
+        // over 127.0.0.1. (CNI plugins configure only the pod's interface.)
+        bring_up_loopback()?;
+    }
     if let Some(hostname) = &args.hostname {
         sethostname(hostname).map_err(|e| format!("sethostname({hostname:?}): {e}"))?;
     }
