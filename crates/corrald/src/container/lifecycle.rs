@@ -92,11 +92,14 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
             )))
         }
     }
+    // Taken before the runtime starts the process: a container that exits at once has its
+    // exit (and finished_at) recorded by the shim before `start` returns here.
+    let started_at = crate::pod::now_nanos();
     env.runtime(&record.runtime_handler)?
         .start(id)
         .map_err(|e| CriError::internal("StartContainer: OCI runtime start", e))?;
     record.state = ContainerState::Running;
-    record.started_at = crate::pod::now_nanos();
+    record.started_at = started_at;
     save(env, &record)
 }
 
