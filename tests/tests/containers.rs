@@ -1457,3 +1457,122 @@ async fn bad_requests_get_the_right_codes() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
+
+#[tokio::test]
+async fn exec_sync_honours_timeouts_and_background_children() {
+    require_root!();
+    let Some(mut env) = env().await else { return };
+    let (pod_id, pod) = pod(&mut env, "execs", (POD, CONTAINER, POD)).await;
+    let id = cri::run(
+        &mut env.rt,
+        &pod_id,
+        &pod,
+        cri::container_config("sleeper", &env.image, &["sleep", "1000"]),
+    )
+    .await;
+    // A background child that keeps the output pipe open does not hold the call.
+    let started = std::time::Instant::now();
+    let (code, out, _) = cri::exec(&mut env.rt, &id, &["sh", "-c", "sleep 100 & echo hi"]).await;
+    assert_eq!((code, out.trim()), (0, "hi"));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "ExecSync waited for the background child"
+    );
+    // The timeout is honoured and reported as DeadlineExceeded.
+    let err = env
+        .rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    // Large output comes back whole.
+    let (code, out, _) = cri::exec(
+        &mut env.rt,
+        &id,
+        &["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],
+    )
+    .await;
+    assert_eq!((code, out.len()), (0, 3_000_000));
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+#[tokio::test]
+async fn crun_handler_runs_or_says_plainly_why_not() {
+    require_root!();
+    if !std::path::Path::new("/usr/bin/crun").exists() {
+        eprintln!("skipped: crun is not installed");
+        return;
+    }
+    if let Some(reason) = registry::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let registry = Registry::start();
+    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    let daemon = Daemon::start(DaemonOptions {
+        extra_config_toml: "[runtimes.crun]\npath = \"/usr/bin/crun\"\n".into(),
+        ..Default::default()
+    });
+    let mut imgs = daemon.images().await;
+    cri::pull(&mut imgs, &image).await;
+    let mut rt = daemon.runtime().await;
+    let mut config = pod_config(
+        "crunpod",
+        &unique_cgroup_parent("crun"),
+        (POD, CONTAINER, POD),
+    );
+    config.log_directory = daemon.dir().join("logs").to_string_lossy().into_owned();
+    let pod_id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "crun".into(),
+        })
+        .await
+        .expect("RunPodSandbox with the crun handler")
+        .into_inner()
+        .pod_sandbox_id;
+    let hybrid = std::path::Path::new("/sys/fs/cgroup/unified").is_dir();
+    match cri::try_create(
+        &mut rt,
+        &pod_id,
+        &config,
+        cri::container_config("c", &image, &["sh", "-c", "echo via-crun"]),
+    )
+    .await
+    {
+        Ok(id) => {
+            rt.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("StartContainer with crun");
+            let st = cri::wait_exited(&mut rt, &id, Duration::from_secs(20)).await;
+            assert_eq!(st.exit_code, 0);
+        }
+        Err(status) => {
+            // Debian 12's crun refuses hybrid cgroup hosts; the error must say so plainly.
+            assert!(hybrid, "crun failed on a non-hybrid host: {status:?}");
+            assert!(
+                status.message().contains("crun") && status.message().contains("hybrid"),
+                "unclear error: {}",
+                status.message()
+            );
+            // Nothing of the failed container is left.
+            let left = rt
+                .list_containers(ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            assert!(left.is_empty(), "{left:?}");
+            assert!(
+                mounts_containing(&daemon.state().join("containers").to_string_lossy()).is_empty()
+            );
+        }
+    }
+    cri::remove_pod(&mut rt, &pod_id).await;
+}
