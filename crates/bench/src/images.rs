@@ -15,7 +15,11 @@ fn spec(image: &str) -> Option<ImageSpec> {
     })
 }
 
-async fn pull(images: &mut ImageServiceClient<Channel>, image: &str) -> anyhow::Result<String> {
+/// PullImage; returns the image ref.
+pub(crate) async fn pull(
+    images: &mut ImageServiceClient<Channel>,
+    image: &str,
+) -> anyhow::Result<String> {
     Ok(images
         .pull_image(PullImageRequest {
             image: spec(image),

@@ -5,7 +5,13 @@
 //! runtime instead — corrald or any other CRI runtime, so the same client compares them.
 //! Timings are printed, never asserted.
 
+mod cleanup;
+mod containerd;
+mod containers;
+mod figures;
 mod images;
+mod memory;
+mod processes;
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +52,10 @@ enum What {
         #[arg(long, default_value_t = 500)]
         calls: usize,
     },
+    /// Create+Start and Stop+Remove of a busybox container in a pod, and the whole "pod + one
+    /// container running" path, per OCI runtime handler; optionally the same against a private
+    /// containerd, side by side.
+    Containers(containers::Options),
 }
 
 #[tokio::main]
@@ -54,8 +64,31 @@ async fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("corral-bench runs pods: run it as root");
     }
-    let (daemon, channel) = match &cli.socket {
-        Some(path) => (None, corral_e2e::connect_unix(path.clone()).await),
+    match cli.what {
+        What::Pods { n, concurrency } => {
+            let (daemon, channel) = connect(cli.socket).await?;
+            let rt = RuntimeServiceClient::new(channel);
+            pods(rt.clone(), n, 1, "sequential").await?;
+            pods(rt, n, concurrency.max(1), "concurrent").await?;
+            drop(daemon);
+        }
+        What::Images { pulls, calls } => {
+            let (daemon, channel) = connect(cli.socket).await?;
+            images::run(channel, pulls, calls).await?;
+            drop(daemon);
+        }
+        What::Containers(options) => containers::run(cli.socket, options).await?,
+    }
+    Ok(())
+}
+
+/// Connects to the runtime on `socket`, or starts a private corrald when there is none, and
+/// prints the runtime's version.
+async fn connect(
+    socket: Option<std::path::PathBuf>,
+) -> anyhow::Result<(Option<corral_e2e::Daemon>, Channel)> {
+    let (daemon, channel) = match socket {
+        Some(path) => (None, corral_e2e::connect_unix(path).await),
         None => {
             let d = corral_e2e::Daemon::start(corral_e2e::DaemonOptions {
                 extra_config_toml: String::new(),
@@ -66,24 +99,21 @@ async fn main() -> anyhow::Result<()> {
             (Some(d), c)
         }
     };
-    let rt = RuntimeServiceClient::new(channel.clone());
-    let version = rt
-        .clone()
+    print_version(&channel).await?;
+    Ok((daemon, channel))
+}
+
+/// Prints the runtime's name and version as it reports them.
+pub(crate) async fn print_version(channel: &Channel) -> anyhow::Result<()> {
+    let version = RuntimeServiceClient::new(channel.clone())
         .version(VersionRequest::default())
-        .await?
+        .await
+        .context("Version")?
         .into_inner();
     println!(
         "runtime: {} {} (CRI {})",
         version.runtime_name, version.runtime_version, version.runtime_api_version
     );
-    match cli.what {
-        What::Pods { n, concurrency } => {
-            pods(rt.clone(), n, 1, "sequential").await?;
-            pods(rt, n, concurrency.max(1), "concurrent").await?;
-        }
-        What::Images { pulls, calls } => images::run(channel, pulls, calls).await?,
-    }
-    drop(daemon);
     Ok(())
 }
 
@@ -165,13 +195,16 @@ async fn one_pod(mut rt: RuntimeServiceClient<Channel>, name: String) -> anyhow:
     Ok(PodTimes { run, stop, remove })
 }
 
+/// The `p` quantile (0.0..=1.0) of `sorted` samples (nearest rank); zero when empty.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
 /// Prints p50/p90/p99 of `samples`.
 pub(crate) fn report(call: &str, mut samples: Vec<Duration>) {
     samples.sort();
-    let pct = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples.get(i).copied().unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&samples, p);
     println!(
         "  {call:<18} p50 {:>8.2} ms   p90 {:>8.2} ms   p99 {:>8.2} ms",
         pct(0.50).as_secs_f64() * 1e3,
