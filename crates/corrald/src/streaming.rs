@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use corral_runtime::attach::{AttachClient, AttachStreams, Frame};
 use corral_runtime::ExecIo;
-use corral_streaming::{Backend, BackendError, BoxFuture, BoxReader, BoxWriter, StreamIo};
+use corral_streaming::{
+    Backend, BackendError, BoxFuture, BoxReader, BoxWriter, StreamIo, TerminalSize,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -25,6 +27,30 @@ use crate::pod::PodManager;
 /// How long output may keep coming after an exec'd process exited (a background child that
 /// inherited its stdout can hold the pipe open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The terminal size of an exec whose client sent none.
+const DEFAULT_SIZE: TerminalSize = TerminalSize {
+    width: 80,
+    height: 24,
+};
+
+/// How long an exec with a terminal waits for the client's first size before starting the
+/// command. Clients (kubectl, crictl, corralctl) send it right after opening their streams,
+/// so this is about one round trip; a client that sends none starts this much later.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(200);
+
+/// The size to start an exec's terminal with: the client's latest, so that the command does
+/// not see the default first (`stty size`, a full-screen program's first frame).
+async fn initial_size(sizes: &mut mpsc::Receiver<TerminalSize>) -> TerminalSize {
+    let mut size = match tokio::time::timeout(FIRST_SIZE_WAIT, sizes.recv()).await {
+        Ok(Some(size)) => size,
+        Ok(None) | Err(_) => return DEFAULT_SIZE,
+    };
+    while let Ok(newer) = sizes.try_recv() {
+        size = newer;
+    }
+    size
+}
 
 /// corrald's side of the streaming server.
 pub struct StreamingBackend {
@@ -133,6 +159,19 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Closes an attach connection both ways when its session ends, however it ends (the client
+/// went away and the future was dropped): the thread reading the shim's frames then sees
+/// end-of-file and exits, instead of holding the connection until the container writes again.
+struct CloseOnDrop(Option<std::os::unix::net::UnixStream>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.0 {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 async fn running_container(
     containers: &ContainerManager,
     id: &str,
@@ -164,7 +203,17 @@ impl Backend for StreamingBackend {
             let daemon = daemon?;
             let record = running_container(&daemon.containers, &id).await?;
             let env = daemon.containers.env_handle();
-            let want_stdin = io.stdin.is_some();
+            let StreamIo {
+                stdin,
+                stdout,
+                stderr,
+                mut resize,
+            } = io;
+            let want_stdin = stdin.is_some();
+            let initial = match resize.as_mut() {
+                Some(sizes) if tty => initial_size(sizes).await,
+                _ => DEFAULT_SIZE,
+            };
             let spawn_env = env.clone();
             let spawn_id = id.clone();
             let mut child = tokio::task::spawn_blocking(move || {
@@ -172,8 +221,8 @@ impl Backend for StreamingBackend {
                     .map_err(|e| BackendError::Other(e.to_string()))?;
                 let stdio = if tty {
                     ExecIo::Terminal {
-                        width: 80,
-                        height: 24,
+                        width: initial.width,
+                        height: initial.height,
                     }
                 } else {
                     ExecIo::Pipes { stdin: want_stdin }
@@ -189,12 +238,6 @@ impl Backend for StreamingBackend {
             let guard = KillOnDrop {
                 pidfd: child.pidfd().try_clone_to_owned().ok(),
             };
-            let StreamIo {
-                stdin,
-                stdout,
-                stderr,
-                resize,
-            } = io;
             let mut outputs = Vec::new();
             if let Some(master) = child.terminal.take() {
                 let input = master.try_clone().map_err(io_err("clone terminal"))?;
@@ -282,6 +325,7 @@ impl Backend for StreamingBackend {
             .await
             .map_err(|e| BackendError::Other(format!("attach task: {e}")))?
             .map_err(|e| BackendError::Other(format!("attach to the container's shim: {e}")))?;
+            let _connection = CloseOnDrop(reader.socket().try_clone().ok());
             let writer = Arc::new(std::sync::Mutex::new(writer));
             let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
             let read_thread = std::thread::spawn(move || {
