@@ -19,11 +19,12 @@ use cri_proto::v1::{
 use crate::client::Cri;
 use crate::config::load_config;
 use crate::flags::{parse_labels, parse_memory_size};
-use crate::logs::{assemble, LogStream};
+use crate::logs::{assemble, complete_lines_end, parse_line, LinePrinter, LogStream, LogTail};
 use crate::output::{
     age, container_state_name, print_document, short_id, sorted_pairs, status_document,
     DocumentFormat, OutputFormat, Table,
 };
+use crate::streams::{self, Transport};
 
 /// Label the kubelet puts on containers naming their pod.
 const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
@@ -120,19 +121,24 @@ pub struct InspectArgs {
     pub ids: Vec<String>,
 }
 
-/// `exec`: run a command in a container and wait for it (ExecSync).
+/// `exec`: run a command in a container and wait for it: through ExecSync, or with `-i`/`-t`
+/// through the streaming Exec API.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Run synchronously (the only mode so far; accepted for crictl compatibility).
-    #[arg(short, long)]
+    /// Run through ExecSync (the default without -i/-t; accepted for crictl compatibility).
+    #[arg(short, long, conflicts_with_all = ["interactive", "tty"])]
     pub sync: bool,
-    /// Keep stdin open (streaming exec: not implemented yet).
+    /// Send stdin to the command (streaming exec).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a TTY (streaming exec: not implemented yet).
+    /// Run the command on a TTY: the local terminal goes into raw mode and its size is
+    /// followed (streaming exec).
     #[arg(short, long)]
     pub tty: bool,
-    /// Seconds before the runtime kills the command; 0 waits forever.
+    /// Protocol of a streaming exec.
+    #[arg(long, value_enum, default_value_t = Transport::Spdy)]
+    pub transport: Transport,
+    /// Seconds before the runtime kills the command; 0 waits forever (ExecSync only).
     #[arg(long, default_value_t = 0)]
     pub timeout: i64,
     /// Container ID or unique prefix.
@@ -171,6 +177,9 @@ pub struct UpdateArgs {
 /// `logs`: print a container's log.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Keep printing what the container writes (across log rotations) until it has exited.
+    #[arg(short, long)]
+    pub follow: bool,
     /// Print only the last N lines.
     #[arg(long)]
     pub tail: Option<usize>,
@@ -322,15 +331,21 @@ pub async fn inspect(cri: &mut Cri, args: InspectArgs) -> Result<()> {
     }
 }
 
-/// Runs a command through ExecSync, forwards its output and returns its exit code.
+/// Runs a command (through ExecSync, or streaming with `-i`/`-t`), forwards its output and
+/// returns its exit code.
 pub async fn exec(cri: &mut Cri, args: ExecArgs) -> Result<ExitCode> {
-    if args.interactive || args.tty {
-        bail!(
-            "interactive exec (-i/-t) needs the streaming Exec API, which corralctl does not \
-             support yet; run the command without -i/-t (it uses ExecSync)"
-        );
-    }
     let id = cri.resolve_container_id(&args.id).await?;
+    if args.interactive || args.tty {
+        return streams::exec(
+            cri,
+            id,
+            args.command,
+            args.interactive,
+            args.tty,
+            args.transport,
+        )
+        .await;
+    }
     let request = ExecSyncRequest {
         container_id: id,
         cmd: args.command,
@@ -380,8 +395,18 @@ pub async fn logs(cri: &mut Cri, args: LogsArgs) -> Result<()> {
     if status.log_path.is_empty() {
         bail!("container {id} has no log file (its config sets no log_path)");
     }
-    let content = std::fs::read(&status.log_path)
+    let log_path = PathBuf::from(&status.log_path);
+    let mut tail = LogTail::open(&log_path)
+        .with_context(|| format!("opening log file {}", status.log_path))?;
+    let mut content = tail
+        .read_new()
         .with_context(|| format!("reading log file {}", status.log_path))?;
+    // Following, a line is printed once it is complete; the rest waits for its newline.
+    let unfinished = if args.follow {
+        content.split_off(complete_lines_end(&content))
+    } else {
+        Vec::new()
+    };
     let (messages, malformed) = assemble(&String::from_utf8_lossy(&content));
     for line in &malformed {
         eprintln!("warning: {}: {line}", status.log_path);
@@ -400,7 +425,91 @@ pub async fn logs(cri: &mut Cri, args: LogsArgs) -> Result<()> {
         written.context("writing log output")?;
     }
     stdout.flush().context("writing log output")?;
+    drop((stdout, stderr));
+    if args.follow {
+        let mut printer = LinePrinter::new(args.timestamps);
+        for message in messages.iter().filter(|message| !message.complete) {
+            printer.continue_message(message.stream);
+        }
+        follow_log(cri, &id, tail, unfinished, printer).await?;
+    }
     Ok(())
+}
+
+/// How often `logs -f` looks for new lines when there were none.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many idle looks `logs -f` takes between asking whether the container still runs.
+const STATE_CHECK_EVERY: u32 = 10;
+
+/// Prints the lines appended to a container's log until the container is no longer running
+/// and its log is drained.
+async fn follow_log(
+    cri: &mut Cri,
+    id: &str,
+    mut tail: LogTail,
+    mut pending: Vec<u8>,
+    mut printer: LinePrinter,
+) -> Result<()> {
+    let mut idle = 0;
+    let mut finishing = false;
+    loop {
+        let new = tail.read_new().context("reading the log file")?;
+        if new.is_empty() {
+            if finishing {
+                return Ok(());
+            }
+            idle += 1;
+            if (idle - 1) % STATE_CHECK_EVERY == 0 && !container_running(cri, id).await? {
+                // One more read: what the container wrote before it exited.
+                finishing = true;
+                continue;
+            }
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            continue;
+        }
+        idle = 0;
+        pending.extend_from_slice(&new);
+        let end = complete_lines_end(&pending);
+        let rest = pending.split_off(end);
+        print_lines(&pending, &mut printer)?;
+        pending = rest;
+    }
+}
+
+/// Prints complete log lines as they come, each on its stream; malformed ones are reported.
+fn print_lines(lines: &[u8], printer: &mut LinePrinter) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    for line in String::from_utf8_lossy(lines).lines() {
+        if line.is_empty() {
+            continue;
+        }
+        let written = match parse_line(line) {
+            Ok(parsed) => {
+                let text = printer.render(&parsed);
+                match parsed.stream {
+                    LogStream::Stdout => stdout.write_all(text.as_bytes()),
+                    LogStream::Stderr => stderr.write_all(text.as_bytes()),
+                }
+            }
+            Err(reason) => writeln!(stderr, "warning: log line is not in CRI format: {reason}"),
+        };
+        written.context("writing log output")?;
+    }
+    stdout.flush().context("writing log output")
+}
+
+/// Whether the container is running (ContainerStatus).
+async fn container_running(cri: &mut Cri, id: &str) -> Result<bool> {
+    let request = ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    };
+    let status = cri.runtime.container_status(request).await?.into_inner();
+    Ok(status
+        .status
+        .is_some_and(|s| s.state == ContainerState::ContainerRunning as i32))
 }
 
 /// The server-side filter for `ps`: running containers unless `-a` or `--state` say otherwise.

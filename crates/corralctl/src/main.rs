@@ -13,6 +13,8 @@ mod logs;
 mod output;
 mod pods;
 mod status;
+mod streams;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,11 +83,15 @@ enum Command {
     Ps(containers::PsArgs),
     /// Print the status of containers.
     Inspect(containers::InspectArgs),
-    /// Run a command in a running container.
+    /// Run a command in a running container (-i/-t: interactively, over the streaming API).
     Exec(containers::ExecArgs),
+    /// Attach to a running container's stdio.
+    Attach(streams::AttachArgs),
+    /// Forward local ports to a pod: LOCAL:REMOTE...
+    PortForward(streams::PortForwardArgs),
     /// Update the resources of running containers.
     Update(containers::UpdateArgs),
-    /// Print a container's log.
+    /// Print a container's log (-f: and follow it).
     Logs(containers::LogsArgs),
 }
 
@@ -131,6 +137,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ps(args) => containers::ps(cri, args).await?,
         Command::Inspect(args) => containers::inspect(cri, args).await?,
         Command::Exec(args) => return containers::exec(cri, args).await,
+        Command::Attach(args) => streams::attach(cri, args).await?,
+        Command::PortForward(args) => streams::port_forward(cri, args).await?,
         Command::Update(args) => containers::update(cri, args).await?,
         Command::Logs(args) => containers::logs(cri, args).await?,
     }
@@ -157,6 +165,42 @@ mod tests {
         assert!(args.sync);
         assert_eq!(args.id, "abc");
         assert_eq!(args.command, vec!["ls", "-l", "/"]);
+    }
+
+    #[test]
+    fn streaming_exec_flags() {
+        let cli = Cli::try_parse_from([
+            "corralctl",
+            "exec",
+            "-it",
+            "--transport",
+            "websocket",
+            "abc",
+            "sh",
+            "-c",
+            "exit 5",
+        ])
+        .expect("valid command line");
+        let Command::Exec(args) = cli.command else {
+            panic!("parsed as exec");
+        };
+        assert!(args.interactive && args.tty && !args.sync);
+        assert_eq!(args.transport, streams::Transport::Websocket);
+        assert_eq!(args.command, vec!["sh", "-c", "exit 5"]);
+        assert!(Cli::try_parse_from(["corralctl", "exec", "-s", "-i", "abc", "cat"]).is_err());
+    }
+
+    #[test]
+    fn port_forward_takes_several_mappings() {
+        let cli = Cli::try_parse_from(["corralctl", "port-forward", "pod1", "8080:80", ":443"])
+            .expect("valid command line");
+        let Command::PortForward(args) = cli.command else {
+            panic!("parsed as port-forward");
+        };
+        assert_eq!(args.pod_id, "pod1");
+        assert_eq!(args.ports, vec!["8080:80", ":443"]);
+        assert_eq!(args.transport, streams::Transport::Spdy);
+        assert!(Cli::try_parse_from(["corralctl", "port-forward", "pod1"]).is_err());
     }
 
     #[test]

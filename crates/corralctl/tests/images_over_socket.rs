@@ -247,15 +247,23 @@ fn missing_socket_is_reported_with_a_hint() {
 }
 
 #[test]
-fn interactive_exec_is_refused_clearly() {
+fn streaming_verbs_report_errors_in_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("fake.sock");
     serve_fake_images(&socket);
+    // This fake serves no RuntimeService: the gRPC status is the error.
     let output = corralctl(&socket, &["exec", "-it", "abc", "sh"]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("interactive exec (-i/-t)"),
+        stderr(&output).starts_with("error: Unimplemented: "),
         "{}",
         stderr(&output)
+    );
+    // Port mappings are checked before anything is asked of corrald.
+    let output = corralctl(&socket, &["port-forward", "pod", "8080:http"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: \"http\" in \"8080:http\" is not a port (1-65535)\n"
     );
 }
