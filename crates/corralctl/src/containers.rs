@@ -22,7 +22,7 @@ use crate::flags::{parse_labels, parse_memory_size};
 use crate::logs::{assemble, complete_lines_end, parse_line, LinePrinter, LogStream, LogTail};
 use crate::output::{
     age, container_state_name, print_document, short_id, sorted_pairs, status_document,
-    DocumentFormat, OutputFormat, Table,
+    DocumentFormat, ListFormat, Table,
 };
 use crate::streams::{self, Transport};
 
@@ -96,18 +96,9 @@ pub struct PsArgs {
     /// Only containers with this label (key=value); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Print only the IDs.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Print details of each container.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Show full IDs.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Output flags shared by the list verbs.
+    #[command(flatten)]
+    pub format: ListFormat,
 }
 
 /// `inspect`: print the verbose status of containers.
@@ -293,22 +284,22 @@ pub async fn ps(cri: &mut Cri, args: PsArgs) -> Result<()> {
         .containers;
     let containers = select_containers(containers, args.name.as_deref());
 
-    if let Some(format) = args.output.document() {
+    if let Some(format) = args.format.output.document() {
         return print_document(&ListContainersResponse { containers }, format);
     }
-    if args.quiet {
+    if args.format.quiet {
         for container in &containers {
             println!("{}", container.id);
         }
         return Ok(());
     }
     let pods = pod_names(cri).await?;
-    if args.verbose {
+    if args.format.verbose {
         for container in &containers {
             print!("{}", container_details(container, &pods, SystemTime::now()));
         }
     } else {
-        container_table(&containers, &pods, SystemTime::now(), args.no_trunc).print();
+        container_table(&containers, &pods, SystemTime::now(), args.format.no_trunc).print();
     }
     Ok(())
 }
@@ -802,10 +793,12 @@ mod tests {
             name: None,
             state: None,
             labels: vec!["app=web".into()],
-            quiet: false,
-            verbose: false,
-            no_trunc: false,
-            output: OutputFormat::Table,
+            format: crate::output::ListFormat {
+                quiet: false,
+                verbose: false,
+                no_trunc: false,
+                output: crate::output::OutputFormat::Table,
+            },
         };
         let filter = container_filter(&args, Some("pod1".into())).expect("valid");
         assert_eq!(

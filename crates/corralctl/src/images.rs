@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::client::Cri;
 use crate::flags::auth_config;
 use crate::output::{
-    human_size, print_document, short_id, status_document, DocumentFormat, OutputFormat, Table,
+    human_size, print_document, short_id, status_document, DocumentFormat, ListFormat, Table,
 };
 
 /// Shown where an image has no tag or digest.
@@ -33,21 +33,12 @@ pub struct PullArgs {
 /// `images`: list images.
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// Print only the IDs.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Print details of each image.
-    #[arg(short, long)]
-    pub verbose: bool,
     /// Add a DIGEST column.
     #[arg(long)]
     pub digests: bool,
-    /// Show full IDs and digests.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Output flags shared by the list verbs.
+    #[command(flatten)]
+    pub format: ListFormat,
     /// Only images matching this reference.
     pub image: Option<String>,
 }
@@ -114,19 +105,19 @@ pub async fn images(cri: &mut Cri, args: ImagesArgs) -> Result<()> {
     let mut images = cri.images.list_images(request).await?.into_inner().images;
     sort_images(&mut images);
 
-    if let Some(format) = args.output.document() {
+    if let Some(format) = args.format.output.document() {
         return print_document(&ListImagesResponse { images }, format);
     }
-    if args.quiet {
+    if args.format.quiet {
         for image in &images {
             println!("{}", image.id);
         }
-    } else if args.verbose {
+    } else if args.format.verbose {
         for image in &images {
             print!("{}", image_details(image));
         }
     } else {
-        image_table(&images, args.digests, args.no_trunc).print();
+        image_table(&images, args.digests, args.format.no_trunc).print();
     }
     Ok(())
 }

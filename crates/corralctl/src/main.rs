@@ -229,6 +229,6 @@ mod tests {
         };
         assert!(args.all);
         assert_eq!(args.labels, vec!["a=1", "b=2"]);
-        assert_eq!(args.output, output::OutputFormat::Yaml);
+        assert_eq!(args.format.output, output::OutputFormat::Yaml);
     }
 }

@@ -383,3 +383,20 @@ mod tests {
         );
     }
 }
+
+/// Output flags every list verb (`pods`, `ps`, `images`) shares.
+#[derive(Debug, clap::Args)]
+pub struct ListFormat {
+    /// Print only the IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print details of each item.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Show full IDs (and digests).
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}

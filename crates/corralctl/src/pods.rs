@@ -16,7 +16,7 @@ use crate::config::load_config;
 use crate::flags::parse_labels;
 use crate::output::{
     age, pod_state_name, print_document, short_id, sorted_pairs, status_document, DocumentFormat,
-    OutputFormat, Table,
+    ListFormat, Table,
 };
 
 /// `runp`: run a pod sandbox from a config file and print its ID.
@@ -66,18 +66,9 @@ pub struct PodsArgs {
     /// Only pod sandboxes with this label (key=value); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Print only the IDs.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Print details of each pod sandbox.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Show full IDs.
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// Output flags shared by the list verbs.
+    #[command(flatten)]
+    pub format: ListFormat,
 }
 
 /// `inspectp`: print the verbose status of pod sandboxes.
@@ -160,19 +151,19 @@ pub async fn pods(cri: &mut Cri, args: PodsArgs) -> Result<()> {
         .items;
     let items = select_pods(items, args.name.as_deref(), args.namespace.as_deref());
 
-    if let Some(format) = args.output.document() {
+    if let Some(format) = args.format.output.document() {
         return print_document(&ListPodSandboxResponse { items }, format);
     }
-    if args.quiet {
+    if args.format.quiet {
         for pod in &items {
             println!("{}", pod.id);
         }
-    } else if args.verbose {
+    } else if args.format.verbose {
         for pod in &items {
             print!("{}", pod_details(pod, SystemTime::now()));
         }
     } else {
-        pod_table(&items, SystemTime::now(), args.no_trunc).print();
+        pod_table(&items, SystemTime::now(), args.format.no_trunc).print();
     }
     Ok(())
 }
@@ -379,10 +370,12 @@ mod tests {
             namespace: None,
             state: Some("ready".into()),
             labels: vec!["app=web".into()],
-            quiet: false,
-            verbose: false,
-            no_trunc: false,
-            output: OutputFormat::Table,
+            format: crate::output::ListFormat {
+                quiet: false,
+                verbose: false,
+                no_trunc: false,
+                output: crate::output::OutputFormat::Table,
+            },
         };
         let filter = pod_filter(&args).expect("valid flags");
         assert_eq!(filter.id, "abc");
