@@ -252,3 +252,42 @@ pub fn privileged(mut config: ContainerConfig) -> ContainerConfig {
         .privileged = true;
     config
 }
+
+/// What most container tests start from: a daemon, a loopback registry holding the busybox test
+/// image, that image pulled, and a runtime client.
+pub struct ContainerEnv {
+    /// The daemon.
+    pub daemon: crate::Daemon,
+    /// The registry (kept running for the test's lifetime).
+    pub registry: crate::registry::Registry,
+    /// The busybox image reference, pulled.
+    pub image: String,
+    /// A RuntimeService client.
+    pub rt: Rt,
+}
+
+/// Sets up a [`ContainerEnv`], or `None` (with the reason printed) when the registry or busybox
+/// is not installed.
+pub async fn container_env() -> Option<ContainerEnv> {
+    if let Some(reason) = crate::registry::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let registry = crate::registry::Registry::start();
+    let image = crate::images::push_busybox(
+        &registry,
+        "e2e/busybox",
+        "1",
+        crate::images::default_config(),
+    );
+    let daemon = crate::Daemon::start(crate::DaemonOptions::default());
+    let mut imgs = daemon.images().await;
+    pull(&mut imgs, &image).await;
+    let rt = daemon.runtime().await;
+    Some(ContainerEnv {
+        daemon,
+        registry,
+        image,
+        rt,
+    })
+}

@@ -17,32 +17,7 @@ const POD: i32 = NamespaceMode::Pod as i32;
 const CONTAINER: i32 = NamespaceMode::Container as i32;
 const NODE: i32 = NamespaceMode::Node as i32;
 
-/// A daemon, a registry with the busybox test image, and the image pulled.
-struct Env {
-    daemon: Daemon,
-    registry: Registry,
-    image: String,
-    rt: Rt,
-}
-
-async fn env() -> Option<Env> {
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    let registry = Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
-    let daemon = Daemon::start(DaemonOptions::default());
-    let mut imgs = daemon.images().await;
-    cri::pull(&mut imgs, &image).await;
-    let rt = daemon.runtime().await;
-    Some(Env {
-        daemon,
-        registry,
-        image,
-        rt,
-    })
-}
+use corral_e2e::cri::{container_env as env, ContainerEnv as Env};
 
 async fn pod(env: &mut Env, name: &str, modes: (i32, i32, i32)) -> (String, PodSandboxConfig) {
     pod_with(env, name, modes, |_| {}).await

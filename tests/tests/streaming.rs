@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use corral_e2e::cri::{self, Rt};
-use corral_e2e::registry::Registry;
 use corral_e2e::*;
 use corral_streaming::client::{self, PortForwardStream, PortForwarder, Protocol};
 use corral_streaming::{BoxWriter, StreamIo, StreamingError, TerminalSize};
@@ -23,32 +22,7 @@ const PROTOCOLS: [Protocol; 2] = [Protocol::Spdy, Protocol::WebSocket];
 const POD: i32 = NamespaceMode::Pod as i32;
 const CONTAINER: i32 = NamespaceMode::Container as i32;
 
-/// A daemon, a registry with the busybox test image, and the image pulled.
-struct Env {
-    daemon: Daemon,
-    _registry: Registry,
-    image: String,
-    rt: Rt,
-}
-
-async fn env() -> Option<Env> {
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    let registry = Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
-    let daemon = Daemon::start(DaemonOptions::default());
-    let mut imgs = daemon.images().await;
-    cri::pull(&mut imgs, &image).await;
-    let rt = daemon.runtime().await;
-    Some(Env {
-        daemon,
-        _registry: registry,
-        image,
-        rt,
-    })
-}
+use corral_e2e::cri::{container_env as env, ContainerEnv as Env};
 
 /// A pod whose log directory is in the daemon's temp directory.
 async fn pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
