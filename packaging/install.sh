@@ -11,7 +11,7 @@ apt-get update -qq
 apt-get install -y -qq runc crun containernetworking-plugins iptables iproute2 util-linux >/dev/null
 
 cargo build --release --workspace --bins
-install -m 0755 target/release/corrald target/release/corral-pause target/release/corralctl /usr/local/bin/
+install -m 0755 target/release/corrald target/release/corral-pause target/release/corral-shim target/release/corralctl /usr/local/bin/
 
 install -d /etc/corral /etc/cni/net.d
 [ -e /etc/corral/corrald.toml ] || install -m 0644 packaging/corrald.toml /etc/corral/corrald.toml
