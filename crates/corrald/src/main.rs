@@ -14,6 +14,7 @@ mod reaper;
 mod resources;
 mod runtime_service;
 mod server;
+mod stats;
 mod streaming;
 mod v1alpha2;
 

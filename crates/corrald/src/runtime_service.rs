@@ -1,5 +1,6 @@
 //! `runtime.v1.RuntimeService`: each RPC is handled here or handed to the module that owns it
-//! (`pod` for sandboxes). RPCs corral does not serve yet answer `Unimplemented` with their name.
+//! (`pod` for sandboxes, `stats` for the stats RPCs). RPCs corral does not serve yet answer
+//! `Unimplemented` with their name.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::pod::PodManager;
+use crate::stats::StatsService;
 use crate::v1alpha2::ApiVersion;
 use crate::Daemon;
 
@@ -18,12 +20,16 @@ use crate::Daemon;
 #[derive(Clone)]
 pub struct RuntimeServiceImpl {
     daemon: Arc<Daemon>,
+    stats: StatsService,
 }
 
 impl RuntimeServiceImpl {
     /// Serves the runtime service from `daemon`.
     pub fn new(daemon: Arc<Daemon>) -> Self {
-        RuntimeServiceImpl { daemon }
+        RuntimeServiceImpl {
+            stats: StatsService::new(daemon.clone()),
+            daemon,
+        }
     }
 
     fn pods(&self) -> &PodManager {
@@ -376,50 +382,71 @@ impl RuntimeService for RuntimeServiceImpl {
         Ok(Response::new(PortForwardResponse { url }))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats")
+        let stats = self
+            .stats
+            .container(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
 
+    #[instrument(skip_all)]
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        request: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats")
+        let stats = self.stats.containers(request.into_inner().filter).await?;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     type StreamContainerStatsStream = ResultStream<StreamContainerStatsResponse>;
 
+    #[instrument(skip_all)]
     async fn stream_container_stats(
         &self,
-        _: Request<StreamContainerStatsRequest>,
+        request: Request<StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        unimplemented("StreamContainerStats")
+        let stats = self.stats.containers(request.into_inner().filter).await?;
+        Ok(Response::new(chunked(stats, |container_stats| {
+            StreamContainerStatsResponse { container_stats }
+        })))
     }
 
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        request: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats")
+        let stats = self.stats.pod(&request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
+    #[instrument(skip_all)]
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        request: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats")
+        let stats = self.stats.pods(request.into_inner().filter).await?;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     type StreamPodSandboxStatsStream = ResultStream<StreamPodSandboxStatsResponse>;
 
+    #[instrument(skip_all)]
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<StreamPodSandboxStatsRequest>,
+        request: Request<StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        unimplemented("StreamPodSandboxStats")
+        let stats = self.stats.pods(request.into_inner().filter).await?;
+        Ok(Response::new(chunked(stats, |pod_sandbox_stats| {
+            StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
     }
 
     #[instrument(skip_all)]

@@ -1,0 +1,795 @@
+//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats and their Stream
+//! variants: what kubelet's CRI stats provider reads for the summary API.
+//!
+//! CPU and memory come from the cgroups (the container's `cgroup_relative`, the pod's
+//! `pod_cgroup`; cgroup v1 or v2, whichever hierarchy has the controller), the writable layer
+//! from walking the container's overlay upper directory, a pod's network from the pause
+//! process's `/proc/<pid>/net/dev`. The CPU rate (`usage_nano_cores`) is the change since the
+//! previous sample of the same object, kept in memory. Files that are missing (a cgroup already
+//! removed, a controller the host lacks) leave the matching field unset instead of failing.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use corral_cgroups::{CgroupLayout, CgroupVersion};
+use corral_store::CONTAINERS;
+use cri_proto::v1::{
+    ContainerAttributes, ContainerFilter, ContainerStateValue, ContainerStats,
+    ContainerStatsFilter, CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats,
+    MemoryUsage, NamespaceMode, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
+    PodSandboxFilter, PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter, ProcessUsage,
+    SwapUsage, UInt64Value,
+};
+
+use crate::container::{ContainerEnv, ContainerRecord};
+use crate::error::{CriError, CriResult};
+use crate::ids::lock;
+use crate::pod::{now_nanos, SandboxRecord};
+use crate::Daemon;
+
+/// Below this many nanoseconds since an object's previous CPU sample, the previous rate is
+/// reported again (and the sample kept): two callers asking at nearly the same moment would
+/// otherwise get a rate over a few microseconds.
+const MIN_RATE_INTERVAL_NS: i64 = 1_000_000_000;
+
+/// A CPU sample of an object nobody asked about for this long is dropped.
+const SAMPLE_TTL_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// At most this many entries of a writable layer are looked at; a larger layer is reported
+/// with what was counted so far (a stats call must stay cheap).
+const MAX_LAYER_ENTRIES: usize = 100_000;
+
+/// At most this many cgroup directories of a pod are read to count its processes.
+const MAX_POD_CGROUPS: usize = 1_000;
+
+/// A v1 memory limit at or above this is the kernel's "unlimited" (`PAGE_COUNTER_MAX` pages).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// The interface kubelet reports as a pod's network.
+const DEFAULT_INTERFACE: &str = "eth0";
+
+/// One CPU reading of a container or pod, and the rate reported with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuSample {
+    /// When it was read, nanoseconds since the epoch.
+    at_ns: i64,
+    /// Cumulative CPU time, nanoseconds.
+    usage_ns: u64,
+    /// The rate since the sample before it, in billionths of a core.
+    nano_cores: u64,
+}
+
+/// The sample to keep after reading `usage_ns` at `at_ns`, given the previous one; its
+/// `nano_cores` is the rate to report. The first sample, a clock that went back and a counter
+/// that went back (a new cgroup) all rate 0.
+fn next_cpu_sample(previous: Option<CpuSample>, at_ns: i64, usage_ns: u64) -> CpuSample {
+    let fresh = |nano_cores| CpuSample {
+        at_ns,
+        usage_ns,
+        nano_cores,
+    };
+    let Some(previous) = previous else {
+        return fresh(0);
+    };
+    let elapsed = at_ns.saturating_sub(previous.at_ns);
+    if (0..MIN_RATE_INTERVAL_NS).contains(&elapsed) && usage_ns >= previous.usage_ns {
+        return previous;
+    }
+    if elapsed <= 0 || usage_ns < previous.usage_ns {
+        return fresh(0);
+    }
+    let used = u128::from(usage_ns - previous.usage_ns);
+    let rate = used * 1_000_000_000 / elapsed.unsigned_abs() as u128;
+    fresh(u64::try_from(rate).unwrap_or(u64::MAX))
+}
+
+/// Serves the stats RPCs from the daemon's containers and pods; remembers the last CPU sample
+/// of each object for the rates.
+#[derive(Clone)]
+pub struct StatsService {
+    daemon: Arc<Daemon>,
+    cpu_samples: Arc<Mutex<HashMap<String, CpuSample>>>,
+}
+
+impl StatsService {
+    /// Stats of `daemon`'s objects, with no CPU samples yet.
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        StatsService {
+            daemon,
+            cpu_samples: Arc::default(),
+        }
+    }
+
+    /// ContainerStats: the container named by `id` (or a unique prefix), whatever its state.
+    pub async fn container(&self, id: &str) -> CriResult<ContainerStats> {
+        let id = self.daemon.containers.resolve(id)?;
+        let record = self
+            .container_record(&id)?
+            .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
+        let collector = self.collector();
+        blocking("ContainerStats", move || collector.container(&record)).await
+    }
+
+    /// ListContainerStats and StreamContainerStats: the running containers the filter passes.
+    pub async fn containers(
+        &self,
+        filter: Option<ContainerStatsFilter>,
+    ) -> CriResult<Vec<ContainerStats>> {
+        let filter = filter.unwrap_or_default();
+        let records = self
+            .running_containers(filter.id, filter.pod_sandbox_id, filter.label_selector)
+            .await?;
+        let collector = self.collector();
+        blocking("ListContainerStats", move || {
+            records.iter().map(|r| collector.container(r)).collect()
+        })
+        .await
+    }
+
+    /// PodSandboxStats: the sandbox named by `id` (or a unique prefix), whatever its state,
+    /// with its running containers.
+    pub async fn pod(&self, id: &str) -> CriResult<PodSandboxStats> {
+        let sandbox = self.daemon.pods.sandbox(id)?;
+        let containers = self
+            .running_containers(String::new(), sandbox.id.clone(), HashMap::new())
+            .await?;
+        let collector = self.collector();
+        blocking("PodSandboxStats", move || {
+            collector.pod(&sandbox, &containers)
+        })
+        .await
+    }
+
+    /// ListPodSandboxStats and StreamPodSandboxStats: the ready sandboxes the filter passes.
+    pub async fn pods(
+        &self,
+        filter: Option<PodSandboxStatsFilter>,
+    ) -> CriResult<Vec<PodSandboxStats>> {
+        let filter = filter.unwrap_or_default();
+        let pods = self
+            .daemon
+            .pods
+            .list(Some(&PodSandboxFilter {
+                id: filter.id,
+                state: Some(PodSandboxStateValue {
+                    state: cri_proto::v1::PodSandboxState::SandboxReady as i32,
+                }),
+                label_selector: filter.label_selector,
+            }))
+            .await?;
+        let mut sandboxes = Vec::with_capacity(pods.len());
+        for pod in pods {
+            match self.daemon.pods.sandbox(&pod.id) {
+                Ok(sandbox) => sandboxes.push(sandbox),
+                // Removed since it was listed.
+                Err(CriError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+        for record in self
+            .running_containers(String::new(), String::new(), HashMap::new())
+            .await?
+        {
+            by_pod
+                .entry(record.pod_sandbox_id.clone())
+                .or_default()
+                .push(record);
+        }
+        let collector = self.collector();
+        blocking("ListPodSandboxStats", move || {
+            sandboxes
+                .iter()
+                .map(|s| {
+                    let containers = by_pod.get(&s.id).map(Vec::as_slice).unwrap_or_default();
+                    collector.pod(s, containers)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The records of the running containers matching an id prefix, a pod id prefix and
+    /// labels (ListContainers' filter, so "running" is checked against the shim).
+    async fn running_containers(
+        &self,
+        id: String,
+        pod_sandbox_id: String,
+        label_selector: HashMap<String, String>,
+    ) -> CriResult<Vec<ContainerRecord>> {
+        let listed = self
+            .daemon
+            .containers
+            .list(Some(ContainerFilter {
+                id,
+                pod_sandbox_id,
+                state: Some(ContainerStateValue {
+                    state: cri_proto::v1::ContainerState::ContainerRunning as i32,
+                }),
+                label_selector,
+            }))
+            .await?;
+        let mut records = Vec::with_capacity(listed.len());
+        for container in listed {
+            // None: removed since it was listed.
+            records.extend(self.container_record(&container.id)?);
+        }
+        Ok(records)
+    }
+
+    fn container_record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {
+        Ok(self.daemon.store.get::<ContainerRecord>(CONTAINERS, id)?)
+    }
+
+    fn collector(&self) -> Collector {
+        Collector {
+            containers: self.daemon.containers.env_handle(),
+            cpu_samples: self.cpu_samples.clone(),
+        }
+    }
+}
+
+/// Runs a collection on a blocking thread (it reads many small files).
+async fn blocking<T: Send + 'static>(
+    rpc: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> CriResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CriError::internal(&format!("{rpc} task"), e))
+}
+
+/// What a blocking collection reads from.
+struct Collector {
+    containers: Arc<ContainerEnv>,
+    cpu_samples: Arc<Mutex<HashMap<String, CpuSample>>>,
+}
+
+impl Collector {
+    /// The stats of one container.
+    fn container(&self, record: &ContainerRecord) -> ContainerStats {
+        let now = now_nanos();
+        let layout = &self.containers.cgroup_layout;
+        let cgroup = Some(record.cgroup_relative.as_path()).filter(|p| !p.as_os_str().is_empty());
+        ContainerStats {
+            attributes: Some(ContainerAttributes {
+                id: record.id.clone(),
+                metadata: record.config.metadata.clone(),
+                labels: record.config.labels.clone(),
+                annotations: record.config.annotations.clone(),
+            }),
+            cpu: cgroup.and_then(|c| self.cpu(&record.id, layout, c, now)),
+            memory: cgroup.and_then(|c| memory_usage(layout, c, now)),
+            writable_layer: self.writable_layer(&record.id, now),
+            swap: cgroup.and_then(|c| swap_usage(layout, c, now)),
+            io: None,
+        }
+    }
+
+    /// The stats of one sandbox and of the given containers of it.
+    fn pod(&self, sandbox: &SandboxRecord, containers: &[ContainerRecord]) -> PodSandboxStats {
+        let now = now_nanos();
+        let cgroup = sandbox.pod_cgroup.as_ref();
+        let linux = LinuxPodSandboxStats {
+            cpu: cgroup.and_then(|c| self.cpu(&sandbox.id, c.layout(), c.relative_path(), now)),
+            memory: cgroup.and_then(|c| memory_usage(c.layout(), c.relative_path(), now)),
+            network: network_usage(sandbox, now),
+            process: cgroup.and_then(|c| {
+                process_count(c.layout(), c.relative_path()).map(|count| ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(UInt64Value { value: count }),
+                })
+            }),
+            containers: containers.iter().map(|c| self.container(c)).collect(),
+            io: None,
+        };
+        PodSandboxStats {
+            attributes: Some(PodSandboxAttributes {
+                id: sandbox.id.clone(),
+                metadata: sandbox.config.metadata.clone(),
+                labels: sandbox.config.labels.clone(),
+                annotations: sandbox.config.annotations.clone(),
+            }),
+            linux: Some(linux),
+            windows: None,
+        }
+    }
+
+    /// CPU time of the cgroup at `relative`, with the rate since `id`'s previous sample.
+    fn cpu(&self, id: &str, layout: &CgroupLayout, relative: &Path, now: i64) -> Option<CpuUsage> {
+        let usage_ns = cpu_usage_ns(layout, relative)?;
+        let sample = {
+            let mut samples = lock(&self.cpu_samples);
+            samples.retain(|_, s| now.saturating_sub(s.at_ns) < SAMPLE_TTL_NS);
+            let sample = next_cpu_sample(samples.get(id).copied(), now, usage_ns);
+            samples.insert(id.to_string(), sample);
+            sample
+        };
+        Some(CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: Some(UInt64Value { value: usage_ns }),
+            usage_nano_cores: Some(UInt64Value {
+                value: sample.nano_cores,
+            }),
+            psi: None,
+        })
+    }
+
+    /// Disk use of the container's overlay upper directory.
+    fn writable_layer(&self, id: &str, now: i64) -> Option<FilesystemUsage> {
+        let upper = self.containers.images.container_dir(id).ok()?.join("upper");
+        let usage = layer_usage(&upper, MAX_LAYER_ENTRIES)?;
+        if !usage.complete {
+            tracing::debug!(
+                container_id = id,
+                entries = MAX_LAYER_ENTRIES,
+                "writable layer too large to count fully"
+            );
+        }
+        Some(FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(FilesystemIdentifier {
+                mountpoint: upper.to_string_lossy().into_owned(),
+            }),
+            used_bytes: Some(UInt64Value { value: usage.bytes }),
+            inodes_used: Some(UInt64Value {
+                value: usage.inodes,
+            }),
+        })
+    }
+}
+
+/// Cumulative CPU time of a cgroup in nanoseconds: v1 `cpuacct.usage`, else v2 `cpu.stat`.
+fn cpu_usage_ns(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
+    if let Some(h) = layout
+        .hierarchy_for("cpuacct")
+        .filter(|h| h.version() == CgroupVersion::V1)
+    {
+        return read_u64(&h.dir(relative).join("cpuacct.usage"));
+    }
+    let stat = read(&layout.unified()?.dir(relative).join("cpu.stat"))?;
+    keyed_value(&stat, "usage_usec").map(|us| us.saturating_mul(1000))
+}
+
+/// The `memory.stat` fields the CRI needs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct MemoryStat {
+    inactive_file: u64,
+    rss: u64,
+    page_faults: u64,
+    major_page_faults: u64,
+}
+
+impl MemoryStat {
+    /// From a v1 `memory.stat`: the hierarchical `total_*` fields (a pod cgroup's usage is its
+    /// children's), else the cgroup's own.
+    fn parse_v1(text: &str) -> Self {
+        let field = |name: &str| {
+            keyed_value(text, &format!("total_{name}"))
+                .or_else(|| keyed_value(text, name))
+                .unwrap_or(0)
+        };
+        MemoryStat {
+            inactive_file: field("inactive_file"),
+            rss: field("rss"),
+            page_faults: field("pgfault"),
+            major_page_faults: field("pgmajfault"),
+        }
+    }
+
+    /// From a v2 `memory.stat` (hierarchical already).
+    fn parse_v2(text: &str) -> Self {
+        let field = |name: &str| keyed_value(text, name).unwrap_or(0);
+        MemoryStat {
+            inactive_file: field("inactive_file"),
+            rss: field("anon"),
+            page_faults: field("pgfault"),
+            major_page_faults: field("pgmajfault"),
+        }
+    }
+}
+
+/// The CRI memory usage of `usage` bytes under `limit` with `stat`: the working set is usage
+/// less inactive file pages, and what is available is the limit less the working set.
+fn memory_from(now: i64, usage: u64, limit: Option<u64>, stat: &MemoryStat) -> MemoryUsage {
+    let working_set = usage.saturating_sub(stat.inactive_file);
+    let value = |value| Some(UInt64Value { value });
+    MemoryUsage {
+        timestamp: now,
+        working_set_bytes: value(working_set),
+        available_bytes: limit.and_then(|l| value(l.saturating_sub(working_set))),
+        usage_bytes: value(usage),
+        rss_bytes: value(stat.rss),
+        page_faults: value(stat.page_faults),
+        major_page_faults: value(stat.major_page_faults),
+        psi: None,
+    }
+}
+
+/// Memory use of the cgroup at `relative`.
+fn memory_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<MemoryUsage> {
+    let h = layout.hierarchy_for("memory")?;
+    let dir = h.dir(relative);
+    let (usage, limit, stat) = match h.version() {
+        CgroupVersion::V1 => (
+            read_u64(&dir.join("memory.usage_in_bytes"))?,
+            read(&dir.join("memory.limit_in_bytes")).and_then(|s| parse_limit(&s)),
+            MemoryStat::parse_v1(&read(&dir.join("memory.stat"))?),
+        ),
+        CgroupVersion::V2 => (
+            read_u64(&dir.join("memory.current"))?,
+            read(&dir.join("memory.max")).and_then(|s| parse_limit(&s)),
+            MemoryStat::parse_v2(&read(&dir.join("memory.stat"))?),
+        ),
+    };
+    Some(memory_from(now, usage, limit, &stat))
+}
+
+/// Swap use of the cgroup at `relative`: v2 `memory.swap.*`, v1 `memory.memsw.*` less memory
+/// (absent when the kernel does not account swap).
+fn swap_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<SwapUsage> {
+    let h = layout.hierarchy_for("memory")?;
+    let dir = h.dir(relative);
+    let limit_of = |file: &str| read(&dir.join(file)).and_then(|s| parse_limit(&s));
+    let (usage, limit) = match h.version() {
+        CgroupVersion::V1 => {
+            let both = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
+            let memory = read_u64(&dir.join("memory.usage_in_bytes"))?;
+            let limit = match (
+                limit_of("memory.memsw.limit_in_bytes"),
+                limit_of("memory.limit_in_bytes"),
+            ) {
+                (Some(both), Some(memory)) => Some(both.saturating_sub(memory)),
+                _ => None,
+            };
+            (both.saturating_sub(memory), limit)
+        }
+        CgroupVersion::V2 => (
+            read_u64(&dir.join("memory.swap.current"))?,
+            limit_of("memory.swap.max"),
+        ),
+    };
+    Some(SwapUsage {
+        timestamp: now,
+        swap_available_bytes: limit.map(|l| UInt64Value {
+            value: l.saturating_sub(usage),
+        }),
+        swap_usage_bytes: Some(UInt64Value { value: usage }),
+    })
+}
+
+/// A memory limit file's value; `None` for no limit (`max`, or v1's huge default).
+fn parse_limit(text: &str) -> Option<u64> {
+    text.trim().parse().ok().filter(|&l| l < V1_UNLIMITED)
+}
+
+/// The processes in the pod's cgroup and every cgroup below it (counted from `cgroup.procs`
+/// in the pids hierarchy, or any hierarchy when there is none).
+fn process_count(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
+    let hierarchy = layout
+        .hierarchy_for("pids")
+        .or_else(|| layout.hierarchies().first())?;
+    let root = hierarchy.dir(relative);
+    if !root.is_dir() {
+        return None;
+    }
+    let mut count = 0;
+    let mut pending = vec![root];
+    let mut seen = 0;
+    while let Some(dir) = pending.pop() {
+        seen += 1;
+        if seen > MAX_POD_CGROUPS {
+            break;
+        }
+        if let Some(procs) = read(&dir.join("cgroup.procs")) {
+            count += procs.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        pending.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    Some(count)
+}
+
+/// The pod's network interfaces as its pause process sees them; none for a pod on the host
+/// network or whose pause process is gone.
+fn network_usage(sandbox: &SandboxRecord, now: i64) -> Option<NetworkUsage> {
+    if sandbox.namespace_modes().0 == NamespaceMode::Node || !sandbox.pause_alive() {
+        return None;
+    }
+    let pid = sandbox.pause?.pid;
+    let interfaces = parse_net_dev(&read(Path::new(&format!("/proc/{pid}/net/dev")))?);
+    let default_interface = interfaces
+        .iter()
+        .find(|i| i.name == DEFAULT_INTERFACE)
+        .cloned();
+    Some(NetworkUsage {
+        timestamp: now,
+        default_interface,
+        interfaces,
+    })
+}
+
+/// The interfaces of a `/proc/net/dev` table, loopback left out: byte and error counters
+/// each way.
+fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let counters: Vec<u64> = counters
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            if name == "lo" || counters.len() < 11 {
+                return None;
+            }
+            let value = |i: usize| Some(UInt64Value { value: counters[i] });
+            Some(NetworkInterfaceUsage {
+                name: name.to_string(),
+                rx_bytes: value(0),
+                rx_errors: value(2),
+                tx_bytes: value(8),
+                tx_errors: value(10),
+            })
+        })
+        .collect()
+}
+
+/// Disk use of a directory tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LayerUsage {
+    /// Bytes of allocated blocks (as `du` counts them), hard links once.
+    bytes: u64,
+    /// Inodes, the directory itself included.
+    inodes: u64,
+    /// Whether the walk saw everything (false: stopped at the entry limit).
+    complete: bool,
+}
+
+/// Disk use of the tree at `root` (not following symlinks nor leaving its filesystem), looking
+/// at no more than `max_entries` entries; `None` when `root` cannot be read.
+fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage> {
+    let top = std::fs::symlink_metadata(root).ok()?;
+    let device = top.dev();
+    let mut usage = LayerUsage {
+        bytes: 0,
+        inodes: 0,
+        complete: true,
+    };
+    let mut linked = HashSet::new();
+    let mut pending = vec![(root.to_path_buf(), top)];
+    let mut entries = 0;
+    while let Some((path, meta)) = pending.pop() {
+        if meta.nlink() > 1 && !meta.is_dir() && !linked.insert(meta.ino()) {
+            continue;
+        }
+        usage.bytes = usage
+            .bytes
+            .saturating_add(meta.blocks().saturating_mul(512));
+        usage.inodes += 1;
+        if !meta.is_dir() || meta.dev() != device {
+            continue;
+        }
+        let Ok(children) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for child in children.flatten() {
+            entries += 1;
+            if entries > max_entries {
+                usage.complete = false;
+                return Some(usage);
+            }
+            if let Ok(meta) = child.metadata() {
+                pending.push((child.path(), meta));
+            }
+        }
+    }
+    Some(usage)
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    read(path)?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    #[test]
+    fn the_first_cpu_sample_rates_zero() {
+        let s = next_cpu_sample(None, 5 * SECOND, 123);
+        assert_eq!(
+            s,
+            CpuSample {
+                at_ns: 5 * SECOND,
+                usage_ns: 123,
+                nano_cores: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_rate_is_cpu_time_over_wall_time() {
+        let first = next_cpu_sample(None, 10 * SECOND, 1_000);
+        // Half a core for two seconds.
+        let second = next_cpu_sample(Some(first), 12 * SECOND, 1_000 + SECOND as u64);
+        assert_eq!(second.nano_cores, 500_000_000);
+        assert_eq!(second.usage_ns, 1_000 + SECOND as u64);
+        // Two cores for one second.
+        let third = next_cpu_sample(
+            Some(second),
+            13 * SECOND,
+            second.usage_ns + 2 * SECOND as u64,
+        );
+        assert_eq!(third.nano_cores, 2_000_000_000);
+    }
+
+    #[test]
+    fn a_sample_soon_after_the_last_reports_the_last_rate() {
+        let first = next_cpu_sample(None, 10 * SECOND, 0);
+        let second = next_cpu_sample(Some(first), 12 * SECOND, SECOND as u64);
+        let third = next_cpu_sample(Some(second), 12 * SECOND + 1_000, SECOND as u64 + 999);
+        assert_eq!(third, second);
+    }
+
+    #[test]
+    fn a_counter_or_clock_going_back_rates_zero() {
+        let first = next_cpu_sample(None, 10 * SECOND, 5 * SECOND as u64);
+        let reset = next_cpu_sample(Some(first), 12 * SECOND, 10);
+        assert_eq!((reset.nano_cores, reset.usage_ns), (0, 10));
+        let back = next_cpu_sample(Some(first), 8 * SECOND, 6 * SECOND as u64);
+        assert_eq!((back.nano_cores, back.at_ns), (0, 8 * SECOND));
+    }
+
+    #[test]
+    fn cpu_stat_usage_is_read_by_key() {
+        let stat = "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 0\n";
+        assert_eq!(keyed_value(stat, "usage_usec"), Some(2500));
+        assert_eq!(keyed_value(stat, "system_usec"), Some(500));
+        assert_eq!(keyed_value(stat, "usage"), None);
+        assert_eq!(keyed_value("usage_usec x\n", "usage_usec"), None);
+    }
+
+    #[test]
+    fn v1_memory_stat_prefers_the_hierarchical_totals() {
+        let stat = "cache 100\nrss 200\npgfault 3\npgmajfault 1\ninactive_file 40\n\
+                    total_cache 1000\ntotal_rss 2000\ntotal_pgfault 30\ntotal_pgmajfault 10\n\
+                    total_inactive_file 400\n";
+        assert_eq!(
+            MemoryStat::parse_v1(stat),
+            MemoryStat {
+                inactive_file: 400,
+                rss: 2000,
+                page_faults: 30,
+                major_page_faults: 10
+            }
+        );
+        let own_only = "rss 200\npgfault 3\npgmajfault 1\ninactive_file 40\n";
+        assert_eq!(
+            MemoryStat::parse_v1(own_only),
+            MemoryStat {
+                inactive_file: 40,
+                rss: 200,
+                page_faults: 3,
+                major_page_faults: 1
+            }
+        );
+    }
+
+    #[test]
+    fn v2_memory_stat_reads_anon_as_rss() {
+        let stat = "anon 8192\nfile 4096\ninactive_file 1024\nactive_file 3072\n\
+                    pgfault 77\npgmajfault 2\n";
+        assert_eq!(
+            MemoryStat::parse_v2(stat),
+            MemoryStat {
+                inactive_file: 1024,
+                rss: 8192,
+                page_faults: 77,
+                major_page_faults: 2
+            }
+        );
+    }
+
+    #[test]
+    fn working_set_is_usage_less_inactive_file_and_available_needs_a_limit() {
+        let stat = MemoryStat {
+            inactive_file: 300,
+            rss: 500,
+            page_faults: 9,
+            major_page_faults: 1,
+        };
+        let m = memory_from(7, 1000, Some(4000), &stat);
+        assert_eq!(m.working_set_bytes.unwrap().value, 700);
+        assert_eq!(m.available_bytes.unwrap().value, 3300);
+        assert_eq!(m.usage_bytes.unwrap().value, 1000);
+        assert_eq!(m.rss_bytes.unwrap().value, 500);
+        assert_eq!(m.page_faults.unwrap().value, 9);
+        assert_eq!(m.major_page_faults.unwrap().value, 1);
+        assert_eq!(m.timestamp, 7);
+
+        let unlimited = memory_from(7, 100, None, &stat);
+        assert_eq!(unlimited.working_set_bytes.unwrap().value, 0);
+        assert!(unlimited.available_bytes.is_none());
+    }
+
+    #[test]
+    fn limits_of_max_or_the_v1_default_mean_none() {
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_limit("536870912\n"), Some(536_870_912));
+    }
+
+    #[test]
+    fn net_dev_lists_interfaces_but_loopback() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     560       8    0    0    0     0          0         0      560       8    0    0    0     0       0          0
+  eth0:    1296      16    2    0    0     0          0         0      796      10    1    0    0     0       0          0
+ net1: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
+";
+        let interfaces = parse_net_dev(text);
+        let summary: Vec<_> = interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.rx_bytes.unwrap().value,
+                    i.rx_errors.unwrap().value,
+                    i.tx_bytes.unwrap().value,
+                    i.tx_errors.unwrap().value,
+                )
+            })
+            .collect();
+        assert_eq!(summary, [("eth0", 1296, 2, 796, 1), ("net1", 5, 0, 6, 0)]);
+    }
+
+    #[test]
+    fn layer_usage_counts_files_dirs_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("upper");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/data"), vec![1u8; 64 * 1024]).unwrap();
+        std::fs::hard_link(root.join("a/b/data"), root.join("a/link")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", root.join("dangling")).unwrap();
+        let usage = layer_usage(&root, 1_000).unwrap();
+        // upper, a, a/b, data (linked twice), the symlink.
+        assert_eq!(usage.inodes, 5);
+        assert!(usage.complete);
+        assert!(usage.bytes >= 64 * 1024, "{usage:?}");
+        assert!(usage.bytes < 2 * 64 * 1024 + 4 * 64 * 1024, "{usage:?}");
+
+        let capped = layer_usage(&root, 2).unwrap();
+        assert!(!capped.complete);
+        assert!(capped.inodes < usage.inodes);
+
+        assert_eq!(layer_usage(&dir.path().join("missing"), 10), None);
+    }
+}
