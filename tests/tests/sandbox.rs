@@ -806,6 +806,50 @@ async fn pod_resources_oom_score_and_port_mappings() {
         std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{parent}/cpu.cfs_quota_us")).unwrap();
     assert_eq!(quota.trim(), "50000");
 
+    // An in-place resize: UpdatePodSandboxResources sets the new pod-level limits.
+    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: id.clone(),
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 512 << 20,
+            cpu_quota: 80_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        }),
+        overhead: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("UpdatePodSandboxResources");
+    let read = |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{file}")).unwrap();
+    assert_eq!(
+        read(&format!("memory{parent}/memory.limit_in_bytes")).trim(),
+        ((512u64 + 16) << 20).to_string()
+    );
+    assert_eq!(
+        read(&format!("cpu{parent}/cpu.cfs_quota_us")).trim(),
+        "80000"
+    );
+    let err = rt
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: id.clone(),
+            resources: None,
+            overhead: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = rt
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            resources: Some(LinuxContainerResources::default()),
+            overhead: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
     // -998, or clamped to what the runtime itself has when it may not lower it.
     let pause_adj: i32 = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
         .unwrap()

@@ -527,10 +527,15 @@ impl RuntimeService for RuntimeServiceImpl {
         }))
     }
 
+    #[instrument(skip_all, fields(pod_id = %request.get_ref().pod_sandbox_id))]
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<UpdatePodSandboxResourcesRequest>,
+        request: Request<UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
-        unimplemented("UpdatePodSandboxResources")
+        let req = request.into_inner();
+        self.pods()
+            .update_resources(&req.pod_sandbox_id, req.resources, req.overhead)
+            .await?;
+        Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
     }
 }

@@ -174,6 +174,34 @@ impl PodManager {
             .collect())
     }
 
+    /// UpdatePodSandboxResources: new pod-level limits (resources plus overhead) on the pod
+    /// cgroup, as kubelet sends them for an in-place pod resize.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: Option<cri_proto::v1::LinuxContainerResources>,
+        overhead: Option<cri_proto::v1::LinuxContainerResources>,
+    ) -> CriResult<()> {
+        let record = self.sandbox(id)?;
+        let Some(cgroup) = record.pod_cgroup.clone() else {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} has no cgroup",
+                record.id
+            )));
+        };
+        let Some(limits) = run::pod_limits(resources.as_ref(), overhead.as_ref()) else {
+            return Err(CriError::InvalidArgument(
+                "resources, overhead: give at least one of them".into(),
+            ));
+        };
+        tokio::task::spawn_blocking(move || cgroup.apply(&limits))
+            .await
+            .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
+            .map_err(|e| {
+                CriError::internal("UpdatePodSandboxResources: apply to the pod cgroup", e)
+            })
+    }
+
     /// UpdateRuntimeConfig: the pod CIDR is kept and handed to CNI plugins as `ipRanges`.
     pub async fn set_pod_cidr(&self, cidr: &str) -> CriResult<()> {
         if cidr.is_empty() {

@@ -281,15 +281,21 @@ pub(super) fn cgroup_parent(env: &PodEnv, config: &PodSandboxConfig, id: &str) -
 /// Pod-level limits: `resources`, plus `overhead` added on top, when kubelet gives them.
 fn pod_resources(config: &PodSandboxConfig) -> Option<corral_cgroups::Resources> {
     let linux = config.linux.as_ref()?;
-    if linux.resources.is_none() && linux.overhead.is_none() {
+    pod_limits(linux.resources.as_ref(), linux.overhead.as_ref())
+}
+
+/// The pod cgroup's limits from `resources` and `overhead`; `None` when neither is given.
+pub(super) fn pod_limits(
+    resources: Option<&cri_proto::v1::LinuxContainerResources>,
+    overhead: Option<&cri_proto::v1::LinuxContainerResources>,
+) -> Option<corral_cgroups::Resources> {
+    if resources.is_none() && overhead.is_none() {
         return None;
     }
-    let mut res = linux
-        .resources
-        .as_ref()
+    let mut res = resources
         .map(crate::resources::from_cri)
         .unwrap_or_default();
-    if let Some(overhead) = linux.overhead.as_ref() {
+    if let Some(overhead) = overhead {
         crate::resources::add_overhead(&mut res, overhead);
     }
     Some(res)
