@@ -266,6 +266,30 @@ pub struct ContainerEnv {
     pub rt: Rt,
 }
 
+impl ContainerEnv {
+    /// Runs a pod named `name` (namespace modes: network, pid, ipc) under its own cgroup
+    /// parent, with its log directory in the daemon's temp directory; `edit` changes the config
+    /// first. Returns the sandbox id and the config.
+    pub async fn pod_with(
+        &mut self,
+        name: &str,
+        modes: (i32, i32, i32),
+        edit: impl FnOnce(&mut PodSandboxConfig),
+    ) -> (String, PodSandboxConfig) {
+        let mut config = crate::pod_config(name, &crate::unique_cgroup_parent(name), modes);
+        edit(&mut config);
+        config.log_directory = self
+            .daemon
+            .dir()
+            .join("logs")
+            .join(name)
+            .to_string_lossy()
+            .into_owned();
+        let id = run_pod(&mut self.rt, &config).await;
+        (id, config)
+    }
+}
+
 /// Sets up a [`ContainerEnv`], or `None` (with the reason printed) when the registry or busybox
 /// is not installed.
 pub async fn container_env() -> Option<ContainerEnv> {

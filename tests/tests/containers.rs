@@ -20,36 +20,7 @@ const NODE: i32 = NamespaceMode::Node as i32;
 use corral_e2e::cri::{container_env as env, ContainerEnv as Env};
 
 async fn pod(env: &mut Env, name: &str, modes: (i32, i32, i32)) -> (String, PodSandboxConfig) {
-    pod_with(env, name, modes, |_| {}).await
-}
-
-/// A pod as [`pod`] makes it, with `edit` applied to its config first.
-async fn pod_with(
-    env: &mut Env,
-    name: &str,
-    modes: (i32, i32, i32),
-    edit: impl FnOnce(&mut PodSandboxConfig),
-) -> (String, PodSandboxConfig) {
-    let mut config = pod_config(name, &unique_cgroup_parent(name), modes);
-    edit(&mut config);
-    config.log_directory = env
-        .daemon
-        .dir()
-        .join("logs")
-        .join(name)
-        .to_string_lossy()
-        .into_owned();
-    let id = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    (id, config)
+    env.pod_with(name, modes, |_| {}).await
 }
 
 #[tokio::test]
@@ -735,7 +706,9 @@ async fn private_propagation_isolates_mounts_both_ways() {
     require_root!();
     let Some(mut env) = env().await else { return };
     let volume = TmpfsVolume::shared();
-    let (pod_id, pod) = pod_with(&mut env, "private", (POD, CONTAINER, POD), privileged_pod).await;
+    let (pod_id, pod) = env
+        .pod_with("private", (POD, CONTAINER, POD), privileged_pod)
+        .await;
     let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
     config.mounts = vec![cri::mount(
         volume.path(),
@@ -824,8 +797,9 @@ async fn bidirectional_propagation_shares_a_containers_mount_with_host_and_other
     require_root!();
     let Some(mut env) = env().await else { return };
     let volume = TmpfsVolume::shared();
-    let (pod1, pod1_config) =
-        pod_with(&mut env, "bidi", (POD, CONTAINER, POD), privileged_pod).await;
+    let (pod1, pod1_config) = env
+        .pod_with("bidi", (POD, CONTAINER, POD), privileged_pod)
+        .await;
     let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
     config.mounts = vec![cri::mount(
         volume.path(),
@@ -897,13 +871,9 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
     );
     assert!(message.contains("privileged"), "{message}");
 
-    let (priv_id, priv_pod) = pod_with(
-        &mut env,
-        "refusepriv",
-        (POD, CONTAINER, POD),
-        privileged_pod,
-    )
-    .await;
+    let (priv_id, priv_pod) = env
+        .pod_with("refusepriv", (POD, CONTAINER, POD), privileged_pod)
+        .await;
     let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
     config.mounts = vec![cri::mount(
         private.path(),

@@ -18,16 +18,7 @@ const CONTAINER: i32 = NamespaceMode::Container as i32;
 
 /// A pod on the CNI network with its own pid namespace per container.
 async fn pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
-    let mut config = pod_config(name, &unique_cgroup_parent(name), (POD, CONTAINER, POD));
-    config.log_directory = env
-        .daemon
-        .dir()
-        .join("logs")
-        .join(name)
-        .to_string_lossy()
-        .into_owned();
-    let id = cri::run_pod(&mut env.rt, &config).await;
-    (id, config)
+    env.pod_with(name, (POD, CONTAINER, POD), |_| {}).await
 }
 
 async fn container_stats(rt: &mut Rt, filter: ContainerStatsFilter) -> Vec<ContainerStats> {

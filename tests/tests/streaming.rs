@@ -26,15 +26,7 @@ use corral_e2e::cri::{container_env as env, ContainerEnv as Env};
 
 /// A pod whose log directory is in the daemon's temp directory.
 async fn pod(env: &mut Env, name: &str) -> (String, PodSandboxConfig) {
-    let mut config = pod_config(name, &unique_cgroup_parent(name), (POD, CONTAINER, POD));
-    config.log_directory = env
-        .daemon
-        .dir()
-        .join("logs")
-        .join(name)
-        .to_string_lossy()
-        .into_owned();
-    (cri::run_pod(&mut env.rt, &config).await, config)
+    env.pod_with(name, (POD, CONTAINER, POD), |_| {}).await
 }
 
 /// A pod with one long-running container; returns the pod and the container.
