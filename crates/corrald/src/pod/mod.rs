@@ -256,14 +256,19 @@ impl PodManager {
     }
 }
 
-/// Whether a CNI network config is in place: `Ok` or the reason pods cannot get a network.
-fn network_ready_in(env: &PodEnv) -> Result<(), String> {
+/// The CNI network pods are attached to, or the reason pods cannot get a network.
+fn network_config(env: &PodEnv) -> Result<corral_cni::NetworkConfigList, String> {
     match corral_cni::CniConfig::load(&env.config.cni_conf_dir) {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(net)) => Ok(net),
         Ok(None) => Err(format!(
             "no network config found in {}: install a CNI config (e.g. packaging/10-corral-bridge.conflist)",
             env.config.cni_conf_dir.display()
         )),
         Err(e) => Err(format!("CNI config in {}: {e}", env.config.cni_conf_dir.display())),
     }
+}
+
+/// Whether a CNI network config is in place: `Ok` or the reason pods cannot get a network.
+fn network_ready_in(env: &PodEnv) -> Result<(), String> {
+    network_config(env).map(|_| ())
 }

@@ -27,6 +27,8 @@ pub(super) struct Plan {
     network: NamespaceMode,
     pid: NamespaceMode,
     ipc: NamespaceMode,
+    /// The CNI network the pod joins (loaded once, at validation), when it has its own netns.
+    network_config: Option<corral_cni::NetworkConfigList>,
 }
 
 impl Plan {
@@ -102,15 +104,15 @@ impl Plan {
         env.cgroup_driver
             .pod_relative_path(&cgroup_parent(env, &config, &id))
             .map_err(|e| CriError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")))?;
-        if network == NamespaceMode::Pod {
-            if let Err(reason) = super::network_ready_in(env) {
-                return Err(CriError::FailedPrecondition(format!(
-                    "pod network is not ready: {reason}"
-                )));
-            }
-        }
+        let network_config = match network {
+            NamespaceMode::Pod => Some(super::network_config(env).map_err(|reason| {
+                CriError::FailedPrecondition(format!("pod network is not ready: {reason}"))
+            })?),
+            _ => None,
+        };
         Ok(Plan {
             id,
+            network_config,
             name_key: name_key(&config),
             config,
             runtime_handler,
@@ -216,19 +218,14 @@ impl Plan {
             corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
                 .map_err(|e| step("pin network namespace")(e.to_string()))?;
             record.netns_path = Some(pin.clone());
-            let net = corral_cni::CniConfig::load(&env.config.cni_conf_dir)
-                .map_err(|e| step("load CNI config")(e.to_string()))?
-                .ok_or_else(|| {
-                    CriError::FailedPrecondition(format!(
-                        "RunPodSandbox: no CNI config in {}",
-                        env.config.cni_conf_dir.display()
-                    ))
-                })?;
+            let net = self.network_config.as_ref().ok_or_else(|| {
+                CriError::Internal("RunPodSandbox: pod network config not loaded".into())
+            })?;
             record.cni_network = Some(net.name().to_string());
             // Recorded before ADD so that a crash during ADD still leads to a DEL.
             env.store.put(SANDBOXES, &record.id, record)?;
             let rt = super::teardown::runtime_conf(env, record, &pin);
-            let result = env.cni.add(&net, &rt).map_err(|e| {
+            let result = env.cni.add(net, &rt).map_err(|e| {
                 // A failed ADD has already been rolled back (DEL of the whole list).
                 record.cni_network = None;
                 step("set up pod network (CNI ADD)")(e.to_string())
