@@ -45,25 +45,17 @@ pub(super) fn refresh(
     let exit = corral_runtime::read_exit(&dir)
         .map_err(|e| CriError::internal("read container exit status", e))?;
     let exit = match exit {
-        Some(info) => Some(ExitRecord {
-            exit_code: info.exit_code,
-            finished_at: info.finished_at_ns,
-            oom_killed: info.oom_killed,
-        }),
+        Some(info) => Some(exit_record(&info)),
         None if !corral_runtime::shim_alive(&dir) => {
             // Read again: the shim may have written the file just before exiting.
-            match corral_runtime::read_exit(&dir).ok().flatten() {
-                Some(info) => Some(ExitRecord {
-                    exit_code: info.exit_code,
-                    finished_at: info.finished_at_ns,
-                    oom_killed: info.oom_killed,
-                }),
-                None => Some(ExitRecord {
+            Some(match corral_runtime::read_exit(&dir).ok().flatten() {
+                Some(info) => exit_record(&info),
+                None => ExitRecord {
                     exit_code: 255,
                     finished_at: crate::pod::now_nanos(),
                     oom_killed: false,
-                }),
-            }
+                },
+            })
         }
         None => None,
     };
@@ -73,6 +65,15 @@ pub(super) fn refresh(
         save(env, &record)?;
     }
     Ok(record)
+}
+
+/// What corrald keeps of a shim's exit file.
+fn exit_record(info: &corral_runtime::ExitInfo) -> ExitRecord {
+    ExitRecord {
+        exit_code: info.exit_code,
+        finished_at: info.finished_at_ns,
+        oom_killed: info.oom_killed,
+    }
 }
 
 /// The record of `id`, refreshed.
