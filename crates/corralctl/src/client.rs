@@ -135,9 +135,12 @@ pub fn describe_error(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// Only a status the client made itself (a transport failure, which carries its cause as the
+/// source) asks whether corrald runs: an Unavailable that corrald sent (a registry it could not
+/// reach, say) proves corrald is up.
 fn describe_status(status: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", status.code(), status.message());
-    if status.code() == tonic::Code::Unavailable {
+    if status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some() {
         text.push_str(" (is corrald running?)");
     }
     text
@@ -176,6 +179,28 @@ mod tests {
     fn other_errors_show_their_chain() {
         let err = anyhow::anyhow!("root cause").context("outer");
         assert_eq!(describe_error(&err), "outer: root cause");
+    }
+
+    #[test]
+    fn unavailable_from_corrald_does_not_ask_whether_it_runs() {
+        let err = anyhow::Error::new(tonic::Status::unavailable(
+            "pull docker.io/library/busybox: registry unreachable",
+        ));
+        assert_eq!(
+            describe_error(&err),
+            "Unavailable: pull docker.io/library/busybox: registry unreachable"
+        );
+    }
+
+    #[test]
+    fn a_broken_connection_asks_whether_corrald_runs() {
+        // tonic's client marks a status it made from a transport failure with that failure as
+        // the source.
+        let mut status = tonic::Status::unavailable("error trying to connect");
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        status.set_source(std::sync::Arc::new(io));
+        let message = describe_error(&anyhow::Error::new(status));
+        assert!(message.ends_with("(is corrald running?)"), "{message}");
     }
 
     #[tokio::test]
