@@ -7,6 +7,7 @@ mod admin;
 mod config;
 mod container;
 mod error;
+mod features;
 mod ids;
 mod image_service;
 mod pod;
@@ -71,8 +72,11 @@ impl Daemon {
         StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,
-            runtime_handlers: self.runtime_handlers(),
-            features: None,
+            runtime_handlers: self
+                .containers
+                .features()
+                .runtime_handlers(self.runtime_handlers()),
+            features: Some(features::runtime_features()),
         }
     }
 
