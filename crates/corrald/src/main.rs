@@ -6,6 +6,7 @@
 mod admin;
 mod config;
 mod container;
+mod deadline;
 mod error;
 mod features;
 mod ids;
