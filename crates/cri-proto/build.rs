@@ -20,12 +20,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .enum_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
-        // KeyValue.value is `bytes` in the reference API (the same wire encoding as `string`);
-        // in JSON configs it is written as text, as crictl users write env values.
-        .field_attribute(
-            "runtime.v1.KeyValue.value",
-            "#[serde(with = \"crate::bytes_as_text\")]",
-        )
         .compile_protos(&[api, admin], &[proto_dir])?;
     Ok(())
 }

@@ -514,13 +514,12 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("0123456789abcdef"));
-    let err = rt
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: "0123456789abcdef".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // Stop is idempotent: an unknown id has nothing to stop (CRI; critest v1.36 checks it).
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: "0123456789abcdef".into(),
+    })
+    .await
+    .expect("StopPodSandbox of an unknown id");
 
     let id = run(&mut rt, good()).await;
     expect(

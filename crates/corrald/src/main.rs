@@ -6,7 +6,9 @@
 mod admin;
 mod config;
 mod container;
+mod deadline;
 mod error;
+mod features;
 mod ids;
 mod image_service;
 mod pod;
@@ -71,8 +73,11 @@ impl Daemon {
         StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,
-            runtime_handlers: self.runtime_handlers(),
-            features: None,
+            runtime_handlers: self
+                .containers
+                .features()
+                .runtime_handlers(self.runtime_handlers()),
+            features: Some(features::runtime_features()),
         }
     }
 

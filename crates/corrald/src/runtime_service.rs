@@ -124,7 +124,14 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        let id = self.pods().sandbox(&id)?.id;
+        let id = match self.pods().sandbox(&id) {
+            Ok(sandbox) => sandbox.id,
+            // Stopping an unknown sandbox succeeds: there is nothing to stop (CRI contract).
+            Err(crate::error::CriError::NotFound(_)) => {
+                return Ok(Response::new(StopPodSandboxResponse {}))
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.daemon.containers.stop_pod(&id).await?;
         self.pods().stop(&id).await?;
         Ok(Response::new(StopPodSandboxResponse {}))

@@ -9,19 +9,6 @@ pub mod v1 {
     tonic::include_proto!("runtime.v1");
 }
 
-/// Serde for `bytes` fields written as text in JSON (UTF-8, lossy on the way out).
-mod bytes_as_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&String::from_utf8_lossy(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        Ok(String::deserialize(d)?.into_bytes())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -29,7 +16,7 @@ mod tests {
     #[test]
     fn env_values_are_text_in_json() {
         let kv: crate::v1::KeyValue = serde_json::from_str(r#"{"key":"A","value":"b c"}"#).unwrap();
-        assert_eq!(kv.value, b"b c");
+        assert_eq!(kv.value, "b c");
         assert_eq!(
             serde_json::to_string(&kv).unwrap(),
             r#"{"key":"A","value":"b c"}"#

@@ -154,6 +154,18 @@ fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
     if !Path::new(&mount.container_path).is_absolute() {
         return Err(refuse("container_path must be an absolute path"));
     }
+    if mount.recursive_read_only && !mount.readonly {
+        return Err(refuse(
+            "recursive_read_only needs readonly: true as well; set both, or neither",
+        ));
+    }
+    if mount.recursive_read_only && mount.propagation != MountPropagation::PropagationPrivate as i32
+    {
+        return Err(refuse(
+            "recursive_read_only needs propagation PROPAGATION_PRIVATE: mounts propagated \
+             from or to the host later would not be read-only",
+        ));
+    }
     if mount
         .image
         .as_ref()
@@ -713,6 +725,22 @@ mod tests {
             container_id: 0,
             length: 1,
         }];
+        let mut rro_writable = volume("/rro", &f.path("private"), private);
+        rro_writable.recursive_read_only = true;
+        let mut rro_slave = volume(
+            "/rro",
+            &f.path("slave"),
+            MountPropagation::PropagationHostToContainer,
+        );
+        rro_slave.readonly = true;
+        rro_slave.recursive_read_only = true;
+        let mut rro_shared = volume(
+            "/rro",
+            &f.path("shared"),
+            MountPropagation::PropagationBidirectional,
+        );
+        rro_shared.readonly = true;
+        rro_shared.recursive_read_only = true;
         for (mount, hint) in [
             (volume("/v", &dangling, private), "does not exist"),
             (volume("relative", &f.path("private"), private), "absolute"),
@@ -722,6 +750,9 @@ mod tests {
             ),
             (image, "image volumes"),
             (idmapped, "uidMappings"),
+            (rro_writable, "readonly: true"),
+            (rro_slave, "PROPAGATION_PRIVATE"),
+            (rro_shared, "PROPAGATION_PRIVATE"),
         ] {
             let err = f.plan(std::slice::from_ref(&mount), false).unwrap_err();
             assert!(err.is_invalid_argument(), "{err}");

@@ -114,7 +114,7 @@ fn basic_config() -> ContainerConfig {
         }),
         envs: vec![KeyValue {
             key: "NGINX".to_owned(),
-            value: b"override".to_vec(),
+            value: "override".to_owned(),
         }],
         ..Default::default()
     }

@@ -79,7 +79,7 @@ struct GroupEntry {
 /// `/etc/group`.
 ///
 /// `run_as_user` wins over `run_as_username`, which wins over the image's `USER`;
-/// `run_as_group` replaces the group. A numeric user missing from `/etc/passwd` runs with
+/// `run_as_group` replaces the group and needs one of the two (as kubelet validates it). A numeric user missing from `/etc/passwd` runs with
 /// gid 0; a named user or group that cannot be found is an invalid argument.
 pub(crate) fn resolve_user(
     rootfs: &Path,
@@ -213,6 +213,12 @@ fn requested_user(
             "linux.security_context.run_as_username",
         ));
     }
+    if run_as_group.is_some() {
+        return Err(SpecError::invalid(
+            "linux.security_context.run_as_group",
+            "a group needs a user: set run_as_user or run_as_username too",
+        ));
+    }
     const FIELD: &str = "image USER";
     let (user, group) = match image_user.split_once(':') {
         Some((user, group)) => (user, Some(group)),
@@ -223,10 +229,9 @@ fn requested_user(
     } else {
         IdOrName::parse(user, FIELD)?
     };
-    let group = match (run_as_group, group) {
-        (Some(group), _) => Some(group),
-        (None, Some(group)) if !group.is_empty() => Some(IdOrName::parse(group, FIELD)?),
-        (None, _) => None,
+    let group = match group {
+        Some(group) if !group.is_empty() => Some(IdOrName::parse(group, FIELD)?),
+        _ => None,
     };
     Ok((user, group, FIELD))
 }
@@ -475,11 +480,17 @@ mod tests {
         let settings = resolve(Some(&sc), "").unwrap();
         assert_eq!((settings.user.uid, settings.user.gid), (1000, 3000));
         assert_eq!(settings.user.additional_gids, vec![3000, 10, 100]);
-        // Over the image's group too.
+    }
+
+    #[test]
+    fn run_as_group_without_a_user_is_invalid() {
         let mut sc = security();
         sc.run_as_group = Some(Int64Value { value: 3000 });
-        let settings = resolve(Some(&sc), "alice:audio").unwrap();
-        assert_eq!(settings.user.gid, 3000);
+        let err = resolve(Some(&sc), "alice:audio").unwrap_err().to_string();
+        assert!(err.contains("run_as_group"), "{err}");
+        assert!(err.contains("run_as_user"), "{err}");
+        sc.run_as_username = "alice".to_owned();
+        assert_eq!(resolve(Some(&sc), "").unwrap().user.gid, 3000);
     }
 
     #[test]

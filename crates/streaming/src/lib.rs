@@ -9,7 +9,8 @@
 //! - a request to such a URL upgrades to **SPDY/3.1** (`X-Stream-Protocol-Version`:
 //!   `v4.channel.k8s.io` … `channel.k8s.io` for exec/attach, `portforward.k8s.io`) or to
 //!   **WebSocket** (`v5.channel.k8s.io`, `v4.channel.k8s.io`, the base64 variants, and
-//!   `v4.channel.k8s.io` port-forward with two channels per port);
+//!   `v4.channel.k8s.io` port-forward with two channels per port), and port-forward's SPDY
+//!   session tunnelled through a WebSocket (`SPDY/3.1+portforward.k8s.io`, kubectl >= 1.30);
 //! - the streams are handed to a [`Backend`] (corrald's containers), and the command's end
 //!   is reported on the error stream as a Kubernetes `Status`, so clients print the right
 //!   exit code.
@@ -43,6 +44,7 @@ mod error;
 mod protocol;
 mod server;
 mod token;
+mod tunnel;
 mod websocket;
 
 pub use backend::{Backend, BackendError, BoxFuture, BoxReader, BoxWriter, StreamIo, TerminalSize};

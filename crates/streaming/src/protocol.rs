@@ -209,6 +209,15 @@ pub(crate) const WS_PORT_FORWARD_PROTOCOLS: [WsProtocol; 3] = [
     ),
 ];
 
+/// Port-forward's SPDY protocol tunnelled through a WebSocket (client-go's tunnelling
+/// dialer, kubectl >= 1.30): the framing fields do not apply, the WebSocket is a byte stream.
+pub(crate) const WS_PORT_FORWARD_TUNNEL: WsProtocol = ws(
+    "SPDY/3.1+portforward.k8s.io",
+    Framing::Binary,
+    StatusFormat::Text,
+    false,
+);
+
 /// What a port-forward WebSocket speaks when the client offers no subprotocol.
 pub(crate) const WS_PORT_FORWARD_DEFAULT: WsProtocol =
     ws("", Framing::Binary, StatusFormat::Text, false);

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_streaming::{Backend, BackendError, BoxFuture, StreamIo, StreamingServer};
@@ -167,7 +167,13 @@ fn flag(params: &[(String, String)], name: &str) -> bool {
 
 /// Just enough of an API server for kubectl: discovery, one running pod `p1` with container
 /// `c`, and its exec/attach/portforward subresources proxied to the streaming server.
-async fn fake_api_server(streaming: Arc<StreamingServer>) -> (String, JoinHandle<()>) {
+/// The `Upgrade` header of each streaming request the fake API server relayed, in order.
+type Upgrades = Arc<Mutex<Vec<String>>>;
+
+async fn fake_api_server(
+    streaming: Arc<StreamingServer>,
+    upgrades: Upgrades,
+) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -175,13 +181,17 @@ async fn fake_api_server(streaming: Arc<StreamingServer>) -> (String, JoinHandle
             let Ok((conn, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(serve_api_request(conn, streaming.clone()));
+            tokio::spawn(serve_api_request(conn, streaming.clone(), upgrades.clone()));
         }
     });
     (address, task)
 }
 
-async fn serve_api_request(mut conn: TcpStream, streaming: Arc<StreamingServer>) {
+async fn serve_api_request(
+    mut conn: TcpStream,
+    streaming: Arc<StreamingServer>,
+    upgrades: Upgrades,
+) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         match conn.read_u8().await {
@@ -237,6 +247,15 @@ async fn serve_api_request(mut conn: TcpStream, streaming: Arc<StreamingServer>)
         _ => None,
     };
     if let Some(url) = streaming_url {
+        let upgrade = headers
+            .iter()
+            .find_map(|h| {
+                h.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
+            })
+            .map(|(_, value)| value.trim().to_owned())
+            .unwrap_or_default();
+        upgrades.lock().unwrap().push(upgrade);
         // Relay the upgrade request and then the raw connection, as kubelet's proxy does.
         let new_path = url.strip_prefix(streaming.base_url()).unwrap();
         let mut upstream = TcpStream::connect(streaming.local_addr()).await.unwrap();
@@ -283,6 +302,7 @@ struct Cluster {
     cache: tempfile::TempDir,
     streaming: Arc<StreamingServer>,
     api_task: JoinHandle<()>,
+    upgrades: Upgrades,
 }
 
 async fn cluster() -> Cluster {
@@ -296,12 +316,14 @@ async fn cluster() -> Cluster {
             .await
             .unwrap(),
     );
-    let (api, api_task) = fake_api_server(streaming.clone()).await;
+    let upgrades = Upgrades::default();
+    let (api, api_task) = fake_api_server(streaming.clone(), upgrades.clone()).await;
     Cluster {
         api,
         cache: tempfile::tempdir().unwrap(),
         streaming,
         api_task,
+        upgrades,
     }
 }
 
@@ -410,10 +432,23 @@ async fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_port_forward() {
-    if !kubectl_available() {
-        return;
+async fn kubectl_port_forward_over_spdy() {
+    if kubectl_available() {
+        port_forward(false).await;
     }
+}
+
+/// kubectl >= 1.30 tunnels port-forward's SPDY session through a WebSocket
+/// (`SPDY/3.1+portforward.k8s.io`) and falls back to plain SPDY when the server refuses it:
+/// only WebSocket upgrades may reach the server here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_over_the_websocket_tunnel() {
+    if kubectl_available() {
+        port_forward(true).await;
+    }
+}
+
+async fn port_forward(websockets: bool) {
     let cluster = cluster().await;
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let remote = echo.local_addr().unwrap().port();
@@ -431,7 +466,7 @@ async fn kubectl_port_forward() {
     let local = free_port().await;
     let mut kubectl = cluster
         .kubectl(
-            true,
+            websockets,
             &[
                 "port-forward",
                 "pod/p1",
@@ -465,6 +500,15 @@ async fn kubectl_port_forward() {
     })
     .await;
     within("a later connection", exchange(b"third")).await;
+    let upgrades = cluster.upgrades.lock().unwrap().clone();
+    let expected = if websockets { "websocket" } else { "SPDY/3.1" };
+    assert!(
+        !upgrades.is_empty()
+            && upgrades
+                .iter()
+                .all(|upgrade| upgrade.eq_ignore_ascii_case(expected)),
+        "upgrades {upgrades:?}, expected only {expected}"
+    );
     kubectl.kill().await.unwrap();
     echo_task.abort();
     cluster.stop().await;

@@ -63,6 +63,16 @@ impl Plan {
             ))
         })?;
         env.runtime(&sandbox.runtime_handler)?;
+        if let Some(mount) = config.mounts.iter().find(|m| m.recursive_read_only) {
+            if !env.features.recursive_read_only(&sandbox.runtime_handler) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "mounts[{}].recursive_read_only: runtime handler {:?} cannot make recursive \
+                     read-only mounts on this host (it needs an OCI runtime whose `features` \
+                     lists rro, such as runc >= 1.1, and Linux >= 5.12); drop it or use readonly",
+                    mount.container_path, sandbox.runtime_handler
+                )));
+            }
+        }
         let id = crate::pod::new_id()?;
         let log_dir = &sandbox.config.log_directory;
         let log_path = match (log_dir.is_empty(), config.log_path.is_empty()) {

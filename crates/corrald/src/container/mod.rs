@@ -42,6 +42,8 @@ pub(crate) struct ContainerEnv {
     pub systemd_cgroup: bool,
     /// Whether the host has AppArmor enabled.
     pub apparmor: bool,
+    /// What the runtime handlers support here (recursive read-only mounts).
+    pub features: crate::features::Features,
 }
 
 impl ContainerEnv {
@@ -115,7 +117,14 @@ impl ContainerManager {
         let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
             .map(|s| s.trim() == "Y")
             .unwrap_or(false);
+        let features = crate::features::Features::probe(
+            config
+                .runtimes
+                .iter()
+                .map(|(name, h)| (name.as_str(), on_path(&h.path))),
+        );
         let env = Arc::new(ContainerEnv {
+            features,
             cgroup_layout: corral_cgroups::CgroupLayout::detect()?,
             config,
             store,
@@ -175,9 +184,15 @@ impl ContainerManager {
         self.blocking(id, lifecycle::start).await
     }
 
-    /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`; idempotent.
+    /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`; idempotent, and an
+    /// unknown id succeeds (nothing to stop), as CRI asks.
     pub async fn stop(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
-        self.blocking(id, move |env, id| lifecycle::stop(env, id, timeout_secs))
+        let id = match self.resolve(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.blocking(&id, move |env, id| lifecycle::stop(env, id, timeout_secs))
             .await
     }
 
@@ -302,6 +317,11 @@ impl ContainerManager {
         tokio::task::spawn_blocking(move || f(&env, &id))
             .await
             .map_err(|e| CriError::internal("container task", e))?
+    }
+
+    /// What the runtime handlers support here.
+    pub fn features(&self) -> &crate::features::Features {
+        &self.env.features
     }
 
     /// The full id of a container given its id or a unique prefix.

@@ -85,7 +85,6 @@ pub(super) fn status_response(
     verbose: bool,
 ) -> ContainerStatusResponse {
     let (reason, message) = reason(record);
-    let (uid, gid, groups) = &record.user;
     let status = ContainerStatus {
         id: record.id.clone(),
         metadata: record.config.metadata.clone(),
@@ -108,11 +107,7 @@ pub(super) fn status_response(
         }),
         image_id: record.image_id.clone(),
         user: Some(ContainerUser {
-            linux: Some(LinuxContainerUser {
-                uid: i64::from(*uid),
-                gid: i64::from(*gid),
-                supplemental_groups: groups.iter().map(|g| i64::from(*g)).collect(),
-            }),
+            linux: Some(running_user(record).unwrap_or_else(|| recorded_user(record))),
         }),
         stop_signal: record.config.stop_signal,
     };
@@ -138,5 +133,80 @@ pub(super) fn status_response(
     ContainerStatusResponse {
         status: Some(status),
         info,
+    }
+}
+
+/// The user the container was created to run as (uid, gid, all its groups).
+fn recorded_user(record: &ContainerRecord) -> LinuxContainerUser {
+    let (uid, gid, groups) = &record.user;
+    LinuxContainerUser {
+        uid: i64::from(*uid),
+        gid: i64::from(*gid),
+        supplemental_groups: groups.iter().map(|g| i64::from(*g)).collect(),
+    }
+}
+
+/// The identity of the container's running init process, as the kernel has it in
+/// `/proc/PID/status`: what runc really applied, which is what CRI asks for. `None` when the
+/// container is not running or the pid is no longer its init (its parent is not the shim).
+fn running_user(record: &ContainerRecord) -> Option<LinuxContainerUser> {
+    let shim = record.shim.as_ref()?;
+    if record.state != ContainerState::Running || shim.container_pid <= 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", shim.container_pid)).ok()?;
+    let ids = parse_proc_status(&status)?;
+    (ids.ppid == shim.pid).then_some(ids.user)
+}
+
+/// What `/proc/PID/status` says about a process's identity.
+#[derive(Debug, PartialEq)]
+struct ProcIds {
+    ppid: i32,
+    user: LinuxContainerUser,
+}
+
+/// Parses `PPid:`, the effective ids of `Uid:` and `Gid:` (real, effective, saved, fs) and
+/// `Groups:` of `/proc/PID/status`.
+fn parse_proc_status(text: &str) -> Option<ProcIds> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::split_whitespace)
+    };
+    let effective = |name: &str| field(name)?.nth(1)?.parse::<i64>().ok();
+    let groups = field("Groups:")?
+        .map(str::parse::<i64>)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some(ProcIds {
+        ppid: field("PPid:")?.next()?.parse().ok()?,
+        user: LinuxContainerUser {
+            uid: effective("Uid:")?,
+            gid: effective("Gid:")?,
+            supplemental_groups: groups,
+        },
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_gives_the_effective_ids_and_groups() {
+        let text = "Name:\tsh\nPPid:\t42\nUid:\t0\t1000\t1000\t1000\nGid:\t5\t1000\t1000\t1000\nFDSize:\t64\nGroups:\t1000 1234 50000 \n";
+        let ids = parse_proc_status(text).unwrap();
+        assert_eq!(ids.ppid, 42);
+        assert_eq!((ids.user.uid, ids.user.gid), (1000, 1000));
+        assert_eq!(ids.user.supplemental_groups, [1000, 1234, 50000]);
+        let no_groups = "PPid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n";
+        assert!(parse_proc_status(no_groups)
+            .unwrap()
+            .user
+            .supplemental_groups
+            .is_empty());
+        assert!(parse_proc_status("Name:\tx\n").is_none());
     }
 }

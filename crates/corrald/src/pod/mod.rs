@@ -120,9 +120,13 @@ impl PodManager {
         result.map(|()| id)
     }
 
-    /// StopPodSandbox: idempotent; an unknown id is NotFound.
+    /// StopPodSandbox: idempotent; an unknown id succeeds (nothing to stop), as CRI asks.
     pub async fn stop(&self, id: &str) -> CriResult<()> {
-        let id = self.resolve(id)?;
+        let id = match self.resolve(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let guard = self.lock_id(&id);
         let _held = guard.lock().await;
         let env = self.env.clone();

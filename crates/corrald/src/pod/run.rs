@@ -92,6 +92,15 @@ impl Plan {
             ));
         }
         let sysctls = check_sysctls(&config, network, ipc)?;
+        let security = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref());
+        if security.is_some_and(|s| s.run_as_group.is_some() && s.run_as_user.is_none()) {
+            return invalid(
+                "config.linux.security_context.run_as_group: a group needs a user; set run_as_user too".into(),
+            );
+        }
         for (i, pm) in config.port_mappings.iter().enumerate() {
             if !(1..=65535).contains(&pm.container_port) || !(0..=65535).contains(&pm.host_port) {
                 return invalid(format!(
@@ -171,7 +180,10 @@ impl Plan {
             searches: d.searches.clone(),
             options: d.options.clone(),
         });
-        PodFiles::write(&dir, &self.hostname, dns.as_ref(), &[])
+        let files_hostname = self
+            .files_hostname()
+            .map_err(|e| step("read the node's hostname")(e.to_string()))?;
+        PodFiles::write(&dir, &files_hostname, dns.as_ref(), &[])
             .map_err(|e| step("write pod files")(e.to_string()))?;
 
         let parent = cgroup_parent(env, &self.config, &self.id);
@@ -232,9 +244,18 @@ impl Plan {
             })?;
             record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
         }
-        PodFiles::write(&dir, &self.hostname, dns.as_ref(), &record.ips)
+        PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
             .map_err(|e| step("write pod files")(e.to_string()))?;
         Ok(())
+    }
+
+    /// The name for the pod's `hostname` and `hosts` files: the pod's, or the node's for a
+    /// hostNetwork pod that gives none (kubelet sends none; the pod shares the node's UTS name).
+    fn files_hostname(&self) -> nix::Result<String> {
+        if !self.hostname.is_empty() {
+            return Ok(self.hostname.clone());
+        }
+        nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned())
     }
 }
 

@@ -18,10 +18,10 @@ const PAUSE_GRACE: Duration = Duration::from_secs(2);
 
 /// StopPodSandbox: the pause process stopped, the network torn down, shm unmounted.
 pub(super) fn stop(env: &PodEnv, id: &str) -> CriResult<()> {
-    let mut record: SandboxRecord = env
-        .store
-        .get(SANDBOXES, id)?
-        .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))?;
+    // Removed while this call waited for the pod's lock: nothing left to stop.
+    let Some(mut record) = env.store.get::<SandboxRecord>(SANDBOXES, id)? else {
+        return Ok(());
+    };
     let result = release_runtime_resources(env, &mut record);
     if record.state != SandboxState::Creating {
         record.state = SandboxState::NotReady;

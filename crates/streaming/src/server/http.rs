@@ -26,9 +26,10 @@ use crate::protocol::{
     header_tokens, negotiate, negotiate_ws, SpdyCommandVersion, WsProtocol,
     ACCEPTED_PROTOCOLS_HEADER, PORT_FORWARD_PROTOCOL, PORT_HEADER, SPDY_UPGRADE,
     STREAM_PROTOCOL_HEADER, WS_COMMAND_DEFAULT, WS_COMMAND_PROTOCOLS, WS_PORT_FORWARD_DEFAULT,
-    WS_PORT_FORWARD_PROTOCOLS,
+    WS_PORT_FORWARD_PROTOCOLS, WS_PORT_FORWARD_TUNNEL,
 };
 use crate::token::CachedRequest;
+use crate::tunnel::WsByteStream;
 use crate::websocket::{accept_key, WEBSOCKET_VERSION};
 
 /// Time a client has to send a request's headers.
@@ -170,6 +171,28 @@ fn upgrade_port_forward(
 ) -> HttpResponse {
     let sessions = shared.sessions.clone();
     let sandbox_id = forward.pod_sandbox_id;
+    if is_websocket_request(request.headers()) && offers_spdy_tunnel(request.headers()) {
+        let (_, response) = match websocket_handshake(
+            &request,
+            &[WS_PORT_FORWARD_TUNNEL],
+            WS_PORT_FORWARD_TUNNEL,
+        ) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return *refusal,
+        };
+        let upgrade = hyper::upgrade::on(&mut request);
+        shared.tasks.spawn(
+            async move {
+                let Some(socket) = upgraded_websocket(upgrade).await else {
+                    return;
+                };
+                debug!("port-forward over the SPDY-over-WebSocket tunnel");
+                port_forward::serve_spdy(WsByteStream::new(socket), sandbox_id, sessions).await;
+            }
+            .instrument(span),
+        );
+        return response;
+    }
     if is_websocket_request(request.headers()) {
         let ports = match websocket_ports(request.uri().query(), &forward.port) {
             Ok(ports) => ports,
@@ -250,6 +273,19 @@ fn is_websocket_request(headers: &HeaderMap) -> bool {
         && upgrade_tokens(headers)
             .iter()
             .any(|token| token.eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether the client asks for port-forward's SPDY protocol tunnelled through the WebSocket
+/// (`SPDY/3.1+portforward.k8s.io`), as client-go's tunnelling dialer does.
+fn offers_spdy_tunnel(headers: &HeaderMap) -> bool {
+    header_tokens(
+        headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .iter()
+    .any(|token| token == WS_PORT_FORWARD_TUNNEL.name)
 }
 
 /// `httpstream.Handshake` followed by the SPDY upgrader's header check: the negotiated
