@@ -676,6 +676,18 @@ fn not_received(
     )
 }
 
+/// The container's copy of `source` (resolved) at `container_path`, per the tables of the host
+/// and of the container.
+pub fn copy_of<'a>(
+    container: &'a MountTable,
+    container_path: &Path,
+    source: &Path,
+    host: &MountTable,
+) -> Option<&'a MountEntry> {
+    let held_by = host.containing(source)?;
+    find_copy(container, container_path, source, held_by).map(|i| &container.entries[i])
+}
+
 /// The index of the container's copy of `source` at `container_path`: the mount there of the
 /// same file system and directory, else the first mount there.
 fn find_copy(
