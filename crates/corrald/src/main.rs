@@ -7,6 +7,7 @@ mod admin;
 mod config;
 mod container;
 mod error;
+mod explain;
 mod ids;
 mod image_service;
 mod pod;
