@@ -308,6 +308,18 @@ async fn private_from_an_rshared_source_predicts_nothing_arrives() {
         tree.contains("fix: use PROPAGATION_HOST_TO_CONTAINER"),
         "{tree}"
     );
+    // inspectp (a verbose PodSandboxStatus, as crictl asks) carries the same explanation.
+    let inspect: Value =
+        serde_json::from_str(&ok(ctl(&env.daemon, &["inspectp", &pod_id]))).unwrap();
+    assert_eq!(
+        inspect["explain"]["pod"]["id"],
+        pod_id.as_str(),
+        "{inspect:#}"
+    );
+    assert_eq!(
+        mount_of(&inspect["explain"], "collector", "/var/log/host")["receives_host_mounts"],
+        false
+    );
     let one = ok(ctl(
         &env.daemon,
         &["explain", &pod_id[..8], "-c", "collector"],
@@ -553,6 +565,16 @@ async fn explain_mount_and_create_container_agree() {
         "{fix}"
     );
 
+    let refused = ok(ctl(
+        &env.daemon,
+        &["explain-mount", &source, "--propagation", "HostToContainer"],
+    ));
+    eprintln!("{refused}");
+    assert!(refused.contains("REFUSED by CreateContainer"), "{refused}");
+    assert!(
+        refused.contains("fix: run `mount --make-rshared"),
+        "{refused}"
+    );
     let (pod_id, pod) = env
         .pod_with("preflight", (POD, CONTAINER, POD), |_| {})
         .await;

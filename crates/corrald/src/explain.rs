@@ -33,30 +33,55 @@ impl ExplainServiceImpl {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         ExplainServiceImpl { daemon }
     }
+}
 
-    /// The sandbox a user named: `namespace/name` (the newest attempt), else an id or prefix.
-    fn find_pod(&self, pod: &str) -> CriResult<SandboxRecord> {
-        let Some((namespace, name)) = pod.split_once('/') else {
-            return self.daemon.pods.sandbox(pod);
-        };
-        self.daemon
-            .store
-            .list::<SandboxRecord>(SANDBOXES)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .filter(|r| {
-                r.config
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.namespace == namespace && m.name == name)
-            })
-            .max_by_key(|r| (r.state == SandboxState::Ready, r.created_at))
-            .ok_or_else(|| {
-                CriError::NotFound(format!(
-                    "no pod named {name:?} in namespace {namespace:?}; `corralctl pods` lists them"
-                ))
-            })
+/// The explanation of `pod` (id, prefix or `namespace/name`) as JSON, only `container` when not
+/// empty. Also served as the `explain` key of a verbose PodSandboxStatus (`crictl inspectp`).
+pub async fn pod_json(daemon: &Daemon, pod: &str, container: &str) -> Result<String, Status> {
+    let sandbox = find_pod(daemon, pod)?;
+    let mut containers = Vec::new();
+    for id in daemon.containers.ids_in_pod(&sandbox.id)? {
+        containers.push(daemon.containers.record(&id).await?);
     }
+    let state_dir = daemon.config.state.clone();
+    let only = Some(container.to_owned()).filter(|c| !c.is_empty());
+    let explanation = tokio::task::spawn_blocking(move || {
+        let mut inputs: Vec<ContainerInput> = containers
+            .iter()
+            .map(|r| container_input(r, &state_dir))
+            .collect();
+        inputs.sort_by_key(|c| c.name.clone());
+        corral_explain::explain_pod(&pod_input(&sandbox, inputs, only, &state_dir))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("explain task: {e}")))?
+    .map_err(explain_error)?;
+    serde_json::to_string(&explanation)
+        .map_err(|e| Status::internal(format!("encode the explanation: {e}")))
+}
+
+/// The sandbox a user named: `namespace/name` (the newest attempt), else an id or prefix.
+fn find_pod(daemon: &Daemon, pod: &str) -> CriResult<SandboxRecord> {
+    let Some((namespace, name)) = pod.split_once('/') else {
+        return daemon.pods.sandbox(pod);
+    };
+    daemon
+        .store
+        .list::<SandboxRecord>(SANDBOXES)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| {
+            r.config
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.namespace == namespace && m.name == name)
+        })
+        .max_by_key(|r| (r.state == SandboxState::Ready, r.created_at))
+        .ok_or_else(|| {
+            CriError::NotFound(format!(
+                "no pod named {name:?} in namespace {namespace:?}; `corralctl pods` lists them"
+            ))
+        })
 }
 
 fn mode_name(mode: NamespaceMode) -> String {
@@ -175,26 +200,8 @@ impl Explain for ExplainServiceImpl {
                 "pod: name the pod by id, id prefix or namespace/name",
             ));
         }
-        let sandbox = self.find_pod(&request.pod)?;
-        let mut containers = Vec::new();
-        for id in self.daemon.containers.ids_in_pod(&sandbox.id)? {
-            let record = self.daemon.containers.record(&id).await?;
-            containers.push(record);
-        }
-        let state_dir = self.daemon.config.state.clone();
-        let only = Some(request.container).filter(|c| !c.is_empty());
-        let explanation = tokio::task::spawn_blocking(move || {
-            let mut inputs: Vec<ContainerInput> = containers
-                .iter()
-                .map(|r| container_input(r, &state_dir))
-                .collect();
-            inputs.sort_by_key(|c| c.name.clone());
-            corral_explain::explain_pod(&pod_input(&sandbox, inputs, only, &state_dir))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("explain task: {e}")))?
-        .map_err(explain_error)?;
-        to_json(&explanation)
+        let json = pod_json(&self.daemon, &request.pod, &request.container).await?;
+        Ok(Response::new(ExplainResponse { json }))
     }
 
     async fn explain_mount(
