@@ -507,6 +507,85 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A "pod" whose pause and only container are this test process, in the host's
+    /// namespaces, with one volume of a temp dir.
+    fn own_pod(dir: &Path) -> PodInput {
+        let me = std::process::id() as i32;
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        PodInput {
+            pod: PodFacts {
+                id: "p1".into(),
+                name: "self".into(),
+                namespace: "test".into(),
+                uid: "u".into(),
+                state: "SANDBOX_READY".into(),
+                ips: vec![],
+                runtime_handler: String::new(),
+                pause_pid: Some(me),
+            },
+            netns_pin: None,
+            network_mode: "NODE".into(),
+            pid_mode: "POD".into(),
+            ipc_mode: "POD".into(),
+            sysctls: BTreeMap::new(),
+            sandbox_dir: dir.to_path_buf(),
+            cgroup: None,
+            containers: vec![ContainerInput {
+                name: "c".into(),
+                id: "c1".into(),
+                pid: Some(me),
+                state: "CONTAINER_RUNNING".into(),
+                privileged: false,
+                image: "busybox".into(),
+                rootfs_dir: dir.join("rootfs"),
+                cgroup_relative: PathBuf::new(),
+                mounts: vec![CriMount {
+                    container_path: "/data".into(),
+                    host_path: dir.display().to_string(),
+                    ..Default::default()
+                }],
+            }],
+            only: None,
+            host_mountinfo: PathBuf::from("/proc/self/mountinfo"),
+        }
+    }
+
+    #[test]
+    fn the_live_facts_of_this_process_are_the_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = explain_pod(&own_pod(dir.path())).unwrap();
+        assert_eq!(e.host_namespaces, vec!["net"]);
+        assert!(
+            e.process_namespace.pid1.contains("is PID 1"),
+            "{:?}",
+            e.process_namespace
+        );
+        let net = e.namespaces.iter().find(|n| n.kind == "net").unwrap();
+        assert_eq!(net.owner, "host");
+        assert_eq!(net.members, vec!["pause", "c"]);
+        assert_eq!(e.pod_files.len(), 1);
+        assert!(e.pod_files[0].mounted_in.is_empty());
+        let c = &e.containers[0];
+        assert!(c.security.is_some());
+        assert!(c.oom_score_adj.is_some());
+        assert_eq!(c.rootfs.kind, "not mounted");
+        // The container's "copy" is found in the host's own table: not a mount at /data.
+        assert_eq!(c.mounts[0].live.effective, "missing");
+        assert_eq!(c.mounts[0].requested, "PRIVATE");
+    }
+
+    #[test]
+    fn an_unknown_container_is_named_with_the_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = own_pod(dir.path());
+        input.only = Some("nope".into());
+        let err = explain_pod(&input).unwrap_err();
+        assert!(err.is_invalid_argument());
+        assert!(err.to_string().contains("it has: c"), "{err}");
+        input.only = Some("c".into());
+        assert_eq!(explain_pod(&input).unwrap().containers.len(), 1);
+    }
+
     #[test]
     fn propagation_names_are_accepted_in_every_spelling() {
         for (text, want) in [
