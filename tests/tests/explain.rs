@@ -381,6 +381,14 @@ async fn host_to_container_from_an_rshared_source_receives_and_does_not_reach() 
     )
     .await;
     assert!(!is_host_mount_point(&volume.path().join("inside")));
+
+    // A mount the container makes over its own volume covers it: the explanation says so,
+    // and the host's mount is no longer visible there.
+    cri::exec_ok(&mut env.rt, &c, &["mount", "-t", "tmpfs", "cover", "/vol"]).await;
+    let e = explain(&env.daemon, &pod_id);
+    let covered = text(mount_of(&e, "c", "/vol"), "covered_by");
+    assert!(covered.starts_with("/vol (tmpfs cover)"), "{covered}");
+    assert_eq!(read_inside(&mut env, &c, "/vol/late/marker").await, None);
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 

@@ -12,9 +12,9 @@
 //! what it marks not accepted). [`analyse_live`] answers the same questions for a running
 //! container from the actual tables of the host and of the container's mount namespace.
 //!
-//! This is a small own parser over `procfs`'s mountinfo lines rather than a crate: what is
-//! needed is the optional fields of every line kept together with the order of the lines
-//! (which mount covers which), and no crate exposes peer-group reasoning.
+//! The lines are parsed by `procfs`; the reasoning is our own, as no crate offers peer-group
+//! reasoning. [`MountTable`] keeps the lines in the kernel's order, which says which mount
+//! covers which.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
