@@ -755,3 +755,50 @@ async fn nested_cgroups_show_the_memory_limit() {
     );
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
+
+/// The pod's sysctls: the explanation reads them inside the pod's namespaces, where nsenter
+/// finds the same values, while the host keeps its own.
+#[tokio::test]
+async fn sysctls_are_read_inside_the_pod() {
+    require_root!();
+    let Some(mut env) = env().await else { return };
+    let (pod_id, _) = env
+        .pod_with("sysctls", (POD, CONTAINER, POD), |config| {
+            let sysctls = &mut config.linux.get_or_insert_with(Default::default).sysctls;
+            sysctls.insert("net.ipv4.ip_unprivileged_port_start".into(), "77".into());
+            sysctls.insert("kernel.shmmni".into(), "1234".into());
+        })
+        .await;
+    let pause = cri::pause_pid(&mut env.rt, &pod_id).await.to_string();
+
+    let e = explain(&env.daemon, &pod_id);
+    let live = |name: &str| {
+        e["sysctls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no sysctl {name}: {e:#}"))["live"]
+            .clone()
+    };
+    let inside = |ns: &str, file: &str| {
+        let out = Command::new("nsenter")
+            .args(["-t", &pause, ns, "cat", file])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let port_start = inside("-n", "/proc/sys/net/ipv4/ip_unprivileged_port_start");
+    assert_eq!(port_start, "77");
+    assert_eq!(
+        live("net.ipv4.ip_unprivileged_port_start"),
+        port_start.as_str()
+    );
+    assert_eq!(
+        live("kernel.shmmni"),
+        inside("-i", "/proc/sys/kernel/shmmni").as_str()
+    );
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "77");
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}

@@ -138,11 +138,29 @@ pub fn explain_pod(input: &PodInput) -> Result<Explanation, ExplainError> {
         .filter(|(_, mode)| mode.as_str() == "NODE")
         .map(|(kind, _)| (*kind).to_owned())
         .collect(),
-        sysctls: input.sysctls.clone(),
+        sysctls: sysctls(input),
         pod_files: pod_files(input, &live),
         cgroups: cgroups(input),
         containers,
     })
+}
+
+/// The configured sysctls with their values inside the pod.
+fn sysctls(input: &PodInput) -> Vec<SysctlFacts> {
+    let names: Vec<String> = input.sysctls.keys().cloned().collect();
+    let live = match input.pod.pause_pid {
+        Some(pid) if !names.is_empty() => process::sysctls_of(pid, &names),
+        _ => Default::default(),
+    };
+    input
+        .sysctls
+        .iter()
+        .map(|(name, requested)| SysctlFacts {
+            name: name.clone(),
+            requested: requested.clone(),
+            live: live.get(name).cloned(),
+        })
+        .collect()
 }
 
 /// Each distinct namespace of the pause and the running containers.

@@ -1,6 +1,7 @@
 //! Facts about one process from `/proc/PID`: its namespaces, capabilities, seccomp, AppArmor
 //! profile and OOM score adjustment.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::report::Security;
@@ -146,6 +147,37 @@ fn apparmor_label(pid: i32) -> Option<String> {
         .map(|label| label.trim_end_matches(['\n', '\0']).to_owned())
 }
 
+/// The values of `sysctls` (dotted names) as process `pid` sees them: read on a short-lived
+/// thread that joins its network, IPC and UTS namespaces, which is where the namespaced
+/// sysctls live (`/proc/sys` shows the reader's namespaces, not the file owner's). The caller's
+/// threads never change namespace. A value that cannot be read is left out.
+pub fn sysctls_of(pid: i32, names: &[String]) -> HashMap<String, String> {
+    let names = names.to_vec();
+    let reader = std::thread::spawn(move || {
+        for kind in ["net", "ipc", "uts"] {
+            let Ok(ns) = std::fs::File::open(proc_file(pid, &format!("ns/{kind}"))) else {
+                return HashMap::new();
+            };
+            if nix::sched::setns(ns, nix::sched::CloneFlags::empty()).is_err() {
+                return HashMap::new();
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|name| {
+                if name.contains("..") || name.contains('\0') {
+                    return None;
+                }
+                let file = Path::new("/proc/sys").join(name.replace('.', "/"));
+                let value = std::fs::read_to_string(file).ok()?;
+                let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+                Some((name, value))
+            })
+            .collect()
+    });
+    reader.join().unwrap_or_default()
+}
+
 /// `/proc/PID/oom_score_adj`.
 pub fn oom_score_adj(pid: i32) -> Option<i32> {
     std::fs::read_to_string(proc_file(pid, "oom_score_adj"))
@@ -181,6 +213,26 @@ mod tests {
         assert!(s.capabilities.contains(&"CAP_CHOWN".to_owned()));
         assert!(s.capabilities.contains(&"CAP_NET_BIND_SERVICE".to_owned()));
         assert!(!s.capabilities.contains(&"CAP_SYS_ADMIN".to_owned()));
+    }
+
+    #[test]
+    fn sysctls_are_read_in_the_processs_namespaces() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: joining a namespace needs root");
+            return;
+        }
+        let me = std::process::id() as i32;
+        let names = vec![
+            "kernel.ostype".to_owned(),
+            "net.no.such".to_owned(),
+            "../etc".to_owned(),
+        ];
+        let values = sysctls_of(me, &names);
+        assert_eq!(
+            values.get("kernel.ostype").map(String::as_str),
+            Some("Linux")
+        );
+        assert_eq!(values.len(), 1, "{values:?}");
     }
 
     #[test]

@@ -171,8 +171,13 @@ pub fn render_pod(e: &Explanation) -> String {
     ));
     if !e.sysctls.is_empty() {
         let s = root.child("sysctls");
-        for (k, v) in &e.sysctls {
-            s.child(format!("{k} = {v}"));
+        for sysctl in &e.sysctls {
+            s.child(format!(
+                "{} = {} (inside the pod: {})",
+                sysctl.name,
+                sysctl.requested,
+                sysctl.live.as_deref().unwrap_or("unreadable")
+            ));
         }
     }
     let ns = root.child("namespaces");
@@ -419,12 +424,11 @@ mod tests {
                 pid1: "each container's own first process is its PID 1".into(),
             },
             host_namespaces: vec![],
-            sysctls: [(
-                "net.ipv4.ip_unprivileged_port_start".to_owned(),
-                "0".to_owned(),
-            )]
-            .into_iter()
-            .collect(),
+            sysctls: vec![SysctlFacts {
+                name: "net.ipv4.ip_unprivileged_port_start".into(),
+                requested: "0".into(),
+                live: Some("0".into()),
+            }],
             pod_files: vec![PodFile {
                 container_path: "/etc/hosts".into(),
                 host_path: format!("/run/corral/sandboxes/{id}/hosts"),

@@ -1,8 +1,6 @@
 //! The explanation as data: what `corralctl explain --json` prints. Field names are a stable
 //! interface (scripts read them); add fields, never rename or remove one.
 
-use std::collections::BTreeMap;
-
 use corral_oci::peers::{LiveMount, MountVerdict};
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +15,8 @@ pub struct Explanation {
     pub process_namespace: ProcessNamespace,
     /// The host namespaces the pod uses (`net`, `pid`, `ipc`).
     pub host_namespaces: Vec<String>,
-    /// The pod's sysctls, as configured.
-    pub sysctls: BTreeMap<String, String>,
+    /// The pod's sysctls: as configured, and as read inside the pod's namespaces.
+    pub sysctls: Vec<SysctlFacts>,
     /// The pod's hostname, hosts and resolv.conf files and where each container mounts them.
     pub pod_files: Vec<PodFile>,
     /// The pod's cgroups with their limits and usage.
@@ -73,6 +71,18 @@ pub struct ProcessNamespace {
     pub mode: String,
     /// Who is PID 1, in words.
     pub pid1: String,
+}
+
+/// One of the pod's sysctls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlFacts {
+    /// `net.ipv4.ip_unprivileged_port_start`.
+    pub name: String,
+    /// The value the pod config asks for.
+    pub requested: String,
+    /// The value read in the pause's network, IPC and UTS namespaces (`None`: unreadable,
+    /// or the pause is not running).
+    pub live: Option<String>,
 }
 
 /// A file the pod provides to its containers.
