@@ -27,6 +27,8 @@ pub struct Cri {
     pub images: ImageServiceClient<Channel>,
     /// corral's own administration API on the same socket.
     pub admin: cri_proto::admin::admin_client::AdminClient<Channel>,
+    /// corral's explanations of pods and mounts (`explain`, `explain-mount`).
+    pub explain: cri_proto::admin::explain_client::ExplainClient<Channel>,
 }
 
 /// A socket path as given by the user; crictl-style `unix://` endpoints are accepted too.
@@ -54,7 +56,8 @@ impl Cri {
         Ok(Self {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel.clone()),
-            admin: cri_proto::admin::admin_client::AdminClient::new(channel),
+            admin: cri_proto::admin::admin_client::AdminClient::new(channel.clone()),
+            explain: cri_proto::admin::explain_client::ExplainClient::new(channel),
         })
     }
 

@@ -6,6 +6,7 @@
 mod client;
 mod config;
 mod containers;
+mod explain;
 mod flags;
 mod ids;
 mod images;
@@ -93,6 +94,10 @@ enum Command {
     Update(containers::UpdateArgs),
     /// Print a container's log (-f: and follow it).
     Logs(containers::LogsArgs),
+    /// Explain a pod: namespaces, cgroups, containers and why each volume propagates or not.
+    Explain(explain::ExplainArgs),
+    /// Say what CreateContainer would do with a volume, on the host as it is now.
+    ExplainMount(explain::ExplainMountArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +146,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::PortForward(args) => streams::port_forward(cri, args).await?,
         Command::Update(args) => containers::update(cri, args).await?,
         Command::Logs(args) => containers::logs(cri, args).await?,
+        Command::Explain(args) => explain::explain(cri, args).await?,
+        Command::ExplainMount(args) => explain::explain_mount(cri, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

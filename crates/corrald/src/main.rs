@@ -8,6 +8,7 @@ mod config;
 mod container;
 mod deadline;
 mod error;
+mod explain;
 mod features;
 mod ids;
 mod image_service;

@@ -158,9 +158,17 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(
-            self.pods().status(&req.pod_sandbox_id, req.verbose).await?,
-        ))
+        let mut response = self.pods().status(&req.pod_sandbox_id, req.verbose).await?;
+        if req.verbose {
+            // `crictl inspectp` shows corral's explanation of the pod beside its info.
+            match crate::explain::pod_json(&self.daemon, &req.pod_sandbox_id, "").await {
+                Ok(json) => {
+                    response.info.insert("explain".to_owned(), json);
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "no explanation for the pod"),
+            }
+        }
+        Ok(Response::new(response))
     }
 
     #[instrument(skip_all)]

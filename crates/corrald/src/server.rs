@@ -44,6 +44,9 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
         .add_service(runtime)
         .add_service(images)
         .add_service(admin)
+        .add_service(cri_proto::admin::explain_server::ExplainServer::new(
+            crate::explain::ExplainServiceImpl::new(daemon.clone()),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -27,6 +27,7 @@ mod devices;
 mod error;
 mod mounts;
 mod namespaces;
+pub mod peers;
 mod process;
 pub mod propagation;
 mod resources;

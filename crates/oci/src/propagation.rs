@@ -13,10 +13,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use cri_proto::v1::{Mount as CriMount, MountPropagation};
-use procfs::process::{MountInfos, MountOptFields};
-use procfs::FromRead;
 
 use crate::error::{io_error, SpecError};
+use crate::peers::{assess_mount, MountTable};
 
 /// The propagation type of a mount, as `/proc/self/mountinfo` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,37 +63,29 @@ pub fn mountinfo_propagation(path: &Path, mountinfo: &Path) -> Result<Propagatio
 /// if several are stacked there), per the mount table `mountinfo`.
 pub fn containing_mount(path: &Path, mountinfo: &Path) -> Result<ContainingMount, SpecError> {
     let resolved = resolve_existing_prefix(path)?;
-    let mounts = MountInfos::from_file(mountinfo).map_err(|source| SpecError::Mountinfo {
-        path: mountinfo.to_path_buf(),
-        source,
-    })?;
-    let mut best: Option<(PathBuf, Propagation)> = None;
-    for mount in mounts.iter() {
-        let mount_point = unescape_mount_point(&mount.mount_point);
-        if !resolved.starts_with(&mount_point) {
-            continue;
-        }
-        let longer_or_stacked = best.as_ref().map_or(true, |(known, _)| {
-            mount_point.as_os_str().len() >= known.as_os_str().len()
-        });
-        if longer_or_stacked {
-            best = Some((mount_point, propagation_of(&mount.opt_fields)));
-        }
-    }
-    best.map(|(mount_point, propagation)| ContainingMount {
-        mount_point,
-        propagation,
-    })
-    .ok_or_else(|| SpecError::NoContainingMount {
-        path: resolved,
-        mountinfo: mountinfo.to_path_buf(),
-    })
+    let table = MountTable::read(mountinfo)?;
+    table
+        .containing(&resolved)
+        .map(|entry| ContainingMount {
+            mount_point: entry.mount_point.clone(),
+            propagation: entry.propagation(),
+        })
+        .ok_or_else(|| SpecError::NoContainingMount {
+            path: resolved,
+            mountinfo: mountinfo.to_path_buf(),
+        })
+}
+
+/// `path` as CreateContainer looks it up: absolute, symlinks resolved as far as it exists.
+pub fn resolve_host_path(path: &Path) -> Result<PathBuf, SpecError> {
+    resolve_existing_prefix(path)
 }
 
 /// Checks that a CRI mount's propagation and read-only settings can be honoured: its
-/// `recursive_read_only` needs `readonly` and PRIVATE propagation, BIDIRECTIONAL needs a
-/// `privileged` container and a shared source mount, HOST_TO_CONTAINER a shared or slave one,
-/// and no source may sit on an unbindable mount.
+/// `recursive_read_only` needs `readonly` and PRIVATE propagation, and the propagation must
+/// be one [`assess_mount`] accepts (BIDIRECTIONAL needs a `privileged` container and a shared
+/// source mount, HOST_TO_CONTAINER a shared or slave one, and no source may sit on an
+/// unbindable mount). `corralctl explain-mount` shows the same verdict before a pod exists.
 ///
 /// The source is looked up in `mountinfo` (through its nearest existing ancestor when it does
 /// not exist yet). Every refusal names the mount, the source's propagation and the fix.
@@ -121,44 +112,18 @@ pub fn check_mount(mount: &CriMount, privileged: bool, mountinfo: &Path) -> Resu
         }
     }
 
-    let source = containing_mount(Path::new(&mount.host_path), mountinfo)?;
-    let mount_point = source.mount_point.display();
-    let propagation = source.propagation;
-    if propagation == Propagation::Unbindable {
-        return Err(refuse(format!(
-            "the source's mount {mount_point} is unbindable and cannot be bind-mounted; run \
-             `mount --make-private {mount_point}` (or --make-rshared) on the host"
-        )));
-    }
-    match requested {
-        MountPropagation::PropagationPrivate => Ok(()),
-        MountPropagation::PropagationHostToContainer => match propagation {
-            Propagation::Shared | Propagation::Slave => Ok(()),
-            _ => Err(refuse(format!(
-                "PROPAGATION_HOST_TO_CONTAINER needs the source's mount to be shared or slave, \
-                 but {mount_point} is {propagation}; run `mount --make-rshared {mount_point}` \
-                 (or `mount --make-rslave {mount_point}`) on the host, or use \
-                 PROPAGATION_PRIVATE"
-            ))),
+    let source = resolve_existing_prefix(Path::new(&mount.host_path))?;
+    let table = MountTable::read(mountinfo)?;
+    let verdict = assess_mount(&source, requested, privileged, &table).map_err(|e| match e {
+        SpecError::NoContainingMount { path, .. } => SpecError::NoContainingMount {
+            path,
+            mountinfo: mountinfo.to_path_buf(),
         },
-        MountPropagation::PropagationBidirectional => {
-            if !privileged {
-                return Err(refuse(format!(
-                    "PROPAGATION_BIDIRECTIONAL is only allowed in a privileged container (the \
-                     source's mount {mount_point} is {propagation}); set privileged: true in \
-                     the container's security context (its pod must be privileged too), or \
-                     use PROPAGATION_HOST_TO_CONTAINER"
-                )));
-            }
-            if propagation != Propagation::Shared {
-                return Err(refuse(format!(
-                    "PROPAGATION_BIDIRECTIONAL needs the source's mount to be shared, but \
-                     {mount_point} is {propagation}; run `mount --make-rshared {mount_point}` \
-                     on the host, or use PROPAGATION_HOST_TO_CONTAINER"
-                )));
-            }
-            Ok(())
-        }
+        other => other,
+    })?;
+    match verdict.refusal() {
+        Some(reason) => Err(refuse(reason)),
+        None => Ok(()),
     }
 }
 
@@ -183,28 +148,6 @@ pub(crate) fn requested_propagation(mount: &CriMount) -> Result<MountPropagation
             ),
         )
     })
-}
-
-/// The propagation named by a mountinfo line's optional fields.
-fn propagation_of(fields: &[MountOptFields]) -> Propagation {
-    if fields
-        .iter()
-        .any(|f| matches!(f, MountOptFields::Unbindable))
-    {
-        Propagation::Unbindable
-    } else if fields
-        .iter()
-        .any(|f| matches!(f, MountOptFields::Shared(_)))
-    {
-        Propagation::Shared
-    } else if fields
-        .iter()
-        .any(|f| matches!(f, MountOptFields::Master(_)))
-    {
-        Propagation::Slave
-    } else {
-        Propagation::Private
-    }
 }
 
 /// `path` with symlinks resolved as far as it exists, and the rest (what is yet to be
@@ -238,7 +181,7 @@ pub(crate) fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, SpecError>
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space) in a mountinfo mount point.
-fn unescape_mount_point(escaped: &Path) -> PathBuf {
+pub(crate) fn unescape_mount_point(escaped: &Path) -> PathBuf {
     let bytes = escaped.as_os_str().as_encoded_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
