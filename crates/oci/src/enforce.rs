@@ -3,8 +3,9 @@
 //! kubelet sends some controller-dependent fields for every container whether or not the user
 //! asked for a limit: `cpu_shares` (from the request, at least 2), `cpu_period` (100000),
 //! `hugepage_limits` of 0 for every page size in `/sys/kernel/mm/hugepages`, and on cgroup v2
-//! hosts `unified["memory.swap.max"]` and, for pods that set it, `memory_swap_limit_in_bytes`
-//! equal to the memory limit. Handing the runtime a limit for a controller the container's
+//! hosts `unified["memory.swap.max"] = "0"` and `unified["memory.oom.group"] = "1"` (current
+//! kubelets), on v1 hosts with swap accounting `memory_swap_limit_in_bytes` equal to the memory
+//! limit. Handing the runtime a limit for a controller the container's
 //! cgroup does not have makes `runc create` fail, so such defaults are dropped (with a debug
 //! log). A limit the user really set (a CPU quota, a memory limit, a non-zero hugepage limit,
 //! swap beyond the memory limit, a cpuset, a `unified` value other than `max`) on a missing
@@ -113,14 +114,15 @@ pub fn drop_unenforceable(
                     controller == "cgroup" || controllers.iter().any(|c| c == controller)
                 }
                 None => false,
-            };
+            } && (key != "memory.swap.max" || host.memory_swap);
             if usable {
                 continue;
             }
-            if value.trim() == "max" {
+            if is_unified_default(key, value) {
                 tracing::debug!(
                     key,
-                    "controller not available: leaving out unified {key}=max"
+                    value,
+                    "controller not available: leaving out unified {key}"
                 );
                 kept.remove(key);
             } else if host.unified_controllers.is_none() {
@@ -128,6 +130,12 @@ pub fn drop_unenforceable(
                     format!("{FIELD}.unified[{key}]"),
                     "unified limits need a cgroup v2 host; this one has cgroup v1 or hybrid \
                      hierarchies: use the named fields (cpu_quota, memory_limit_in_bytes, ...)",
+                ));
+            } else if key == "memory.swap.max" {
+                return Err(missing(
+                    &format!("unified[{key}]"),
+                    "memory swap accounting (memory.swap.max) of the memory",
+                    value.clone(),
                 ));
             } else {
                 return Err(missing(
@@ -140,6 +148,16 @@ pub fn drop_unenforceable(
         resources.set_unified((!kept.is_empty()).then_some(kept));
     }
     Ok(())
+}
+
+/// `unified` values kubelet sends without the user asking: `memory.swap.max` 0 (no swap, on v2
+/// hosts with swap accounting), `memory.oom.group` 1 (v2, kill the whole container on OOM), and
+/// any `max` (no limit).
+fn is_unified_default(key: &str, value: &str) -> bool {
+    let value = value.trim();
+    value == "max"
+        || (key == "memory.swap.max" && value == "0")
+        || (key == "memory.oom.group" && (value == "1" || value == "0"))
 }
 
 #[cfg(test)]
@@ -279,38 +297,51 @@ mod tests {
         assert!(err.to_string().contains("swap"), "{err}");
     }
 
+    fn unified(key: &str, value: &str) -> LinuxContainerResources {
+        LinuxContainerResources {
+            unified: [(key.to_owned(), value.to_owned())].into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn unified_entries_need_v2_and_their_controller() {
-        let swap_off = LinuxContainerResources {
-            unified: [("memory.swap.max".to_owned(), "0".to_owned())].into(),
-            ..Default::default()
-        };
-        let unlimited = LinuxContainerResources {
-            unified: [("memory.high".to_owned(), "max".to_owned())].into(),
-            ..Default::default()
-        };
-        // v1/hybrid: only "max" can be dropped.
+        let swap_off = unified("memory.swap.max", "0");
+        let oom_group = unified("memory.oom.group", "1");
+        let unlimited = unified("memory.high", "max");
+        let user_set = unified("memory.high", "1000000");
+        // v1/hybrid: kubelet's defaults are dropped, a real limit is refused.
         let host = hybrid_without_hugetlb();
-        assert!(apply(&swap_off, &host)
-            .unwrap_err()
-            .to_string()
-            .contains("cgroup v2"));
-        assert_eq!(apply(&unlimited, &host).unwrap().unified(), &None);
+        for default in [&swap_off, &oom_group, &unlimited] {
+            assert_eq!(apply(default, &host).unwrap().unified(), &None);
+        }
+        let err = apply(&user_set, &host).unwrap_err();
+        assert!(err.to_string().contains("cgroup v2"), "{err}");
         // v2 with memory: kept.
         let v2 = ChildLimits {
             unified_controllers: Some(vec!["cpu".into(), "memory".into()]),
             ..host.clone()
         };
         assert!(apply(&swap_off, &v2).unwrap().unified().is_some());
-        // v2 without memory.
+        assert!(apply(&user_set, &v2).unwrap().unified().is_some());
+        // v2 without memory: defaults dropped, a real limit refused.
         let v2_no_memory = ChildLimits {
             unified_controllers: Some(vec!["cpu".into()]),
             ..host
         };
-        let err = apply(&swap_off, &v2_no_memory).unwrap_err();
+        assert_eq!(apply(&oom_group, &v2_no_memory).unwrap().unified(), &None);
+        let err = apply(&user_set, &v2_no_memory).unwrap_err();
         assert!(
             err.to_string().contains("memory cgroup controller"),
             "{err}"
         );
+        // v2 with memory but without swap accounting: only "no swap" passes (dropped).
+        let v2_no_swap = ChildLimits {
+            memory_swap: false,
+            ..v2
+        };
+        assert_eq!(apply(&swap_off, &v2_no_swap).unwrap().unified(), &None);
+        let err = apply(&unified("memory.swap.max", "1000000"), &v2_no_swap).unwrap_err();
+        assert!(err.to_string().contains("swap"), "{err}");
     }
 }
