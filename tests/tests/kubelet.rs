@@ -139,6 +139,18 @@ fn crashy_pod(image: &str) -> Value {
     })
 }
 
+/// Every path under `dir`, for failure messages.
+fn list_tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            out.push(entry.path().display().to_string());
+            out.extend(list_tree(&entry.path()));
+        }
+    }
+    out
+}
+
 /// Makes `dir` a mount point of its own with shared propagation (`/` is private on some hosts),
 /// as a hostPath with HostToContainer propagation needs.
 fn make_shared_mount(dir: &Path) {
@@ -265,7 +277,7 @@ async fn kubelet_runs_static_pods_through_corrald() {
         unhealthy["lastState"]["terminated"]["reason"], "Error",
         "{unhealthy}"
     );
-    // Both runs of `exits` are in its logs.
+    // Both runs of `exits` are in its logs (`<restart count>.log`; kubelet keeps the last two).
     let log_dir = Path::new("/var/log/pods")
         .join(format!("default_crashy-{NODE}_{crashy_uid}"))
         .join("exits");
@@ -274,12 +286,15 @@ async fn kubelet_runs_static_pods_through_corrald() {
         "two logs of exits",
         &kubelet,
         || {
-            let runs: Vec<String> = ["0.log", "1.log"]
-                .iter()
-                .filter_map(|f| std::fs::read_to_string(log_dir.join(f)).ok())
+            let runs: Vec<String> = std::fs::read_dir(&log_dir)
+                .ok()?
+                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
                 .filter(|text| text.contains("exits-run-"))
                 .collect();
-            (runs.len() == 2).then_some(runs)
+            if runs.len() < 2 {
+                eprintln!("logs so far: {:?}", list_tree(Path::new("/var/log/pods")));
+            }
+            (runs.len() >= 2).then_some(runs)
         },
     )
     .await;
