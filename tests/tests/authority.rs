@@ -258,3 +258,26 @@ async fn a_client_that_does_not_speak_http2_is_refused_with_a_warning() {
         .to_string();
     assert!(line.contains("WARN"), "{line}");
 }
+
+#[tokio::test]
+async fn a_malformed_request_is_reset_and_logged_as_a_warning() {
+    require_root!();
+    let daemon = Daemon::start(DaemonOptions::default());
+    let socket = daemon.socket();
+    // An empty :path is malformed (RFC 9113 §8.3.1): h2 resets the stream.
+    let answer = tokio::task::spawn_blocking(move || {
+        RawClient::connect(&socket).call(Some(b"localhost"), "", &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.reset, Some(1), "{answer:?}"); // PROTOCOL_ERROR
+    let warned = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("RST_STREAM") && l.contains("PROTOCOL_ERROR"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || warned(&daemon.log())),
+        "no warning in the log:\n{}",
+        daemon.log()
+    );
+}

@@ -467,9 +467,10 @@ impl ServerFrames {
         }
         if self.frame_type == GOAWAY {
             let detail = String::from_utf8_lossy(payload.get(8..).unwrap_or_default());
-            tracing::warn!(%reason, %detail, "closing a CRI client's connection (GOAWAY)");
+            tracing::warn!(code = ?reason, %reason, %detail, "closing a CRI client's connection (GOAWAY)");
         } else {
             tracing::warn!(
+                code = ?reason,
                 %reason,
                 stream = self.stream,
                 "refusing a CRI client's request (RST_STREAM); `h2=debug` in the log level shows why"
