@@ -154,13 +154,16 @@ impl Kubelet {
             .stderr(log)
             .spawn()
             .expect("start kubelet");
-        let kubelet = Kubelet {
+        let mut kubelet = Kubelet {
             child,
             dir: dir.to_path_buf(),
             read_only_port,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while kubelet.get("/healthz").is_none() {
+            if let Ok(Some(status)) = kubelet.child.try_wait() {
+                panic!("kubelet exited ({status}); log:\n{}", kubelet.log_tail());
+            }
             assert!(
                 Instant::now() < deadline,
                 "kubelet did not serve its read-only port; log:\n{}",
