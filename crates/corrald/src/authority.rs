@@ -53,8 +53,8 @@ const LOCAL_AUTHORITY: &[u8] = b"localhost";
 pub enum AuthorityError {
     #[error("not an HTTP/2 client: the connection does not start with the HTTP/2 preface")]
     Preface,
-    #[error("malformed HEADERS frame on stream {0}: padding longer than the frame")]
-    Padding(u32),
+    #[error("malformed HEADERS frame on stream {0}: shorter than its padding and priority fields")]
+    ShortHeaders(u32),
     #[error("frame type {frame_type:#x} on stream {stream} where a CONTINUATION of stream {expected} was due")]
     ExpectedContinuation {
         frame_type: u8,
@@ -274,20 +274,22 @@ impl Rewriter {
             let mut rest = payload;
             let mut padding = 0;
             if flags & PADDED != 0 {
-                let (&pad, tail) = rest.split_first().ok_or(AuthorityError::Padding(stream))?;
+                let (&pad, tail) = rest
+                    .split_first()
+                    .ok_or(AuthorityError::ShortHeaders(stream))?;
                 padding = usize::from(pad);
                 rest = tail;
             }
             let mut priority = None;
             if flags & PRIORITY != 0 {
-                let fields = rest.get(..5).ok_or(AuthorityError::Padding(stream))?;
+                let fields = rest.get(..5).ok_or(AuthorityError::ShortHeaders(stream))?;
                 priority = Some([fields[0], fields[1], fields[2], fields[3], fields[4]]);
                 rest = &rest[5..];
             }
             let end = rest
                 .len()
                 .checked_sub(padding)
-                .ok_or(AuthorityError::Padding(stream))?;
+                .ok_or(AuthorityError::ShortHeaders(stream))?;
             OpenBlock {
                 stream,
                 flags,
@@ -674,6 +676,12 @@ mod tests {
         input.extend(frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0x7f])); // index out of range
         let err = rewrite(&input, 64).expect_err("bad index");
         assert!(err.to_string().contains("HPACK"), "{err}");
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, PADDED | END_HEADERS, 1, &[10, 0x82, 0x86]));
+        assert!(matches!(
+            rewrite(&input, 64),
+            Err(AuthorityError::ShortHeaders(1))
+        ));
         let mut input = PREFACE.to_vec();
         input.extend(frame(CONTINUATION, END_HEADERS, 1, &[0x82]));
         assert!(matches!(
