@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # kubelet v1.20.2 for tests/tests/kubelet.rs: built once per machine (~5 minutes, cached), in the
 # background at low priority while the workspace builds.
 KUBELET_LOG=$(mktemp /tmp/corral-build-kubelet.XXXXXX.log)
+trap 'rm -f "$KUBELET_LOG"' EXIT
 nice -n 10 ./scripts/build-kubelet.sh >"$KUBELET_LOG" 2>&1 &
 KUBELET_BUILD=$!
 
