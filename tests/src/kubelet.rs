@@ -4,7 +4,8 @@
 //!
 //! What kubelet changes on the host and cannot be pointed elsewhere is saved and restored
 //! ([`HostState`]): the sysctls it sets at start, the `/kubepods` cgroups, `/var/log/pods`
-//! (fixed in kubelet 1.20) and `/var/lib/kubelet`.
+//! (fixed in kubelet 1.20) and `/var/lib/kubelet`. `CORRAL_KUBELET_LOG=PATH` keeps a copy of
+//! kubelet's whole log.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -238,6 +239,10 @@ impl Drop for Kubelet {
         }
         if std::thread::panicking() {
             eprintln!("kubelet log (tail):\n{}", self.log_tail());
+        }
+        // For a look at everything kubelet said: CORRAL_KUBELET_LOG=/path/to/copy.
+        if let Some(copy) = std::env::var_os("CORRAL_KUBELET_LOG") {
+            let _ = std::fs::copy(self.dir.join("kubelet.log"), copy);
         }
     }
 }
