@@ -6,6 +6,7 @@
 
 pub mod cri;
 pub mod images;
+pub mod kubelet;
 pub mod net;
 pub mod registry;
 

@@ -18,6 +18,7 @@
 //! the slice and scopes (as runc and the kubelet do); that is not implemented.
 
 mod driver;
+mod enforce;
 mod error;
 mod fs;
 mod layout;
@@ -29,6 +30,7 @@ mod resources;
 mod mock;
 
 pub use driver::{expand_slice, CgroupDriver, ChildCgroupPath, SYSTEMD_SCOPE_PREFIX};
+pub use enforce::{child_limits, ChildLimits};
 pub use error::{CgroupError, Result};
 pub use layout::{CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, SELF_MOUNTINFO};
 pub use pod::{remove_unused_dirs, PodCgroup};

@@ -10,6 +10,7 @@ use cri_proto::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::authority::AuthorityFix;
 use crate::image_service::ImageServiceImpl;
 use crate::runtime_service::RuntimeServiceImpl;
 use crate::v1alpha2::V1alpha2Layer;
@@ -47,7 +48,7 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
         .add_service(cri_proto::admin::explain_server::ExplainServer::new(
             crate::explain::ExplainServiceImpl::new(daemon.clone()),
         ))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(accept_any_authority(listener), async {
             let _ = stop_rx.await;
         });
     let mut server = tokio::spawn(server);
@@ -69,6 +70,15 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
     }
     tracing::info!("corrald stopped; pods keep running");
     Ok(())
+}
+
+/// The accepted connections, each wrapped so that any HTTP/2 `:authority` is served
+/// (`authority.rs`).
+fn accept_any_authority(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    use futures::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
 }
 
 /// Binds the socket: parent directory created, a stale socket replaced, mode 0660. A socket

@@ -24,6 +24,7 @@ use oci_spec::runtime::{Linux, Process, Root, Spec, User};
 
 mod capabilities;
 mod devices;
+mod enforce;
 mod error;
 mod mounts;
 mod namespaces;
@@ -39,6 +40,7 @@ mod user;
 mod testutil;
 
 pub use capabilities::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
+pub use enforce::drop_unenforceable;
 pub use error::SpecError;
 pub use propagation::{mountinfo_propagation, Propagation};
 pub use resources::linux_resources;

@@ -182,7 +182,7 @@ impl Plan {
             stop_signal: self.image.config.stop_signal.clone(),
         };
         let target_pid = self.target_pid(env)?;
-        let built = corral_oci::build_spec(&SpecInput {
+        let mut built = corral_oci::build_spec(&SpecInput {
             container_id: &self.id,
             config: &self.config,
             sandbox: &sandbox_ctx,
@@ -202,6 +202,16 @@ impl Plan {
             }
         })?;
         record.created_sources = built.mounts_created.clone();
+        // Limits the pod's cgroup cannot pass on are left out, or refused when really set.
+        if let Some(resources) = built
+            .spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|linux| linux.resources_mut().as_mut())
+        {
+            corral_oci::drop_unenforceable(resources, &pod_cgroup.child_limits())
+                .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+        }
         record.user = (
             built.user.uid,
             built.user.gid,

@@ -262,8 +262,13 @@ pub(super) fn update(
             "container {id} is not running; resources can only be updated on a created or running container"
         )));
     }
-    let oci = corral_oci::linux_resources(resources)
+    let mut oci = corral_oci::linux_resources(resources)
         .map_err(|e| CriError::InvalidArgument(format!("linux: {e}")))?;
+    if let Some(pod_cgroup) = record.cgroup_relative.parent() {
+        let host = corral_cgroups::child_limits(&env.cgroup_layout, pod_cgroup);
+        corral_oci::drop_unenforceable(&mut oci, &host)
+            .map_err(|e| CriError::InvalidArgument(format!("linux: {e}")))?;
+    }
     env.runtime(&record.runtime_handler)?
         .update(id, &oci)
         .map_err(|e| CriError::internal("UpdateContainerResources: OCI runtime update", e))?;

@@ -1,0 +1,97 @@
+"""A CRI client corral did not write: Python grpcio (grpc-core) with default channel options.
+
+grpc-core sends the unix socket's path as the HTTP/2 :authority. Run by tests/tests/grpcio.rs:
+
+    python cri_client.py SOCKET PROTO_DIR CGROUP_PARENT
+
+Generates the runtime.v1 stubs from PROTO_DIR/api.proto with grpcio-tools into a temp dir, then
+runs Version, RunPodSandbox, PodSandboxStatus, a server-streaming call (StreamPodSandboxes),
+GetContainerEvents (expects UNIMPLEMENTED, a gRPC status rather than a protocol error),
+StopPodSandbox and RemovePodSandbox. Prints one line per step; exits non-zero on any failure.
+"""
+
+import importlib
+import sys
+import tempfile
+
+import grpc
+from grpc_tools import protoc
+
+
+def stubs(proto_dir, out_dir):
+    code = protoc.main(
+        [
+            "protoc",
+            f"-I{proto_dir}",
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            f"{proto_dir}/api.proto",
+        ]
+    )
+    if code != 0:
+        sys.exit(f"grpc_tools.protoc failed with {code}")
+    sys.path.insert(0, out_dir)
+    return importlib.import_module("api_pb2"), importlib.import_module("api_pb2_grpc")
+
+
+def main():
+    socket, proto_dir, cgroup_parent = sys.argv[1:4]
+    print(f"grpcio {grpc.__version__}")
+    with tempfile.TemporaryDirectory() as out_dir:
+        pb, rpc = stubs(proto_dir, out_dir)
+        with grpc.insecure_channel(f"unix://{socket}") as channel:
+            runtime = rpc.RuntimeServiceStub(channel)
+            version = runtime.Version(pb.VersionRequest(version="0.1.0"), timeout=30)
+            assert version.runtime_name == "corral", version
+            print(f"Version: {version.runtime_name} {version.runtime_api_version}")
+
+            config = pb.PodSandboxConfig(
+                metadata=pb.PodSandboxMetadata(
+                    name="grpcio", uid="uid-grpcio", namespace="e2e", attempt=0
+                ),
+                hostname="grpcio",
+                linux=pb.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
+            )
+            pod = runtime.RunPodSandbox(
+                pb.RunPodSandboxRequest(config=config), timeout=120
+            ).pod_sandbox_id
+            print(f"RunPodSandbox: {pod}")
+
+            status = runtime.PodSandboxStatus(
+                pb.PodSandboxStatusRequest(pod_sandbox_id=pod), timeout=30
+            ).status
+            assert status.state == pb.SANDBOX_READY, status
+            assert status.metadata.name == "grpcio", status
+            print(f"PodSandboxStatus: {pb.PodSandboxState.Name(status.state)}")
+
+            streamed = [
+                sandbox.id
+                for response in runtime.StreamPodSandboxes(
+                    pb.StreamPodSandboxesRequest(), timeout=30
+                )
+                for sandbox in response.pod_sandboxes
+            ]
+            assert pod in streamed, streamed
+            print(f"StreamPodSandboxes: {len(streamed)} pod(s)")
+
+            try:
+                for _ in runtime.GetContainerEvents(pb.GetEventsRequest(), timeout=30):
+                    pass
+                sys.exit("GetContainerEvents: expected UNIMPLEMENTED")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
+                print(f"GetContainerEvents: {e.code().name}")
+
+            runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            print("StopPodSandbox: ok")
+            runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60
+            )
+            print("RemovePodSandbox: ok")
+            listed = runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+            assert pod not in [p.id for p in listed], listed
+    print("grpcio client: all calls succeeded")
+
+
+if __name__ == "__main__":
+    main()
