@@ -107,6 +107,19 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
         return;
     };
     if !handler_supports_userns(&mut env.rt).await {
+        // Where the handler cannot, such a pod is refused up front, saying why.
+        let mut config = pod_config("userns", &unique_cgroup_parent("userns"), (POD, POD, POD));
+        with_userns(&mut config, default_mode());
+        let err = env
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("\"runc\""), "{}", err.message());
         return;
     }
     let (pod_id, pod) = env
@@ -160,6 +173,30 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
         "a refused container leaves nothing"
     );
     std::fs::set_permissions(env.daemon.dir(), searchable).unwrap();
+
+    // A volume on a filesystem that cannot be idmapped (sysfs): refused, and the rootfs and the
+    // idmapped copies made before it are undone.
+    let sysfs = vec![cri::mount(
+        Path::new("/sys/kernel"),
+        "/host-sys",
+        MountPropagation::PropagationPrivate,
+    )];
+    let refused = cri::try_create(
+        &mut env.rt,
+        &pod_id,
+        &pod,
+        sleeper(&env.image, "sysfs", sysfs),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("/host-sys"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(std::fs::read_dir(&containers_dir).unwrap().count(), 0);
+    assert!(mounts_containing(&containers_dir.to_string_lossy()).is_empty());
 
     let id = cri::run(
         &mut env.rt,
@@ -263,7 +300,9 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
         .contains("10.1.2.3 extra"));
     assert_eq!(host_uid(&hosts), 0);
 
-    // The CRI log of a user-namespaced container.
+    // The CRI log of a user-namespaced container, created by a restarted corrald.
+    env.daemon.restart();
+    env.rt = env.daemon.runtime().await;
     let logger = cri::run(
         &mut env.rt,
         &pod_id,
@@ -418,4 +457,44 @@ async fn node_mode_keeps_the_hosts_user_namespace() {
     );
     assert!(!env.daemon.state().join("userns").join(&pod_id).exists());
     cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+#[tokio::test]
+async fn a_handler_that_cannot_run_user_namespaces_says_so_and_refuses_such_pods() {
+    require_root!();
+    // `true --version` prints no runc version: this handler is not offered user namespaces.
+    let daemon = Daemon::start(DaemonOptions {
+        extra_config_toml: "[runtimes.runc]\npath = \"/bin/true\"\n".into(),
+        ..DaemonOptions::default()
+    });
+    let mut rt = daemon.runtime().await;
+    assert!(!handler_supports_userns(&mut rt).await);
+    let mut config = pod_config(
+        "no-userns",
+        &unique_cgroup_parent("no-userns"),
+        (POD, POD, POD),
+    );
+    with_userns(&mut config, default_mode());
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        // (Why: "not runc" here; on an old kernel, the kernel.)
+        err.message()
+            .contains("handler \"runc\" cannot run pods with user namespaces"),
+        "{}",
+        err.message()
+    );
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
 }
