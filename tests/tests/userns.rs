@@ -128,6 +128,23 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
         })
         .await;
     let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
+    let status = env
+        .rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .unwrap();
+    let options = status.linux.unwrap().namespaces.unwrap().options.unwrap();
+    assert_eq!(
+        options.userns_options,
+        Some(default_mode()),
+        "the status echoes the mode"
+    );
     let pin = env.daemon.state().join("userns").join(&pod_id);
     assert_eq!(
         std::fs::metadata(&pin).unwrap().ino(),
