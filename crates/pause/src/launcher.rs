@@ -186,8 +186,6 @@ fn write_maps_when_told(launcher: Pid, maps: &UsernsMaps, go: &OwnedFd) -> Resul
             Err(e) => return Err(format!("read userns pipe: {e}")),
         }
     }
-    // uid_map first: writing gid_map before it is allowed too, but this order matches the
-    // kernel's documentation and newuidmap.
     for (file, map) in [("uid_map", &maps.uid), ("gid_map", &maps.gid)] {
         let path = format!("/proc/{launcher}/{file}");
         let line = map.map_line();

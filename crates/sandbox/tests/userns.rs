@@ -173,3 +173,30 @@ fn idmapped_mounts_show_files_as_the_pods_ids_and_go_without_a_trace() {
     assert_eq!(uid_of(&file_target), 0);
     idmap::unmount(&target).unwrap();
 }
+
+#[test]
+fn a_mapping_the_kernel_refuses_is_reported() {
+    let Some(binary) = setup("a_mapping_the_kernel_refuses_is_reported") else {
+        return;
+    };
+    // Host id 4294967295 is no id: the kernel refuses the map line.
+    let bad = IdMapping {
+        container_id: 0,
+        host_id: u32::MAX,
+        length: 1,
+    };
+    let error = corral_sandbox::spawn_pause(
+        &binary,
+        &PauseSpec {
+            new_net: true,
+            userns: Some(UsernsMappings {
+                uid: bad,
+                gid: mappings().gid,
+            }),
+            ..PauseSpec::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("uid_map"), "{error}");
+}
