@@ -12,6 +12,7 @@ use std::time::Duration;
 use corral_e2e::cri::{self, container_env, Rt};
 use corral_e2e::*;
 use cri_proto::v1::*;
+use nix::mount::MsFlags;
 use tonic::Code;
 
 const POD: i32 = NamespaceMode::Pod as i32;
@@ -158,9 +159,27 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
     std::fs::write(volume.join("host-file"), "from the host\n").unwrap();
     let empty_dir = env.daemon.dir().join("empty-dir");
     std::fs::create_dir(&empty_dir).unwrap();
+    // Read-only volumes, one on a nosuid,nodev,noexec tmpfs as kubelet's secrets are.
+    let secret = env.daemon.dir().join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &secret,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=1m"),
+    )
+    .unwrap();
+    std::fs::write(secret.join("token"), "s3cret").unwrap();
+    let read_only = |host: &Path, container: &str| Mount {
+        readonly: true,
+        ..cri::mount(host, container, MountPropagation::PropagationPrivate)
+    };
     let mounts = vec![
         cri::mount(&volume, "/volume", MountPropagation::PropagationPrivate),
         cri::mount(&empty_dir, "/scratch", MountPropagation::PropagationPrivate),
+        read_only(&secret, "/secret"),
+        read_only(&volume, "/volume-ro"),
     ];
 
     // The runtime cannot reach a rootfs below a directory only root may search: refused
@@ -264,13 +283,23 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
             "/etc/resolv.conf",
             "/etc/hostname",
             "/dev/shm",
+            "/secret/token",
         ],
     )
     .await;
     assert!(
-        owners.lines().all(|line| line == "0:0") && owners.lines().count() == 8,
+        owners.lines().all(|line| line == "0:0") && owners.lines().count() == 9,
         "{owners}"
     );
+    assert_eq!(
+        cri::exec_ok(&mut env.rt, &id, &["cat", "/secret/token"]).await,
+        "s3cret"
+    );
+    for read_only in ["/secret/new", "/volume-ro/new"] {
+        let (code, _, err) = cri::exec(&mut env.rt, &id, &["touch", read_only]).await;
+        assert_ne!(code, 0, "{read_only} is writable");
+        assert!(err.contains("Read-only file system"), "{read_only}: {err}");
+    }
     assert_eq!(
         cri::exec_ok(&mut env.rt, &id, &["cat", "/volume/host-file"]).await,
         "from the host\n"

@@ -237,14 +237,23 @@ pub(crate) fn stage_idmapped_mounts(spec: &mut Spec, staging: &Path, pin: &Path)
         };
         made.map_err(|e| CriError::internal(&format!("create {}", target.display()), e))?;
         let recursive = options.iter().any(|o| o == "rbind");
-        corral_sandbox::idmap::mount_idmapped(&source, &target, pin, recursive).map_err(|e| {
-            let msg = format!("mount {}: {e}", mount.destination().display());
-            match e {
-                corral_sandbox::SandboxError::Idmap { .. } => CriError::FailedPrecondition(msg),
-                _ => CriError::internal("CreateContainer: idmap a mount", msg),
-            }
-        })?;
+        // Read-only is set on the copy: runc 1.1 would remount its bind read-only, which the
+        // kernel refuses inside a user namespace when the source has nosuid, nodev or noexec
+        // (flags locked there that runc's remount drops). A bind of a read-only mount is
+        // read-only, and locked so in the container's mount namespace.
+        let read_only = options.iter().any(|o| o == "ro");
+        corral_sandbox::idmap::mount_idmapped(&source, &target, pin, recursive, read_only)
+            .map_err(|e| {
+                let msg = format!("mount {}: {e}", mount.destination().display());
+                match e {
+                    corral_sandbox::SandboxError::Idmap { .. } => CriError::FailedPrecondition(msg),
+                    _ => CriError::internal("CreateContainer: idmap a mount", msg),
+                }
+            })?;
         mount.set_source(Some(target));
+        if read_only {
+            mount.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
     }
     spec.set_mounts(Some(mounts));
     Ok(())

@@ -21,9 +21,31 @@ use crate::error::{io_error, Result, SandboxError};
 
 /// Mounts an idmapped copy of the mount tree at `source` onto `target` (which must exist and be
 /// of the same kind, file or directory). `recursive` copies the submounts too (a `rbind`);
-/// every filesystem in the copy must support idmapped mounts.
-pub fn mount_idmapped(source: &Path, target: &Path, userns: &Path, recursive: bool) -> Result<()> {
+/// every filesystem in the copy must support idmapped mounts. `read_only` makes the copy's top
+/// mount read-only.
+pub fn mount_idmapped(
+    source: &Path,
+    target: &Path,
+    userns: &Path,
+    recursive: bool,
+    read_only: bool,
+) -> Result<()> {
     let tree = idmapped_tree(source, userns, recursive)?;
+    if read_only {
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        set_attr(&tree, libc::AT_EMPTY_PATH, &attr).map_err(|source_errno| {
+            SandboxError::Syscall {
+                op: "make the idmapped copy read-only: mount_setattr",
+                path: source.to_owned(),
+                source: source_errno,
+            }
+        })?;
+    }
     move_mount_to(&tree, target)
 }
 
@@ -81,23 +103,28 @@ fn idmapped_tree(source: &Path, userns: &Path, recursive: bool) -> Result<OwnedF
     if recursive {
         at_flags |= libc::AT_RECURSIVE;
     }
+    set_attr(&tree, at_flags, &attr).map_err(|errno| SandboxError::Idmap {
+        path: source.to_owned(),
+        source: errno,
+    })?;
+    Ok(tree)
+}
+
+/// `mount_setattr` on the detached mount `tree` itself (empty path).
+fn set_attr(tree: &OwnedFd, at_flags: libc::c_int, attr: &libc::mount_attr) -> nix::Result<()> {
     // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty path, both alive for
-    // the call; `tree` and `userns_file` are open descriptors.
+    // the call; `tree` is an open descriptor, and so is any userns fd `attr` names.
     let result = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
             at_flags,
-            &attr as *const libc::mount_attr,
+            attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
-    Errno::result(result).map_err(|errno| SandboxError::Idmap {
-        path: source.to_owned(),
-        source: errno,
-    })?;
-    Ok(tree)
+    Errno::result(result).map(drop)
 }
 
 /// Attaches the detached mount `tree` at `target`.

@@ -152,11 +152,11 @@ fn idmapped_mounts_show_files_as_the_pods_ids_and_go_without_a_trace() {
     std::fs::write(source.join("data"), "x").unwrap();
     let target = dir.path().join("staged");
     std::fs::create_dir(&target).unwrap();
-    idmap::mount_idmapped(&source, &target, &pin, true).unwrap();
+    idmap::mount_idmapped(&source, &target, &pin, true, false).unwrap();
     cleanup.0.push(target.clone());
     let file_target = dir.path().join("staged-file");
     std::fs::write(&file_target, "").unwrap();
-    idmap::mount_idmapped(&source.join("data"), &file_target, &pin, false).unwrap();
+    idmap::mount_idmapped(&source.join("data"), &file_target, &pin, false, true).unwrap();
     cleanup.0.push(file_target.clone());
 
     let uid_of = |path: &Path| std::fs::metadata(path).unwrap().uid();
@@ -165,6 +165,12 @@ fn idmapped_mounts_show_files_as_the_pods_ids_and_go_without_a_trace() {
     assert_eq!(std::fs::metadata(&target).unwrap().gid(), HOST_ID);
     assert_eq!(uid_of(&file_target), HOST_ID);
     assert_eq!(std::fs::read_to_string(&file_target).unwrap(), "x");
+    let write = std::fs::OpenOptions::new().append(true).open(&file_target);
+    assert_eq!(
+        write.unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "the read-only copy refuses writes"
+    );
 
     idmap::unmount(&target).unwrap();
     idmap::unmount(&file_target).unwrap();

@@ -149,13 +149,13 @@ impl Plan {
             crate::userns::check_searchable(&rootfs)?;
         }
         match &userns {
-            // The overlay's layers, upper and work directories through an idmapped view of the
-            // image store: the image's files are then the pod's root's.
+            // The image layers through a read-only idmapped view of the image store: the
+            // image's files are then the pod's root's (see `userns.rs`).
             Some((pin, maps)) => {
                 let view = dir.join(crate::userns::STAGING_DIR).join("store");
                 std::fs::create_dir_all(&view)
                     .map_err(|e| step("create the image store view")(e.to_string()))?;
-                corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false)
+                corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false, true)
                     .map_err(|e| step("idmap the image store")(e.to_string()))?;
                 env.images
                     .mount_rootfs_through(
