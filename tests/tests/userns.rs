@@ -544,3 +544,75 @@ async fn a_handler_that_cannot_run_user_namespaces_says_so_and_refuses_such_pods
         .items;
     assert!(pods.is_empty(), "{pods:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_user_namespaced_pod() {
+    use corral_streaming::client::{PortForwarder, Protocol};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    if !handler_supports_userns(&mut env.rt).await {
+        return;
+    }
+    let (pod_id, pod) = env
+        .pod_with("userns-fwd", (POD, POD, POD), |c| {
+            with_userns(c, default_mode())
+        })
+        .await;
+    let echo = cri::container_config(
+        "echo",
+        &env.image,
+        &["nc", "-ll", "-p", "8080", "-e", "cat"],
+    );
+    let echo_id = cri::run(&mut env.rt, &pod_id, &pod, echo).await;
+    assert!(
+        listens_on_8080(&mut env.rt, &echo_id).await,
+        "the echo server did not listen"
+    );
+    // corrald enters the pod's network namespace, owned by the pod's user namespace.
+    let url = env
+        .rt
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let forwarder = PortForwarder::connect(&url, Protocol::Spdy, &[8080])
+        .await
+        .expect("connect");
+    let mut stream = forwarder.open(8080).await.expect("open 8080");
+    stream
+        .write_all(b"through the pod's namespaces\n")
+        .await
+        .unwrap();
+    let mut echoed = vec![0u8; 29];
+    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut echoed))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(echoed, b"through the pod's namespaces\n");
+    drop(stream);
+    forwarder.close().await;
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+/// Whether the container `id` lists a TCP listener on 8080 within 20 s (polled with ExecSync).
+async fn listens_on_8080(rt: &mut Rt, id: &str) -> bool {
+    for _ in 0..200 {
+        if cri::exec(rt, id, &["netstat", "-ltn"])
+            .await
+            .1
+            .contains(":8080 ")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
