@@ -20,6 +20,7 @@ mod runtime_service;
 mod server;
 mod stats;
 mod streaming;
+mod userns;
 mod v1alpha2;
 
 use std::sync::Arc;
@@ -91,7 +92,7 @@ impl Daemon {
                 name: name.clone(),
                 features: Some(cri_proto::v1::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: false,
-                    user_namespaces: false,
+                    user_namespaces: self.pods.supports_user_namespaces(name),
                 }),
             })
             .collect()

@@ -112,6 +112,47 @@ impl ImageStore {
         container_id: &str,
         target: &Path,
     ) -> Result<RootfsMount> {
+        self.mount_overlay(image, container_id, target, None)
+    }
+
+    /// [`Self::mount_rootfs`] for a container whose root is `root_owner` (uid, gid) on the
+    /// host: the image layers are taken through `store_view`, a path where the store's root
+    /// directory is visible again as an idmapped copy that shows root's files as
+    /// `root_owner`'s, and the root of the (new, empty) upper directory is given to
+    /// `root_owner`. Files the container writes land in the upper directory as its ids on the
+    /// host. (The upper cannot go through the idmapped view: overlayfs makes its work
+    /// directories there as the mounter, host root, whom the view does not map.)
+    pub fn mount_rootfs_through(
+        &self,
+        image: &str,
+        container_id: &str,
+        target: &Path,
+        store_view: &Path,
+        root_owner: (u32, u32),
+    ) -> Result<RootfsMount> {
+        let upper = self.container_dir(container_id)?.join("upper");
+        self.prepare_rootfs(image, container_id)?;
+        let (uid, gid) = root_owner;
+        nix::unistd::chown(
+            &upper,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|source| ImageError::Mount {
+            op: "give the container's root the upper directory",
+            target: upper.clone(),
+            source,
+        })?;
+        self.mount_overlay(image, container_id, target, Some(store_view))
+    }
+
+    fn mount_overlay(
+        &self,
+        image: &str,
+        container_id: &str,
+        target: &Path,
+        store_view: Option<&Path>,
+    ) -> Result<RootfsMount> {
         let lease = self.prepare_rootfs(image, container_id)?;
         let dir = self.container_dir(container_id)?;
         let mut lowerdirs: Vec<PathBuf> = lease
@@ -123,10 +164,24 @@ impl ImageStore {
         if lowerdirs.is_empty() {
             lowerdirs.push(dir.join("empty"));
         }
+        let layer_seen = |path: PathBuf| match store_view {
+            Some(view) => path
+                .strip_prefix(self.root())
+                .map(|relative| view.join(relative))
+                .map_err(|_| ImageError::Mount {
+                    op: "find the store's directory in its view for",
+                    target: path.clone(),
+                    source: nix::Error::EXDEV,
+                }),
+            None => Ok(path),
+        };
         let rootfs = RootfsMount {
             target: target.to_path_buf(),
             image_id: lease.image_id.clone(),
-            lowerdirs,
+            lowerdirs: lowerdirs
+                .into_iter()
+                .map(layer_seen)
+                .collect::<Result<Vec<_>>>()?,
             upperdir: dir.join("upper"),
             workdir: dir.join("work"),
         };

@@ -180,8 +180,8 @@ fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
     }
     if !mount.uid_mappings.is_empty() || !mount.gid_mappings.is_empty() {
         return Err(refuse(
-            "id-mapped mounts need user namespaces, which corral does not support; drop \
-             uidMappings and gidMappings",
+            "per-mount id mappings are not supported (in a pod with its own user namespace \
+             every mount is idmapped with the pod's mappings); drop uidMappings and gidMappings",
         ));
     }
     Ok(())

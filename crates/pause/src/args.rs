@@ -4,8 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Usage text printed for `--help`.
-pub const USAGE: &str = "usage: corral-pause [--net] [--ipc] [--uts] [--pid] [--hostname NAME] \
-[--sysctl KEY=VALUE]... [--oom-score-adj N] [--uid N --gid N]";
+pub const USAGE: &str =
+    "usage: corral-pause [--uid-map C:H:L --gid-map C:H:L] [--net] [--ipc] [--uts] \
+[--pid] [--hostname NAME] [--sysctl KEY=VALUE]... [--oom-score-adj N] [--uid N --gid N]";
 
 /// The oom_score_adj the pause asks for when none is given: almost never chosen by the OOM killer.
 pub const DEFAULT_OOM_SCORE_ADJ: i32 = -998;
@@ -28,6 +29,9 @@ pub struct PauseArgs {
     pub oom_score_adj: i32,
     pub uid: u32,
     pub gid: u32,
+    /// A new user namespace with these mappings, created before the other namespaces so that
+    /// it owns them.
+    pub userns: Option<UsernsMaps>,
     /// `--help` was given: print usage and do nothing else.
     pub help: bool,
 }
@@ -44,6 +48,7 @@ impl Default for PauseArgs {
             oom_score_adj: DEFAULT_OOM_SCORE_ADJ,
             uid: DEFAULT_UNPRIVILEGED_ID,
             gid: DEFAULT_UNPRIVILEGED_ID,
+            userns: None,
             help: false,
         }
     }
@@ -56,6 +61,40 @@ pub struct Sysctl {
     pub value: String,
     /// The path relative to `/proc/sys`, e.g. `net/ipv4/ip_forward`.
     pub relative_path: PathBuf,
+}
+
+/// One id mapping of a user namespace: `length` ids from `container_id` inside are `host_id`...
+/// outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMap {
+    /// The line written to `/proc/PID/uid_map` or `gid_map`.
+    pub fn map_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
+
+    /// Whether `id` (inside the namespace) is mapped.
+    pub fn contains(&self, id: u32) -> bool {
+        id >= self.container_id
+            && u64::from(id) < u64::from(self.container_id) + u64::from(self.length)
+    }
+
+    /// The highest id inside the namespace that is mapped.
+    fn last(&self) -> u32 {
+        self.container_id + (self.length - 1)
+    }
+}
+
+/// The uid and gid mappings of the pod's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsernsMaps {
+    pub uid: IdMap,
+    pub gid: IdMap,
 }
 
 /// A command line that cannot be obeyed.
@@ -84,6 +123,8 @@ impl PauseArgs {
         let mut parsed = PauseArgs::default();
         let mut uid = None;
         let mut gid = None;
+        let mut uid_map = None;
+        let mut gid_map = None;
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let mut value_of = |flag: &str| {
@@ -103,6 +144,8 @@ impl PauseArgs {
                 }
                 "--uid" => uid = Some(parse_id("--uid", &value_of("--uid")?)?),
                 "--gid" => gid = Some(parse_id("--gid", &value_of("--gid")?)?),
+                "--uid-map" => uid_map = Some(parse_id_map("--uid-map", &value_of("--uid-map")?)?),
+                "--gid-map" => gid_map = Some(parse_id_map("--gid-map", &value_of("--gid-map")?)?),
                 other => return Err(arg_error(format!("unknown argument {other:?}"))),
             }
         }
@@ -113,6 +156,25 @@ impl PauseArgs {
             }
             (None, None) => {}
             _ => return Err(arg_error("--uid and --gid must be given together")),
+        }
+        match (uid_map, gid_map) {
+            (Some(uid_map), Some(gid_map)) => {
+                parsed.userns = Some(UsernsMaps {
+                    uid: uid_map,
+                    gid: gid_map,
+                });
+                // The pause must drop to ids that exist in its user namespace.
+                if uid.is_none() {
+                    parsed.uid = unprivileged_id_in(&uid_map);
+                    parsed.gid = unprivileged_id_in(&gid_map);
+                } else if !uid_map.contains(parsed.uid) || !gid_map.contains(parsed.gid) {
+                    return Err(arg_error(
+                        "--uid and --gid must be mapped by --uid-map and --gid-map",
+                    ));
+                }
+            }
+            (None, None) => {}
+            _ => return Err(arg_error("--uid-map and --gid-map must be given together")),
         }
         parsed.check_namespaces()?;
         Ok(parsed)
@@ -178,6 +240,41 @@ fn parse_oom_score_adj(text: &str) -> Result<i32, ArgError> {
 fn parse_id(flag: &str, text: &str) -> Result<u32, ArgError> {
     text.parse()
         .map_err(|_| arg_error(format!("{flag} {text:?} is not a numeric id")))
+}
+
+/// `C:H:L`: `L` (at least 1) ids from `C` inside map to `H` outside, neither range wrapping.
+fn parse_id_map(flag: &str, text: &str) -> Result<IdMap, ArgError> {
+    let bad = || arg_error(format!("{flag} {text:?} is not CONTAINER:HOST:LENGTH"));
+    let mut parts = text
+        .split(':')
+        .map(|part| part.parse::<u32>().map_err(|_| bad()));
+    let (Some(container_id), Some(host_id), Some(length), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let map = IdMap {
+        container_id: container_id?,
+        host_id: host_id?,
+        length: length?,
+    };
+    let fits = |start: u32| start.checked_add(map.length - 1).is_some();
+    if map.length == 0 || !fits(map.container_id) || !fits(map.host_id) {
+        return Err(arg_error(format!(
+            "{flag} {text:?}: the length must be at least 1 and no range may pass 4294967295"
+        )));
+    }
+    Ok(map)
+}
+
+/// The id the pause drops to inside a user namespace: the usual 65535 when mapped, else the
+/// highest mapped id.
+fn unprivileged_id_in(map: &IdMap) -> u32 {
+    if map.contains(DEFAULT_UNPRIVILEGED_ID) {
+        DEFAULT_UNPRIVILEGED_ID
+    } else {
+        map.last()
+    }
 }
 
 fn parse_sysctl(text: &str) -> Result<Sysctl, ArgError> {
@@ -396,6 +493,63 @@ mod tests {
         assert!(parse(&["--sysctl", "novalue"]).is_err());
         assert!(parse(&["--net", "--sysctl", "net.a=1\n2"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn user_namespace_maps_are_parsed() {
+        let args = parse(&["--uid-map", "0:1000:65536", "--gid-map", "0:2000:65536"]).unwrap();
+        let maps = args.userns.unwrap();
+        assert_eq!(maps.uid.map_line(), "0 1000 65536\n");
+        assert_eq!(maps.gid.host_id, 2000);
+        assert_eq!((args.uid, args.gid), (65535, 65535));
+    }
+
+    #[test]
+    fn the_pause_drops_to_a_mapped_id() {
+        let args = parse(&["--uid-map", "0:1000:100", "--gid-map", "0:1000:10"]).unwrap();
+        assert_eq!((args.uid, args.gid), (99, 9));
+        assert!(parse(&[
+            "--uid-map",
+            "0:1000:10",
+            "--gid-map",
+            "0:1000:10",
+            "--uid",
+            "50",
+            "--gid",
+            "5"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--uid-map",
+            "0:1000:100",
+            "--gid-map",
+            "0:1000:10",
+            "--uid",
+            "50",
+            "--gid",
+            "5"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn malformed_maps_are_refused() {
+        for map in [
+            "0:1000",
+            "0:1000:0",
+            "a:1:1",
+            "0:1:1:1",
+            "0:4294967295:2",
+            "-1:0:1",
+            "",
+        ] {
+            assert!(
+                parse(&["--uid-map", map, "--gid-map", "0:1:1"]).is_err(),
+                "{map:?} accepted"
+            );
+        }
+        assert!(parse(&["--uid-map", "0:1000:1"]).is_err());
+        assert!(parse(&["--gid-map", "0:1000:1"]).is_err());
     }
 
     #[test]

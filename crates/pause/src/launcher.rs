@@ -1,4 +1,10 @@
 //! The launcher: creates the namespaces, configures them, forks the pause and waits for it to be ready.
+//!
+//! With a user namespace, the launcher creates it first, so that it owns the network, IPC, UTS
+//! and PID namespaces made next (capabilities inside it then govern them). A process cannot
+//! give itself arbitrary id mappings, so a helper forked *before* the unshare (and so left in
+//! the parent user namespace, as root) writes `/proc/<launcher>/uid_map` and `gid_map`; then
+//! the launcher becomes root of the new namespace.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -12,9 +18,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, pipe2, read, sethostname, ForkResult, Pid};
+use nix::unistd::{
+    fork, getpid, pipe2, read, sethostname, setresgid, setresuid, write, ForkResult, Gid, Pid, Uid,
+};
 
-use crate::args::PauseArgs;
+use crate::args::{PauseArgs, UsernsMaps};
 use crate::pause;
 
 /// How long the launcher waits for the pause to report that it is set up.
@@ -62,6 +70,12 @@ fn bring_up_loopback() -> Result<(), String> {
 
 /// Sets up the namespaces, forks the pause and returns its pid once it is ready.
 pub fn launch(args: &PauseArgs) -> Result<i32, String> {
+    // Before the user namespace: lowering it needs CAP_SYS_RESOURCE in the host's. The pause
+    // inherits it across fork.
+    pause::set_oom_score_adj(args.oom_score_adj)?;
+    if let Some(maps) = &args.userns {
+        enter_user_namespace(maps)?;
+    }
     create_namespaces(args)?;
     if args.new_net {
         // A new network namespace starts with `lo` down: containers of the pod could not talk
@@ -109,6 +123,97 @@ pub fn abandon(pid: i32) {
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGKILL);
     let _ = waitpid(pid, None);
+}
+
+/// Unshares a user namespace, has its mappings written from the parent namespace, and becomes
+/// its root (uid and gid 0 inside, the mapped ids outside), keeping full capabilities in it.
+fn enter_user_namespace(maps: &UsernsMaps) -> Result<(), String> {
+    let (go_reader, go_writer) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create userns pipe: {e}"))?;
+    let (result_reader, result_writer) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create userns pipe: {e}"))?;
+    let launcher = getpid();
+    // SAFETY: the launcher is single-threaded, so the child may run arbitrary code after fork.
+    let helper = match unsafe { fork() }.map_err(|e| format!("fork id-map helper: {e}"))? {
+        ForkResult::Child => {
+            drop(go_writer);
+            drop(result_reader);
+            let code = match write_maps_when_told(launcher, maps, &go_reader) {
+                Ok(()) => 0,
+                Err(error) => {
+                    let _ = write(&result_writer, error.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked helper without running the parent's atexit handlers
+            // or flushing stdio buffers it shares with the launcher.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(go_reader);
+    drop(result_writer);
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        // Closing the go pipe unblocks the helper, which then writes nothing.
+        drop(go_writer);
+        let _ = waitpid(helper, None);
+        return Err(format!("unshare(CLONE_NEWUSER): {e}"));
+    }
+    let told = write(&go_writer, b"g").map_err(|e| format!("signal id-map helper: {e}"));
+    drop(go_writer);
+    let report = read_to_end(&result_reader);
+    let exit = waitpid(helper, None).map_err(|e| format!("wait for id-map helper: {e}"))?;
+    told?;
+    match (report?, exit) {
+        (report, WaitStatus::Exited(_, 0)) if report.is_empty() => {}
+        (report, _) if !report.is_empty() => return Err(report),
+        (_, exit) => return Err(format!("id-map helper failed ({})", describe_exit(exit))),
+    }
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(|e| format!("become gid 0 in the user namespace: {e}"))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(|e| format!("become uid 0 in the user namespace: {e}"))
+}
+
+/// In the helper: waits for the launcher's go, then writes its uid and gid maps.
+fn write_maps_when_told(launcher: Pid, maps: &UsernsMaps, go: &OwnedFd) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    loop {
+        match read(go, &mut byte) {
+            Ok(0) => return Ok(()), // the launcher gave up before unsharing
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("read userns pipe: {e}")),
+        }
+    }
+    for (file, map) in [("uid_map", &maps.uid), ("gid_map", &maps.gid)] {
+        let path = format!("/proc/{launcher}/{file}");
+        let line = map.map_line();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| format!("write {:?} to {path}: {e}", line.trim_end()))?;
+    }
+    Ok(())
+}
+
+/// Reads a pipe until every writer closed it.
+fn read_to_end(reader: &OwnedFd) -> Result<String, String> {
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 512];
+    loop {
+        match read(reader, &mut buffer) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("read userns pipe: {e}")),
+        }
+        if text.len() > MAX_STATUS_LEN {
+            return Err("id-map helper wrote an overlong status".to_owned());
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).trim().to_owned())
 }
 
 fn create_namespaces(args: &PauseArgs) -> Result<(), String> {

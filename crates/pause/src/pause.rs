@@ -46,7 +46,6 @@ pub fn run(args: &PauseArgs, status_writer: OwnedFd) -> ! {
 /// Everything the pause does before it is ready; the privilege drop comes last.
 fn prepare(args: &PauseArgs, status_fd: RawFd) -> Result<(), String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
-    set_oom_score_adj(args.oom_score_adj)?;
     chdir("/").map_err(|e| format!("chdir(\"/\"): {e}"))?;
     redirect_stdio_to_null()?;
     close_fds_except(status_fd)?;
@@ -58,9 +57,10 @@ fn report(status_writer: &OwnedFd, status: &str) {
     let _ = write(status_writer, status.as_bytes());
 }
 
-/// Sets the OOM score adjustment. Lowering it needs CAP_SYS_RESOURCE; without it the kernel refuses
-/// and the pause keeps the value it inherited, which is the lowest it may have (the clamp).
-fn set_oom_score_adj(value: i32) -> Result<(), String> {
+/// Sets the OOM score adjustment (in the launcher; the pause inherits it). Lowering it needs
+/// CAP_SYS_RESOURCE; without it the kernel refuses and the pause keeps the value it inherited,
+/// which is the lowest it may have (the clamp).
+pub fn set_oom_score_adj(value: i32) -> Result<(), String> {
     let write_result = OpenOptions::new()
         .write(true)
         .open(OOM_SCORE_ADJ)

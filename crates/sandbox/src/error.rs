@@ -95,8 +95,20 @@ pub enum SandboxError {
         reason: &'static str,
     },
 
-    /// Something already exists at the path where a network namespace is to be pinned.
-    #[error("cannot pin a network namespace at {}: the path already exists", path.display())]
+    /// A mount could not be idmapped (EINVAL: its filesystem does not support idmapped mounts).
+    #[error(
+        "idmap the mount at {} for the pod's user namespace: {source}; the filesystem must \
+         support idmapped mounts (ext4, xfs, btrfs, overlayfs on Linux 5.19+, tmpfs on 6.3+)",
+        path.display()
+    )]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+
+    /// Something already exists at the path where a namespace is to be pinned.
+    #[error("cannot pin a namespace at {}: the path already exists", path.display())]
     PinPathExists { path: PathBuf },
 }
 

@@ -1,5 +1,6 @@
-//! Pod sandboxes: the pause process that holds a pod's namespaces, the pinned network namespace,
-//! the pod's `/dev/shm`, its `/etc` files, and which sysctls a pod may set.
+//! Pod sandboxes: the pause process that holds a pod's namespaces, the pinned network and user
+//! namespaces, idmapped mounts, the pod's `/dev/shm`, its `/etc` files, and which sysctls a pod
+//! may set.
 //!
 //! Every function here is blocking and synchronous; corrald calls them from
 //! `tokio::task::spawn_blocking`. None of them changes the calling thread's namespaces.
@@ -10,6 +11,7 @@
 
 pub mod error;
 pub mod files;
+pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod namespace;
@@ -18,6 +20,7 @@ pub mod pause;
 pub mod process;
 pub mod shm;
 pub mod sysctl;
+pub mod userns;
 
 pub use error::{Result, SandboxError};
 pub use files::{DnsSettings, PodFiles};
@@ -27,3 +30,4 @@ pub use netns::NetnsPin;
 pub use pause::{find_binary, spawn_pause, PauseProcess, PauseSpec};
 pub use process::reap_if_child;
 pub use sysctl::{PrivateNamespaces, SysctlNamespace};
+pub use userns::{IdMapping, UsernsMappings};

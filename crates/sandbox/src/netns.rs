@@ -23,34 +23,7 @@ impl NetnsPin {
     /// Pins the network namespace of process `pid` at `pin_path`: creates the parent directory and
     /// an empty file, and bind-mounts `/proc/PID/ns/net` onto it. Fails if `pin_path` exists.
     pub fn pin(pid: i32, pin_path: &Path) -> Result<NetnsPin> {
-        if let Some(parent) = pin_path.parent() {
-            fs::create_dir_all(parent).map_err(io_error("create netns pin directory", parent))?;
-        }
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(pin_path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(SandboxError::PinPathExists {
-                    path: pin_path.to_owned(),
-                })
-            }
-            Err(e) => return Err(io_error("create netns pin file", pin_path)(e)),
-        }
-        let source = ns_file_of(pid, "net");
-        if let Err(errno) = mount(
-            Some(&source),
-            pin_path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        ) {
-            let _ = fs::remove_file(pin_path);
-            return Err(syscall_error("bind-mount network namespace onto", pin_path)(errno));
-        }
-        tracing::debug!(pid, path = %pin_path.display(), "pinned network namespace");
+        pin_namespace(pid, "net", pin_path)?;
         Ok(NetnsPin {
             path: pin_path.to_owned(),
         })
@@ -76,20 +49,61 @@ impl NetnsPin {
     /// Lazily unmounts the pin at `pin_path` and removes the file. Succeeds when it is already gone
     /// or was never mounted.
     pub fn unpin(pin_path: &Path) -> Result<()> {
-        for _ in 0..MAX_STACKED_MOUNTS {
-            match umount2(pin_path, MntFlags::MNT_DETACH) {
-                Ok(()) => continue,
-                // EINVAL: not a mount point (any more); ENOENT: no such file.
-                Err(Errno::EINVAL | Errno::ENOENT) => break,
-                Err(errno) => return Err(syscall_error("unmount netns pin", pin_path)(errno)),
-            }
-        }
-        match fs::remove_file(pin_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove netns pin", pin_path)(e)),
-        }
-        tracing::debug!(path = %pin_path.display(), "unpinned network namespace");
-        Ok(())
+        unpin_namespace(pin_path)
     }
+}
+
+/// Pins namespace `ns` (`net`, `user`, ...) of process `pid` at `pin_path`: creates the parent
+/// directory and an empty file, and bind-mounts `/proc/PID/ns/NS` onto it, so the namespace
+/// lives as long as the mount. Fails if `pin_path` exists.
+pub fn pin_namespace(pid: i32, ns: &str, pin_path: &Path) -> Result<()> {
+    if let Some(parent) = pin_path.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create namespace pin directory", parent))?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(pin_path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(SandboxError::PinPathExists {
+                path: pin_path.to_owned(),
+            })
+        }
+        Err(e) => return Err(io_error("create namespace pin file", pin_path)(e)),
+    }
+    let source = ns_file_of(pid, ns);
+    if let Err(errno) = mount(
+        Some(&source),
+        pin_path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = fs::remove_file(pin_path);
+        return Err(syscall_error("bind-mount namespace onto", pin_path)(errno));
+    }
+    tracing::debug!(pid, ns, path = %pin_path.display(), "pinned namespace");
+    Ok(())
+}
+
+/// Lazily unmounts a namespace pin and removes the file. Succeeds when it is already gone or was
+/// never mounted.
+pub fn unpin_namespace(pin_path: &Path) -> Result<()> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        match umount2(pin_path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            // EINVAL: not a mount point (any more); ENOENT: no such file.
+            Err(Errno::EINVAL | Errno::ENOENT) => break,
+            Err(errno) => return Err(syscall_error("unmount namespace pin", pin_path)(errno)),
+        }
+    }
+    match fs::remove_file(pin_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("remove namespace pin", pin_path)(e)),
+    }
+    tracing::debug!(path = %pin_path.display(), "unpinned namespace");
+    Ok(())
 }

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use crate::error::{Result, SandboxError};
 use crate::namespace::{ns_file_of, ns_inode};
 use crate::process::{read_stat, Pidfd};
+use crate::userns::UsernsMappings;
 
 /// The name of the pause binary.
 pub const PAUSE_BINARY_NAME: &str = "corral-pause";
@@ -37,6 +38,9 @@ pub struct PauseSpec {
     /// The pause's OOM score adjustment; without CAP_SYS_RESOURCE a value below the inherited one
     /// is not applied and the inherited one is kept.
     pub oom_score_adj: i32,
+    /// A new user namespace with these mappings, made first so that it owns the other new
+    /// namespaces; the pause then runs as an unprivileged id mapped in it.
+    pub userns: Option<UsernsMappings>,
 }
 
 impl Default for PauseSpec {
@@ -49,6 +53,7 @@ impl Default for PauseSpec {
             hostname: None,
             sysctls: Vec::new(),
             oom_score_adj: DEFAULT_OOM_SCORE_ADJ,
+            userns: None,
         }
     }
 }
@@ -57,6 +62,12 @@ impl PauseSpec {
     /// The launcher's command-line arguments for this spec.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
+        if let Some(userns) = &self.userns {
+            args.push("--uid-map".to_owned());
+            args.push(userns.uid.to_arg());
+            args.push("--gid-map".to_owned());
+            args.push(userns.gid.to_arg());
+        }
         for (wanted, flag) in [
             (self.new_net, "--net"),
             (self.new_ipc, "--ipc"),
@@ -264,6 +275,7 @@ mod tests {
             hostname: Some("web-0".into()),
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             oom_score_adj: -998,
+            userns: None,
         };
         assert_eq!(
             spec.to_args(),
@@ -280,6 +292,26 @@ mod tests {
             ]
         );
         assert_eq!(PauseSpec::default().to_args(), ["--oom-score-adj", "-998"]);
+        let map = crate::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            length: 65536,
+        };
+        let spec = PauseSpec {
+            userns: Some(UsernsMappings { uid: map, gid: map }),
+            ..PauseSpec::default()
+        };
+        assert_eq!(
+            spec.to_args(),
+            [
+                "--uid-map",
+                "0:1000:65536",
+                "--gid-map",
+                "0:1000:65536",
+                "--oom-score-adj",
+                "-998"
+            ]
+        );
     }
 
     #[test]

@@ -154,9 +154,35 @@ impl Plan {
         let rootfs = dir.join("rootfs");
         std::fs::create_dir_all(&rootfs)
             .map_err(|e| step("create rootfs mount point")(e.to_string()))?;
-        env.images
-            .mount_rootfs(&self.image.id, &self.id, &rootfs)
-            .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+        let userns = self.sandbox.userns();
+        if userns.is_some() {
+            crate::userns::check_searchable(&rootfs)?;
+        }
+        match &userns {
+            // The image layers through a read-only idmapped view of the image store: the
+            // image's files are then the pod's root's (see `userns.rs`).
+            Some((pin, maps)) => {
+                let view = dir.join(crate::userns::STAGING_DIR).join("store");
+                std::fs::create_dir_all(&view)
+                    .map_err(|e| step("create the image store view")(e.to_string()))?;
+                corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false, true)
+                    .map_err(|e| step("idmap the image store")(e.to_string()))?;
+                env.images
+                    .mount_rootfs_through(
+                        &self.image.id,
+                        &self.id,
+                        &rootfs,
+                        &view,
+                        (maps.uid.host_id, maps.gid.host_id),
+                    )
+                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+            }
+            None => {
+                env.images
+                    .mount_rootfs(&self.image.id, &self.id, &rootfs)
+                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+            }
+        }
         record.rootfs_mounted = true;
 
         let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
@@ -211,6 +237,14 @@ impl Plan {
         {
             corral_oci::drop_unenforceable(resources, &pod_cgroup.child_limits())
                 .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+        }
+        if let Some((pin, maps)) = &userns {
+            crate::userns::join_pod_userns(&mut built.spec, pin, maps)?;
+            crate::userns::stage_idmapped_mounts(
+                &mut built.spec,
+                &dir.join(crate::userns::STAGING_DIR),
+                pin,
+            )?;
         }
         record.user = (
             built.user.uid,

@@ -212,6 +212,10 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             Err(e) => errors.note(Err(CriError::internal("unmount container rootfs", e))),
         }
     }
+    // Idmapped copies of the mount sources (pods with a user namespace).
+    errors.note(crate::userns::unmount_staged(
+        &dir.join(crate::userns::STAGING_DIR),
+    ));
     errors.note(
         env.images
             .remove_rootfs(&record.id)

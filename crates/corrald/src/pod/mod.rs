@@ -37,6 +37,8 @@ pub(crate) struct PodEnv {
     pub cni: corral_cni::Cni,
     pub cgroup_layout: corral_cgroups::CgroupLayout,
     pub cgroup_driver: corral_cgroups::CgroupDriver,
+    /// Per runtime handler: `Ok` when it can run pods with user namespaces, else why not.
+    pub userns_support: HashMap<String, Result<(), String>>,
 }
 
 /// Owns the pod sandboxes of this daemon.
@@ -62,7 +64,12 @@ impl PodManager {
             crate::config::CgroupDriverName::Cgroupfs => corral_cgroups::CgroupDriver::Cgroupfs,
             crate::config::CgroupDriverName::Systemd => corral_cgroups::CgroupDriver::Systemd,
         };
+        let userns_support = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || crate::userns::handler_support(&config)).await?
+        };
         let env = Arc::new(PodEnv {
+            userns_support,
             config,
             store,
             pause_binary,
@@ -220,6 +227,14 @@ impl PodManager {
             .store
             .put(SETTINGS, POD_CIDR_KEY, &cidr.to_string())?;
         Ok(())
+    }
+
+    /// Whether runtime handler `name` can run pods with their own user namespace.
+    pub fn supports_user_namespaces(&self, name: &str) -> bool {
+        self.env
+            .userns_support
+            .get(name)
+            .is_some_and(|support| support.is_ok())
     }
 
     /// Whether the pod network can be set up: `Ok` or the reason it cannot.

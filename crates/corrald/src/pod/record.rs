@@ -67,6 +67,9 @@ pub struct SandboxRecord {
     /// The `/dev/shm` tmpfs, when the pod has its own IPC namespace.
     #[serde(default)]
     pub shm_path: Option<PathBuf>,
+    /// The pinned user namespace, when the pod has its own (userns_options mode POD).
+    #[serde(default)]
+    pub userns_path: Option<PathBuf>,
 }
 
 impl SandboxRecord {
@@ -78,6 +81,13 @@ impl SandboxRecord {
     /// `name_namespace_uid_attempt`: what must be unique among live sandboxes.
     pub fn name_key(&self) -> String {
         name_key(&self.config)
+    }
+
+    /// The pod's pinned user namespace and its mappings, when it has one.
+    pub fn userns(&self) -> Option<(PathBuf, corral_sandbox::UsernsMappings)> {
+        let (network, pid, ipc) = self.namespace_modes();
+        let maps = crate::userns::pod_userns(&self.config, network, pid, ipc).ok()??;
+        Some((self.userns_path.clone()?, maps))
     }
 
     /// Whether the pause process is still the one this sandbox started.

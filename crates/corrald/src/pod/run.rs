@@ -27,6 +27,8 @@ pub(super) struct Plan {
     network: NamespaceMode,
     pid: NamespaceMode,
     ipc: NamespaceMode,
+    /// The pod's own user namespace (userns_options mode POD).
+    userns: Option<corral_sandbox::UsernsMappings>,
     /// The CNI network the pod joins (loaded once, at validation), when it has its own netns.
     network_config: Option<corral_cni::NetworkConfigList>,
 }
@@ -66,16 +68,19 @@ impl Plan {
                     .into(),
             );
         }
-        let userns = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref())
-            .and_then(|o| o.userns_options.as_ref());
-        if userns.is_some_and(|u| u.mode != NamespaceMode::Node as i32) {
-            return invalid(
-                "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by corral; use mode NODE".into(),
-            );
+        let userns = crate::userns::pod_userns(&config, network, pid, ipc)?;
+        if userns.is_some() {
+            let handler = if runtime_handler.is_empty() {
+                crate::config::DEFAULT_HANDLER
+            } else {
+                &runtime_handler
+            };
+            if let Some(Err(reason)) = env.userns_support.get(handler) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "config.linux.security_context.namespace_options.userns_options: runtime \
+                     handler {handler:?} cannot run pods with user namespaces here: {reason}"
+                )));
+            }
         }
         let hostname = if config.hostname.is_empty() {
             if network == NamespaceMode::Node {
@@ -130,6 +135,7 @@ impl Plan {
             network,
             pid,
             ipc,
+            userns,
         })
     }
 
@@ -148,6 +154,7 @@ impl Plan {
             ips: Vec::new(),
             pod_cgroup: None,
             shm_path: None,
+            userns_path: None,
         };
         env.store.put(SANDBOXES, &record.id, &record)?;
         match self.build(env, &mut record) {
@@ -206,6 +213,7 @@ impl Plan {
             hostname: (self.network == NamespaceMode::Pod).then(|| self.hostname.clone()),
             sysctls: self.sysctls.clone(),
             oom_score_adj: PAUSE_OOM_SCORE_ADJ,
+            userns: self.userns,
         };
         let pause = corral_sandbox::pause::spawn_pause(&env.pause_binary, &spec)
             .map_err(|e| step("start pause process")(e.to_string()))?;
@@ -217,6 +225,13 @@ impl Plan {
             .child(&self.id)
             .and_then(|leaf| cgroup.add_process(&leaf.relative_path, pause.pid))
             .map_err(|e| step("move pause process into the pod cgroup")(e.to_string()))?;
+
+        if self.userns.is_some() {
+            let pin = userns_pin_path(env, &self.id);
+            corral_sandbox::userns::pin(pause.pid, &pin)
+                .map_err(|e| step("pin user namespace")(e.to_string()))?;
+            record.userns_path = Some(pin);
+        }
 
         if self.ipc == NamespaceMode::Pod {
             let shm = dir.join("shm");
@@ -327,6 +342,11 @@ pub(super) fn sandbox_dir(env: &PodEnv, id: &str) -> PathBuf {
 /// `<state>/netns/<id>`: the bind mount that keeps the pod's network namespace alive.
 pub(super) fn netns_pin_path(env: &PodEnv, id: &str) -> PathBuf {
     env.config.state.join("netns").join(id)
+}
+
+/// `<state>/userns/<id>`: the bind mount that keeps the pod's user namespace alive.
+pub(super) fn userns_pin_path(env: &PodEnv, id: &str) -> PathBuf {
+    env.config.state.join("userns").join(id)
 }
 
 fn valid_hostname(name: &str) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use corral_store::SANDBOXES;
 
 use super::record::{SandboxRecord, SandboxState};
-use super::run::{netns_pin_path, sandbox_dir};
+use super::run::{netns_pin_path, sandbox_dir, userns_pin_path};
 use super::PodEnv;
 use crate::error::{CriError, CriResult, FirstError};
 
@@ -74,7 +74,7 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
     released
 }
 
-/// Stops the pause process and releases network, shm and netns pin. Every step is tried even
+/// Stops the pause process and releases network, shm, netns and userns pins. Every step is tried even
 /// when an earlier one failed (the first error is returned); each clears its field in the
 /// record once done, so a retry repeats only what failed.
 fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
@@ -115,6 +115,15 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
             Ok(()) => record.netns_path = None,
             Err(e) => errors.note(Err(CriError::internal("unpin network namespace", e))),
         }
+    }
+    // A crash between pinning and recording leaves a pin the record does not name.
+    let userns_pin = record
+        .userns_path
+        .clone()
+        .unwrap_or_else(|| userns_pin_path(env, &record.id));
+    match corral_sandbox::userns::unpin(&userns_pin) {
+        Ok(()) => record.userns_path = None,
+        Err(e) => errors.note(Err(CriError::internal("unpin user namespace", e))),
     }
     errors.into_result()
 }

@@ -71,6 +71,13 @@ pub(super) fn status_response(
                     network: network as i32,
                     pid: pid as i32,
                     ipc: ipc as i32,
+                    userns_options: record
+                        .config
+                        .linux
+                        .as_ref()
+                        .and_then(|l| l.security_context.as_ref())
+                        .and_then(|s| s.namespace_options.as_ref())
+                        .and_then(|o| o.userns_options.clone()),
                     ..Default::default()
                 }),
             }),
