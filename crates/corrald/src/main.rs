@@ -7,6 +7,7 @@ mod admin;
 mod config;
 mod container;
 mod error;
+mod events;
 mod ids;
 mod image_service;
 mod pod;
@@ -39,6 +40,8 @@ pub struct Daemon {
     pub containers: container::ContainerManager,
     /// The exec/attach/port-forward streaming server.
     pub streaming: corral_streaming::StreamingServer,
+    /// Container and sandbox events (GetContainerEvents).
+    pub events: events::Events,
 }
 
 impl Daemon {
@@ -121,13 +124,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("config: [registry]")?;
     let images = image_service::ImageServiceImpl::new(store.clone(), &config.root, registry)
         .context("open image store")?;
-    let pods = PodManager::start(config.clone(), store.clone())
+    let (event_sink, changes) = events::EventSink::channel();
+    let pods = PodManager::start(config.clone(), store.clone(), event_sink.clone())
         .await
         .context("load pod sandboxes")?;
-    let containers =
-        container::ContainerManager::start(config.clone(), store.clone(), images.image_store())
-            .await
-            .context("load containers")?;
+    let containers = container::ContainerManager::start(
+        config.clone(),
+        store.clone(),
+        images.image_store(),
+        event_sink,
+    )
+    .await
+    .context("load containers")?;
     let backend = Arc::new(streaming::StreamingBackend {
         daemon: std::sync::OnceLock::new(),
     });
@@ -144,7 +152,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pods,
         containers,
         streaming,
+        events: events::Events::new(),
     });
     let _ = backend.daemon.set(Arc::downgrade(&daemon));
+    events::start(&daemon, changes)
+        .await
+        .context("start container events")?;
     server::serve(daemon, images).await
 }

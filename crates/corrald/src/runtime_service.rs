@@ -482,11 +482,12 @@ impl RuntimeService for RuntimeServiceImpl {
 
     type GetContainerEventsStream = ResultStream<ContainerEventResponse>;
 
+    #[instrument(skip_all)]
     async fn get_container_events(
         &self,
         _: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(self.daemon.events.subscribe()))
     }
 
     async fn list_metric_descriptors(
