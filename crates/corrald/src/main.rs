@@ -6,6 +6,7 @@
 mod admin;
 mod config;
 mod container;
+mod cri_metrics;
 mod error;
 mod events;
 mod ids;

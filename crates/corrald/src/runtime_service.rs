@@ -490,27 +490,38 @@ impl RuntimeService for RuntimeServiceImpl {
         Ok(Response::new(self.daemon.events.subscribe()))
     }
 
+    #[instrument(skip_all)]
     async fn list_metric_descriptors(
         &self,
         _: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: crate::cri_metrics::descriptors(),
+        }))
     }
 
+    #[instrument(skip_all)]
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = crate::cri_metrics::pods(&self.daemon).await?;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     type StreamPodSandboxMetricsStream = ResultStream<StreamPodSandboxMetricsResponse>;
 
+    #[instrument(skip_all)]
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        unimplemented("StreamPodSandboxMetrics")
+        let metrics = crate::cri_metrics::pods(&self.daemon).await?;
+        Ok(Response::new(chunked(metrics, |pod_sandbox_metrics| {
+            StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
     }
 
     async fn runtime_config(
