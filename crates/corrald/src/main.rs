@@ -12,6 +12,7 @@ mod events;
 mod ids;
 mod image_service;
 mod pod;
+mod prometheus;
 mod reaper;
 mod resources;
 mod runtime_service;
@@ -159,5 +160,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     events::start(&daemon, changes)
         .await
         .context("start container events")?;
+    if let Some(address) = daemon.config.metrics_address {
+        let bound = prometheus::serve(address, daemon.clone()).await?;
+        tracing::info!(address = %bound, "Prometheus metrics on /metrics");
+    }
     server::serve(daemon, images).await
 }

@@ -37,6 +37,7 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crate::prometheus::RequestMetricsLayer)
         .layer(V1alpha2Layer {
             enabled: !daemon.config.disable_v1alpha2,
         })
