@@ -6,6 +6,7 @@
 mod client;
 mod config;
 mod containers;
+mod events;
 mod flags;
 mod ids;
 mod images;
@@ -93,6 +94,13 @@ enum Command {
     Update(containers::UpdateArgs),
     /// Print a container's log (-f: and follow it).
     Logs(containers::LogsArgs),
+    /// Stream the events of containers and pod sandboxes.
+    #[command(alias = "event")]
+    Events(events::EventsArgs),
+    /// List pod and container metrics (cAdvisor's names, from the runtime).
+    Metricsp(events::MetricspArgs),
+    /// Checkpoint running containers into an archive (--export).
+    Checkpoint(events::CheckpointArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +149,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::PortForward(args) => streams::port_forward(cri, args).await?,
         Command::Update(args) => containers::update(cri, args).await?,
         Command::Logs(args) => containers::logs(cri, args).await?,
+        Command::Events(args) => events::events(cri, args).await?,
+        Command::Metricsp(args) => events::metricsp(cri, args).await?,
+        Command::Checkpoint(args) => events::checkpoint(cri, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
