@@ -4,6 +4,7 @@
 //! alive, and serves CRI v1 on a unix socket. See `docs/architecture.md`.
 
 mod admin;
+mod checkpoint;
 mod config;
 mod container;
 mod cri_metrics;

@@ -1,6 +1,5 @@
 //! `runtime.v1.RuntimeService`: each RPC is handled here or handed to the module that owns it
-//! (`pod` for sandboxes, `stats` for the stats RPCs). RPCs corral does not serve yet answer
-//! `Unimplemented` with their name.
+//! (`pod` for sandboxes, `stats` for the stats RPCs, `events`, `cri_metrics`, `checkpoint`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,12 +50,6 @@ impl RuntimeServiceImpl {
 
 /// A server stream of results.
 type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "RuntimeService/{rpc} is not implemented by corral yet"
-    )))
-}
 
 /// A streaming request must ask for at least one stream, and a terminal merges stderr into
 /// stdout.
@@ -473,11 +466,13 @@ impl RuntimeService for RuntimeServiceImpl {
         Ok(Response::new(self.daemon.status(verbose).await))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn checkpoint_container(
         &self,
-        _: Request<CheckpointContainerRequest>,
+        request: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer")
+        crate::checkpoint::checkpoint(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = ResultStream<ContainerEventResponse>;
