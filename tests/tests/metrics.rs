@@ -252,6 +252,43 @@ async fn pod_and_container_metrics_match_the_cgroup_files() {
     assert!(rx.value.as_ref().unwrap().value <= eth0_rx);
     assert!(value(p, "container_processes") >= 2, "pause and sleep");
 
+    // PSI in the stats RPCs where the kernel has it for this cgroup (cgroup v2 files).
+    let unified = if Path::new("/sys/fs/cgroup/unified").is_dir() {
+        Path::new("/sys/fs/cgroup/unified").join(cgroup_id.trim_start_matches('/'))
+    } else {
+        Path::new("/sys/fs/cgroup").join(cgroup_id.trim_start_matches('/'))
+    };
+    let stats = env
+        .rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    let psi = stats.cpu.as_ref().and_then(|c| c.psi.as_ref());
+    if unified.join("cpu.pressure").exists() {
+        let some = psi.and_then(|p| p.some.as_ref()).expect("cpu PSI");
+        let file = std::fs::read_to_string(unified.join("cpu.pressure")).unwrap();
+        let total: u64 = file
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            some.total <= total,
+            "PSI total {} vs file {total}",
+            some.total
+        );
+        assert!(stats.memory.as_ref().unwrap().psi.is_some(), "memory PSI");
+    } else {
+        eprintln!("no cpu.pressure for the container's cgroup: PSI not checked");
+        assert!(psi.is_none());
+    }
+
     // The stream variant carries the same pods.
     let mut stream = env
         .rt
