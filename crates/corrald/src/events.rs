@@ -179,14 +179,24 @@ pub async fn start(
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) -> anyhow::Result<()> {
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
-    let watcher = Arc::new(ExitWatcher::start(exited_tx)?);
+    // Without inotify (e.g. the instance limit reached) the runtime still works: exits are
+    // then noticed when a container is next read, and the events come later.
+    let watcher = match ExitWatcher::start(exited_tx) {
+        Ok(watcher) => Some(Arc::new(watcher)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch for container exits; STOPPED events come only when a container is next read");
+            None
+        }
+    };
     let mut publisher = Publisher {
         daemon: Arc::downgrade(daemon),
         watcher: watcher.clone(),
         last: HashMap::new(),
     };
     for id in daemon.containers.live_ids()? {
-        watcher.watch(&daemon.containers.state_dir(&id), &id);
+        if let Some(watcher) = &watcher {
+            watcher.watch(&daemon.containers.state_dir(&id), &id);
+        }
         if let Err(e) = daemon.containers.record(&id).await {
             tracing::warn!(container_id = %id, error = %e, "checking container for an exit at start-up");
         }
@@ -206,6 +216,8 @@ pub async fn start(
     *lock(&daemon.events.backlog) = backlog;
 
     tokio::spawn(async move {
+        // Closed from the start when there is no watcher; then only changes are read.
+        let mut exits_open = publisher.watcher.is_some();
         loop {
             tokio::select! {
                 change = changes.recv() => {
@@ -215,8 +227,11 @@ pub async fn start(
                         daemon.events.publish(event);
                     }
                 }
-                id = exited_rx.recv() => {
-                    let Some(id) = id else { break };
+                id = exited_rx.recv(), if exits_open => {
+                    let Some(id) = id else {
+                        exits_open = false;
+                        continue;
+                    };
                     let Some(daemon) = publisher.daemon.upgrade() else { break };
                     // Refreshing the record takes the container's lock and records the exit,
                     // which reports STOPPED; it runs apart so a busy container delays no other.
@@ -235,7 +250,7 @@ pub async fn start(
 /// Turns changes into events.
 struct Publisher {
     daemon: Weak<Daemon>,
-    watcher: Arc<ExitWatcher>,
+    watcher: Option<Arc<ExitWatcher>>,
     /// The last event type published per id: repeats are dropped.
     last: HashMap<String, ContainerEventType>,
 }
@@ -247,12 +262,14 @@ impl Publisher {
         }
         let daemon = self.daemon.upgrade()?;
         let is_sandbox = change.id == change.pod_sandbox_id;
-        if change.kind == ContainerEventType::ContainerCreatedEvent && !is_sandbox {
+        if let (ContainerEventType::ContainerCreatedEvent, false, Some(watcher)) =
+            (change.kind, is_sandbox, &self.watcher)
+        {
             // Watch first, then look: an exit before the watch is seen by the refresh below.
             let dir = daemon.containers.state_dir(&change.id);
-            self.watcher.watch(&dir, &change.id);
+            watcher.watch(&dir, &change.id);
             if dir.join(EXIT_FILE).exists() {
-                self.watcher.notify(&change.id);
+                watcher.notify(&change.id);
             }
         }
         if change.kind == ContainerEventType::ContainerDeletedEvent {
