@@ -276,3 +276,23 @@ async fn tiny_window_channel(path: std::path::PathBuf) -> tonic::transport::Chan
         .await
         .expect("connect to corrald")
 }
+
+#[tokio::test]
+async fn a_pause_that_dies_on_its_own_stops_its_pod() {
+    let Some(mut env) = env().await else { return };
+    let (pod_id, _) = pod(&mut env, "ev-pause").await;
+    let mut events = subscribe(&mut env.rt).await;
+    let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pause),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the pause");
+    // Nobody calls StopPodSandbox: the pause's pidfd tells corrald.
+    let stopped = expect(&mut events, &pod_id, STOPPED).await;
+    assert_eq!(
+        stopped.pod_sandbox_status.as_ref().unwrap().state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}

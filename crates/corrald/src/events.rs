@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::ids::lock;
+use crate::pod::{SandboxRecord, SandboxState};
 use crate::Daemon;
 
 /// How many events a subscriber may fall behind before it is dropped.
@@ -176,6 +177,7 @@ impl Default for Events {
 /// backlog), then spawns the publisher task. Call before serving the CRI.
 pub async fn start(
     daemon: &Arc<Daemon>,
+    sink: EventSink,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) -> anyhow::Result<()> {
     let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
@@ -191,8 +193,16 @@ pub async fn start(
     let mut publisher = Publisher {
         daemon: Arc::downgrade(daemon),
         watcher: watcher.clone(),
+        sink,
         last: HashMap::new(),
     };
+    for pod in daemon.pods.list(None).await? {
+        if let Ok(sandbox) = daemon.pods.sandbox(&pod.id) {
+            if sandbox.state == SandboxState::Ready {
+                watch_pause(&publisher.sink, &sandbox);
+            }
+        }
+    }
     for id in daemon.containers.live_ids()? {
         if let Some(watcher) = &watcher {
             watcher.watch(&daemon.containers.state_dir(&id), &id);
@@ -251,6 +261,8 @@ pub async fn start(
 struct Publisher {
     daemon: Weak<Daemon>,
     watcher: Option<Arc<ExitWatcher>>,
+    /// For the pause watchers' reports.
+    sink: EventSink,
     /// The last event type published per id: repeats are dropped.
     last: HashMap<String, ContainerEventType>,
 }
@@ -270,6 +282,11 @@ impl Publisher {
             watcher.watch(&dir, &change.id);
             if dir.join(EXIT_FILE).exists() {
                 watcher.notify(&change.id);
+            }
+        }
+        if change.kind == ContainerEventType::ContainerStartedEvent && is_sandbox {
+            if let Ok(sandbox) = daemon.pods.sandbox(&change.id) {
+                watch_pause(&self.sink, &sandbox);
             }
         }
         if change.kind == ContainerEventType::ContainerDeletedEvent {
@@ -304,6 +321,54 @@ impl Publisher {
             containers_statuses,
         })
     }
+}
+
+/// Reports the sandbox STOPPED when its pause process exits, whoever ends it: a pidfd of the
+/// pause (`pidfd_open`, Linux 5.3) becomes readable when it exits, and tokio waits on it.
+fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
+    let Some(pause) = sandbox.pause else { return };
+    let fd = match pidfd_open(pause.pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(pod_id = %sandbox.id, pid = pause.pid, error = %e, "pidfd_open of the pause");
+            return;
+        }
+    };
+    let (sink, sandbox) = (sink.clone(), sandbox.clone());
+    tokio::spawn(async move {
+        // Opened after the pid was recorded: it may be another process by now.
+        if sandbox.pause_alive() {
+            // SAFETY: the OwnedFd holds an open pidfd that nothing replaces or closes while
+            // the AsyncFd owns it.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            match registered {
+                Ok(fd) => {
+                    let _ = fd.readable().await;
+                }
+                Err(e) => {
+                    tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
+                    return;
+                }
+            }
+        }
+        sink.sandbox(&sandbox.id, ContainerEventType::ContainerStoppedEvent, None);
+    });
+}
+
+/// `pidfd_open(pid, 0)`: a file descriptor that becomes readable when the process exits.
+fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1;
+    // no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Wakes corrald when a container's shim records its exit: an inotify watch per live container

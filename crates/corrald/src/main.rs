@@ -135,7 +135,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.clone(),
         store.clone(),
         images.image_store(),
-        event_sink,
+        event_sink.clone(),
     )
     .await
     .context("load containers")?;
@@ -158,7 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         events: events::Events::new(),
     });
     let _ = backend.daemon.set(Arc::downgrade(&daemon));
-    events::start(&daemon, changes)
+    events::start(&daemon, event_sink, changes)
         .await
         .context("start container events")?;
     if let Some(address) = daemon.config.metrics_address {
