@@ -8,6 +8,7 @@
 mod cleanup;
 mod containerd;
 mod containers;
+mod events;
 mod figures;
 mod images;
 mod memory;
@@ -56,6 +57,13 @@ enum What {
     /// container running" path, per OCI runtime handler; optionally the same against a private
     /// containerd, side by side.
     Containers(containers::Options),
+    /// Latency from a container's own exit to its CONTAINER_STOPPED event on
+    /// GetContainerEvents, over N short-lived containers.
+    Events {
+        /// Number of containers.
+        #[arg(short, default_value_t = 30)]
+        n: usize,
+    },
 }
 
 #[tokio::main]
@@ -78,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
             drop(daemon);
         }
         What::Containers(options) => containers::run(cli.socket, options).await?,
+        What::Events { n } => {
+            let (daemon, channel) = connect(cli.socket).await?;
+            events::run(channel, n).await?;
+            drop(daemon);
+        }
     }
     Ok(())
 }

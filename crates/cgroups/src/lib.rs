@@ -25,6 +25,7 @@ mod layout;
 mod pod;
 mod proc;
 mod resources;
+pub mod stats;
 
 #[cfg(test)]
 mod mock;

@@ -6,6 +6,7 @@
 mod client;
 mod config;
 mod containers;
+mod events;
 mod explain;
 mod flags;
 mod ids;
@@ -98,6 +99,13 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Say what CreateContainer would do with a volume, on the host as it is now.
     ExplainMount(explain::ExplainMountArgs),
+    /// Stream the events of containers and pod sandboxes.
+    #[command(alias = "event")]
+    Events(events::EventsArgs),
+    /// List pod and container metrics (cAdvisor's names, from the runtime).
+    Metricsp(events::MetricspArgs),
+    /// Checkpoint running containers into an archive (--export).
+    Checkpoint(events::CheckpointArgs),
 }
 
 fn main() -> ExitCode {
@@ -148,6 +156,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(args) => containers::logs(cri, args).await?,
         Command::Explain(args) => explain::explain(cri, args).await?,
         Command::ExplainMount(args) => explain::explain_mount(cri, args).await?,
+        Command::Events(args) => events::events(cri, args).await?,
+        Command::Metricsp(args) => events::metricsp(cri, args).await?,
+        Command::Checkpoint(args) => events::checkpoint(cri, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

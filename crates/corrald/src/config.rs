@@ -49,6 +49,10 @@ pub struct Flags {
     /// Port of the streaming server; 0 picks a free one [default: 0].
     #[arg(long)]
     pub stream_port: Option<u16>,
+    /// Address of corrald's Prometheus metrics endpoint (`GET /metrics`), e.g.
+    /// 127.0.0.1:9323; empty turns it off [default: off].
+    #[arg(long)]
+    pub metrics_address: Option<String>,
 }
 
 /// The cgroup driver, as named in flags and the config file.
@@ -95,6 +99,7 @@ struct FileConfig {
     log_level: Option<String>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
+    metrics_address: Option<String>,
     disable_v1alpha2: Option<bool>,
     #[serde(default)]
     runtimes: BTreeMap<String, RuntimeHandler>,
@@ -123,6 +128,8 @@ pub struct Config {
     pub stream_address: std::net::IpAddr,
     /// Port of the streaming server; 0 picks a free one.
     pub stream_port: u16,
+    /// Where corrald's own Prometheus metrics are served; `None`: not served.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Whether the old `runtime.v1alpha2` API is turned off.
     pub disable_v1alpha2: bool,
     /// OCI runtime handlers by name; `runc` is always present.
@@ -194,10 +201,23 @@ impl Config {
                 .or(file.stream_address)
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             stream_port: flags.stream_port.or(file.stream_port).unwrap_or(0),
+            metrics_address: parse_metrics_address(
+                flags.metrics_address.or(file.metrics_address).as_deref(),
+            )?,
             disable_v1alpha2: file.disable_v1alpha2.unwrap_or(false),
             runtimes,
             registry: file.registry,
         })
+    }
+}
+
+/// `metrics_address`: empty or absent is off; otherwise `IP:PORT`.
+fn parse_metrics_address(text: Option<&str>) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).with_context(|| {
+            format!("metrics_address {text:?}: expected IP:PORT such as 127.0.0.1:9323, or empty for off")
+        }),
     }
 }
 
@@ -230,6 +250,24 @@ mod tests {
         assert_eq!(c.cgroup_driver, CgroupDriverName::Cgroupfs);
         assert!(!c.disable_v1alpha2);
         assert_eq!(c.runtimes[DEFAULT_HANDLER].path, PathBuf::from("runc"));
+    }
+
+    #[test]
+    fn metrics_address_is_off_by_default_or_empty_and_names_itself_when_bad() {
+        let off = Config::merge(flags(&[]), FileConfig::default()).unwrap();
+        assert_eq!(off.metrics_address, None);
+        let file: FileConfig = toml::from_str(r#"metrics_address = "127.0.0.1:9323""#).unwrap();
+        let on = Config::merge(flags(&[]), file).unwrap();
+        assert_eq!(on.metrics_address, Some("127.0.0.1:9323".parse().unwrap()));
+        let file: FileConfig = toml::from_str(r#"metrics_address = "127.0.0.1:9323""#).unwrap();
+        let flag_off = Config::merge(flags(&["--metrics-address", ""]), file).unwrap();
+        assert_eq!(flag_off.metrics_address, None);
+        let error = Config::merge(flags(&["--metrics-address", "9323"]), FileConfig::default())
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("metrics_address"),
+            "{error:#}"
+        );
     }
 
     #[test]

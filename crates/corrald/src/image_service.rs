@@ -192,12 +192,14 @@ impl ImageService for ImageServiceImpl {
         let reference = required_image(req.image.as_ref())?;
         let auth = req.auth.as_ref().map(auth_config);
         let span = tracing::info_span!("PullImage", image = %reference);
+        let started = std::time::Instant::now();
         let record = self
             .images
             .pull(&reference, auth.as_ref())
             .instrument(span)
             .await
             .map_err(image_error_status)?;
+        crate::prometheus::record_pull(record.size, started.elapsed().as_secs_f64());
         Ok(Response::new(PullImageResponse {
             image_ref: record.id,
         }))

@@ -5,15 +5,19 @@
 
 mod admin;
 mod authority;
+mod checkpoint;
 mod config;
 mod container;
+mod cri_metrics;
 mod deadline;
 mod error;
+mod events;
 mod explain;
 mod features;
 mod ids;
 mod image_service;
 mod pod;
+mod prometheus;
 mod reaper;
 mod resources;
 mod runtime_service;
@@ -44,6 +48,8 @@ pub struct Daemon {
     pub containers: container::ContainerManager,
     /// The exec/attach/port-forward streaming server.
     pub streaming: corral_streaming::StreamingServer,
+    /// Container and sandbox events (GetContainerEvents).
+    pub events: events::Events,
 }
 
 impl Daemon {
@@ -129,13 +135,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("config: [registry]")?;
     let images = image_service::ImageServiceImpl::new(store.clone(), &config.root, registry)
         .context("open image store")?;
-    let pods = PodManager::start(config.clone(), store.clone())
+    let (event_sink, changes) = events::EventSink::channel();
+    let pods = PodManager::start(config.clone(), store.clone(), event_sink.clone())
         .await
         .context("load pod sandboxes")?;
-    let containers =
-        container::ContainerManager::start(config.clone(), store.clone(), images.image_store())
-            .await
-            .context("load containers")?;
+    let containers = container::ContainerManager::start(
+        config.clone(),
+        store.clone(),
+        images.image_store(),
+        event_sink.clone(),
+    )
+    .await
+    .context("load containers")?;
     let backend = Arc::new(streaming::StreamingBackend {
         daemon: std::sync::OnceLock::new(),
     });
@@ -152,7 +163,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pods,
         containers,
         streaming,
+        events: events::Events::new(),
     });
     let _ = backend.daemon.set(Arc::downgrade(&daemon));
+    events::start(&daemon, event_sink, changes)
+        .await
+        .context("start container events")?;
+    if let Some(address) = daemon.config.metrics_address {
+        let bound = prometheus::serve(address, daemon.clone()).await?;
+        tracing::info!(address = %bound, "Prometheus metrics on /metrics");
+    }
     server::serve(daemon, images).await
 }

@@ -1,6 +1,5 @@
 //! `runtime.v1.RuntimeService`: each RPC is handled here or handed to the module that owns it
-//! (`pod` for sandboxes, `stats` for the stats RPCs). RPCs corral does not serve yet answer
-//! `Unimplemented` with their name.
+//! (`pod` for sandboxes, `stats` for the stats RPCs, `events`, `cri_metrics`, `checkpoint`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,12 +50,6 @@ impl RuntimeServiceImpl {
 
 /// A server stream of results.
 type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "RuntimeService/{rpc} is not implemented by corral yet"
-    )))
-}
 
 /// A streaming request must ask for at least one stream, and a terminal merges stderr into
 /// stdout.
@@ -488,43 +481,57 @@ impl RuntimeService for RuntimeServiceImpl {
         Ok(Response::new(self.daemon.status(verbose).await))
     }
 
+    #[instrument(skip_all, fields(container_id = %request.get_ref().container_id))]
     async fn checkpoint_container(
         &self,
-        _: Request<CheckpointContainerRequest>,
+        request: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer")
+        crate::checkpoint::checkpoint(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = ResultStream<ContainerEventResponse>;
 
+    #[instrument(skip_all)]
     async fn get_container_events(
         &self,
         _: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(self.daemon.events.subscribe()))
     }
 
+    #[instrument(skip_all)]
     async fn list_metric_descriptors(
         &self,
         _: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: crate::cri_metrics::descriptors(),
+        }))
     }
 
+    #[instrument(skip_all)]
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = crate::cri_metrics::pods(&self.daemon).await?;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     type StreamPodSandboxMetricsStream = ResultStream<StreamPodSandboxMetricsResponse>;
 
+    #[instrument(skip_all)]
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        unimplemented("StreamPodSandboxMetrics")
+        let metrics = crate::cri_metrics::pods(&self.daemon).await?;
+        Ok(Response::new(chunked(metrics, |pod_sandbox_metrics| {
+            StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
     }
 
     async fn runtime_config(

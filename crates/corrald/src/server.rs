@@ -38,6 +38,8 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        // Outermost, so that the code counted is the one the client gets.
+        .layer(crate::prometheus::RequestMetricsLayer)
         .layer(crate::deadline::DeadlineLayer)
         .layer(V1alpha2Layer {
             enabled: !daemon.config.disable_v1alpha2,

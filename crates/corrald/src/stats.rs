@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use corral_cgroups::stats::{parse_limit, CpuTimes, MemoryCounters, Pressure, PressureLine};
 use corral_cgroups::{CgroupLayout, CgroupVersion};
 use corral_store::CONTAINERS;
 use cri_proto::v1::{
@@ -20,7 +21,7 @@ use cri_proto::v1::{
     ContainerStatsFilter, CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats,
     MemoryUsage, NamespaceMode, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
     PodSandboxFilter, PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter, ProcessUsage,
-    SwapUsage, UInt64Value,
+    PsiData, PsiStats, SwapUsage, UInt64Value,
 };
 
 use crate::container::{ContainerEnv, ContainerRecord};
@@ -39,13 +40,10 @@ const SAMPLE_TTL_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// At most this many entries of a writable layer are looked at; a larger layer is reported
 /// with what was counted so far (a stats call must stay cheap).
-const MAX_LAYER_ENTRIES: usize = 100_000;
+pub(crate) const MAX_LAYER_ENTRIES: usize = 100_000;
 
 /// At most this many cgroup directories of a pod are read to count its processes.
 const MAX_POD_CGROUPS: usize = 1_000;
-
-/// A v1 memory limit at or above this is the kernel's "unlimited" (`PAGE_COUNTER_MAX` pages).
-const V1_UNLIMITED: u64 = 1 << 62;
 
 /// The interface kubelet reports as a pod's network.
 const DEFAULT_INTERFACE: &str = "eth0";
@@ -299,7 +297,7 @@ impl Collector {
 
     /// CPU time of the cgroup at `relative`, with the rate since `id`'s previous sample.
     fn cpu(&self, id: &str, layout: &CgroupLayout, relative: &Path, now: i64) -> Option<CpuUsage> {
-        let usage_ns = cpu_usage_ns(layout, relative)?;
+        let usage_ns = CpuTimes::read(layout, relative)?.usage_ns?;
         let sample = {
             let mut samples = lock(&self.cpu_samples);
             samples.retain(|_, s| now.saturating_sub(s.at_ns) < SAMPLE_TTL_NS);
@@ -313,7 +311,7 @@ impl Collector {
             usage_nano_cores: Some(UInt64Value {
                 value: sample.nano_cores,
             }),
-            psi: None,
+            psi: psi(layout, relative, "cpu"),
         })
     }
 
@@ -341,90 +339,46 @@ impl Collector {
     }
 }
 
-/// Cumulative CPU time of a cgroup in nanoseconds: v1 `cpuacct.usage`, else v2 `cpu.stat`.
-fn cpu_usage_ns(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
-    if let Some(h) = layout
-        .hierarchy_for("cpuacct")
-        .filter(|h| h.version() == CgroupVersion::V1)
-    {
-        return read_u64(&h.dir(relative).join("cpuacct.usage"));
-    }
-    let stat = read(&layout.unified()?.dir(relative).join("cpu.stat"))?;
-    keyed_value(&stat, "usage_usec").map(|us| us.saturating_mul(1000))
-}
-
-/// The `memory.stat` fields the CRI needs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct MemoryStat {
-    inactive_file: u64,
-    rss: u64,
-    page_faults: u64,
-    major_page_faults: u64,
-}
-
-impl MemoryStat {
-    /// From a v1 `memory.stat`: the hierarchical `total_*` fields (a pod cgroup's usage is its
-    /// children's), else the cgroup's own.
-    fn parse_v1(text: &str) -> Self {
-        let field = |name: &str| {
-            keyed_value(text, &format!("total_{name}"))
-                .or_else(|| keyed_value(text, name))
-                .unwrap_or(0)
-        };
-        MemoryStat {
-            inactive_file: field("inactive_file"),
-            rss: field("rss"),
-            page_faults: field("pgfault"),
-            major_page_faults: field("pgmajfault"),
-        }
-    }
-
-    /// From a v2 `memory.stat` (hierarchical already).
-    fn parse_v2(text: &str) -> Self {
-        let field = |name: &str| keyed_value(text, name).unwrap_or(0);
-        MemoryStat {
-            inactive_file: field("inactive_file"),
-            rss: field("anon"),
-            page_faults: field("pgfault"),
-            major_page_faults: field("pgmajfault"),
-        }
-    }
-}
-
-/// The CRI memory usage of `usage` bytes under `limit` with `stat`: the working set is usage
-/// less inactive file pages, and what is available is the limit less the working set.
-fn memory_from(now: i64, usage: u64, limit: Option<u64>, stat: &MemoryStat) -> MemoryUsage {
-    let working_set = usage.saturating_sub(stat.inactive_file);
+/// The CRI memory usage of `memory`: the working set is usage less inactive file pages, and
+/// what is available is the limit less the working set.
+fn memory_from(now: i64, memory: &MemoryCounters) -> MemoryUsage {
+    let working_set = memory.working_set();
     let value = |value| Some(UInt64Value { value });
     MemoryUsage {
         timestamp: now,
         working_set_bytes: value(working_set),
-        available_bytes: limit.and_then(|l| value(l.saturating_sub(working_set))),
-        usage_bytes: value(usage),
-        rss_bytes: value(stat.rss),
-        page_faults: value(stat.page_faults),
-        major_page_faults: value(stat.major_page_faults),
+        available_bytes: memory
+            .limit
+            .and_then(|l| value(l.saturating_sub(working_set))),
+        usage_bytes: value(memory.usage),
+        rss_bytes: value(memory.rss),
+        page_faults: value(memory.page_faults),
+        major_page_faults: value(memory.major_page_faults),
         psi: None,
     }
 }
 
-/// Memory use of the cgroup at `relative`.
+/// Memory use of the cgroup at `relative`, with its memory pressure where the kernel has it.
 fn memory_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<MemoryUsage> {
-    let h = layout.hierarchy_for("memory")?;
-    let dir = h.dir(relative);
-    let (usage, limit, stat) = match h.version() {
-        CgroupVersion::V1 => (
-            read_u64(&dir.join("memory.usage_in_bytes"))?,
-            read(&dir.join("memory.limit_in_bytes")).and_then(|s| parse_limit(&s)),
-            MemoryStat::parse_v1(&read(&dir.join("memory.stat"))?),
-        ),
-        CgroupVersion::V2 => (
-            read_u64(&dir.join("memory.current"))?,
-            read(&dir.join("memory.max")).and_then(|s| parse_limit(&s)),
-            MemoryStat::parse_v2(&read(&dir.join("memory.stat"))?),
-        ),
+    let mut usage = memory_from(now, &MemoryCounters::read(layout, relative)?);
+    usage.psi = psi(layout, relative, "memory");
+    Some(usage)
+}
+
+/// The pressure stall information of `resource` for the cgroup, in the CRI's shape (totals in
+/// microseconds as the kernel counts them).
+fn psi(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<PsiStats> {
+    let pressure = Pressure::read(layout, relative, resource)?;
+    let data = |line: &PressureLine| PsiData {
+        total: line.total_us,
+        avg10: line.avg10,
+        avg60: line.avg60,
+        avg300: line.avg300,
     };
-    Some(memory_from(now, usage, limit, &stat))
+    Some(PsiStats {
+        full: Some(data(&pressure.full.unwrap_or_default())),
+        some: Some(data(&pressure.some)),
+    })
 }
 
 /// Swap use of the cgroup at `relative`: v2 `memory.swap.*`, v1 `memory.memsw.*` less memory
@@ -460,14 +414,9 @@ fn swap_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<SwapUs
     })
 }
 
-/// A memory limit file's value; `None` for no limit (`max`, or v1's huge default).
-fn parse_limit(text: &str) -> Option<u64> {
-    text.trim().parse().ok().filter(|&l| l < V1_UNLIMITED)
-}
-
 /// The processes in the pod's cgroup and every cgroup below it (counted from `cgroup.procs`
 /// in the pids hierarchy, or any hierarchy when there is none).
-fn process_count(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
+pub(crate) fn process_count(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
     let hierarchy = layout
         .hierarchy_for("pids")
         .or_else(|| layout.hierarchies().first())?;
@@ -502,11 +451,19 @@ fn process_count(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
 /// The pod's network interfaces as its pause process sees them; none for a pod on the host
 /// network or whose pause process is gone.
 fn network_usage(sandbox: &SandboxRecord, now: i64) -> Option<NetworkUsage> {
-    if sandbox.namespace_modes().0 == NamespaceMode::Node || !sandbox.pause_alive() {
-        return None;
-    }
-    let pid = sandbox.pause?.pid;
-    let interfaces = parse_net_dev(&read(Path::new(&format!("/proc/{pid}/net/dev")))?);
+    let interfaces: Vec<_> = pod_interfaces(sandbox)?
+        .iter()
+        .map(|i| {
+            let value = |value| Some(UInt64Value { value });
+            NetworkInterfaceUsage {
+                name: i.name.clone(),
+                rx_bytes: value(i.rx_bytes),
+                rx_errors: value(i.rx_errors),
+                tx_bytes: value(i.tx_bytes),
+                tx_errors: value(i.tx_errors),
+            }
+        })
+        .collect();
     let default_interface = interfaces
         .iter()
         .find(|i| i.name == DEFAULT_INTERFACE)
@@ -518,28 +475,56 @@ fn network_usage(sandbox: &SandboxRecord, now: i64) -> Option<NetworkUsage> {
     })
 }
 
-/// The interfaces of a `/proc/net/dev` table, loopback left out: byte and error counters
-/// each way.
-fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
+/// The counters of one network interface (`/proc/net/dev`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct InterfaceCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// The interfaces of the pod's network namespace (read through its pause process); `None`
+/// for a pod on the host network or whose pause process is gone.
+pub(crate) fn pod_interfaces(sandbox: &SandboxRecord) -> Option<Vec<InterfaceCounters>> {
+    if sandbox.namespace_modes().0 == NamespaceMode::Node || !sandbox.pause_alive() {
+        return None;
+    }
+    let pid = sandbox.pause?.pid;
+    Some(parse_net_dev(&read(Path::new(&format!(
+        "/proc/{pid}/net/dev"
+    )))?))
+}
+
+/// The interfaces of a `/proc/net/dev` table, loopback left out.
+fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
     text.lines()
         .filter_map(|line| {
             let (name, counters) = line.split_once(':')?;
             let name = name.trim();
-            let counters: Vec<u64> = counters
+            let c: Vec<u64> = counters
                 .split_whitespace()
                 .map(str::parse)
                 .collect::<Result<_, _>>()
                 .ok()?;
-            if name == "lo" || counters.len() < 11 {
+            if name == "lo" || c.len() < 12 {
                 return None;
             }
-            let value = |i: usize| Some(UInt64Value { value: counters[i] });
-            Some(NetworkInterfaceUsage {
+            Some(InterfaceCounters {
                 name: name.to_string(),
-                rx_bytes: value(0),
-                rx_errors: value(2),
-                tx_bytes: value(8),
-                tx_errors: value(10),
+                rx_bytes: c[0],
+                rx_packets: c[1],
+                rx_errors: c[2],
+                rx_dropped: c[3],
+                tx_bytes: c[8],
+                tx_packets: c[9],
+                tx_errors: c[10],
+                tx_dropped: c[11],
             })
         })
         .collect()
@@ -547,18 +532,18 @@ fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
 
 /// Disk use of a directory tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LayerUsage {
+pub(crate) struct LayerUsage {
     /// Bytes of allocated blocks (as `du` counts them), hard links once.
-    bytes: u64,
+    pub bytes: u64,
     /// Inodes, the directory itself included.
-    inodes: u64,
+    pub inodes: u64,
     /// Whether the walk saw everything (false: stopped at the entry limit).
-    complete: bool,
+    pub complete: bool,
 }
 
 /// Disk use of the tree at `root` (not following symlinks nor leaving its filesystem), looking
 /// at no more than `max_entries` entries; `None` when `root` cannot be read.
-fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage> {
+pub(crate) fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage> {
     let top = std::fs::symlink_metadata(root).ok()?;
     let device = top.dev();
     let mut usage = LayerUsage {
@@ -595,14 +580,6 @@ fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage> {
         }
     }
     Some(usage)
-}
-
-/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
-fn keyed_value(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -668,64 +645,17 @@ mod tests {
     }
 
     #[test]
-    fn cpu_stat_usage_is_read_by_key() {
-        let stat = "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 0\n";
-        assert_eq!(keyed_value(stat, "usage_usec"), Some(2500));
-        assert_eq!(keyed_value(stat, "system_usec"), Some(500));
-        assert_eq!(keyed_value(stat, "usage"), None);
-        assert_eq!(keyed_value("usage_usec x\n", "usage_usec"), None);
-    }
-
-    #[test]
-    fn v1_memory_stat_prefers_the_hierarchical_totals() {
-        let stat = "cache 100\nrss 200\npgfault 3\npgmajfault 1\ninactive_file 40\n\
-                    total_cache 1000\ntotal_rss 2000\ntotal_pgfault 30\ntotal_pgmajfault 10\n\
-                    total_inactive_file 400\n";
-        assert_eq!(
-            MemoryStat::parse_v1(stat),
-            MemoryStat {
-                inactive_file: 400,
-                rss: 2000,
-                page_faults: 30,
-                major_page_faults: 10
-            }
-        );
-        let own_only = "rss 200\npgfault 3\npgmajfault 1\ninactive_file 40\n";
-        assert_eq!(
-            MemoryStat::parse_v1(own_only),
-            MemoryStat {
-                inactive_file: 40,
-                rss: 200,
-                page_faults: 3,
-                major_page_faults: 1
-            }
-        );
-    }
-
-    #[test]
-    fn v2_memory_stat_reads_anon_as_rss() {
-        let stat = "anon 8192\nfile 4096\ninactive_file 1024\nactive_file 3072\n\
-                    pgfault 77\npgmajfault 2\n";
-        assert_eq!(
-            MemoryStat::parse_v2(stat),
-            MemoryStat {
-                inactive_file: 1024,
-                rss: 8192,
-                page_faults: 77,
-                major_page_faults: 2
-            }
-        );
-    }
-
-    #[test]
     fn working_set_is_usage_less_inactive_file_and_available_needs_a_limit() {
-        let stat = MemoryStat {
+        let mut memory = MemoryCounters {
+            usage: 1000,
+            limit: Some(4000),
             inactive_file: 300,
             rss: 500,
             page_faults: 9,
             major_page_faults: 1,
+            ..Default::default()
         };
-        let m = memory_from(7, 1000, Some(4000), &stat);
+        let m = memory_from(7, &memory);
         assert_eq!(m.working_set_bytes.unwrap().value, 700);
         assert_eq!(m.available_bytes.unwrap().value, 3300);
         assert_eq!(m.usage_bytes.unwrap().value, 1000);
@@ -734,16 +664,11 @@ mod tests {
         assert_eq!(m.major_page_faults.unwrap().value, 1);
         assert_eq!(m.timestamp, 7);
 
-        let unlimited = memory_from(7, 100, None, &stat);
+        memory.usage = 100;
+        memory.limit = None;
+        let unlimited = memory_from(7, &memory);
         assert_eq!(unlimited.working_set_bytes.unwrap().value, 0);
         assert!(unlimited.available_bytes.is_none());
-    }
-
-    #[test]
-    fn limits_of_max_or_the_v1_default_mean_none() {
-        assert_eq!(parse_limit("max\n"), None);
-        assert_eq!(parse_limit("9223372036854771712\n"), None);
-        assert_eq!(parse_limit("536870912\n"), Some(536_870_912));
     }
 
     #[test]
@@ -761,14 +686,19 @@ Inter-|   Receive                                                |  Transmit
             .map(|i| {
                 (
                     i.name.as_str(),
-                    i.rx_bytes.unwrap().value,
-                    i.rx_errors.unwrap().value,
-                    i.tx_bytes.unwrap().value,
-                    i.tx_errors.unwrap().value,
+                    i.rx_bytes,
+                    i.rx_errors,
+                    i.tx_bytes,
+                    i.tx_errors,
                 )
             })
             .collect();
         assert_eq!(summary, [("eth0", 1296, 2, 796, 1), ("net1", 5, 0, 6, 0)]);
+        assert_eq!(
+            (interfaces[0].rx_packets, interfaces[0].tx_packets),
+            (16, 10)
+        );
+        assert_eq!((interfaces[1].rx_dropped, interfaces[1].tx_dropped), (0, 0));
     }
 
     #[test]

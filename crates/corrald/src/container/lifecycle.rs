@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use corral_store::CONTAINERS;
-use cri_proto::v1::{ExecSyncResponse, LinuxContainerResources};
+use cri_proto::v1::{ContainerEventType, ExecSyncResponse, LinuxContainerResources};
 
 use super::record::{ContainerRecord, ContainerState, ExitRecord};
 use super::ContainerEnv;
@@ -63,6 +63,11 @@ pub(super) fn refresh(
         record.exit = Some(exit);
         record.state = ContainerState::Exited;
         save(env, &record)?;
+        env.events.container(
+            &record.id,
+            &record.pod_sandbox_id,
+            ContainerEventType::ContainerStoppedEvent,
+        );
     }
     Ok(record)
 }
@@ -101,7 +106,13 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
         .map_err(|e| CriError::internal("StartContainer: OCI runtime start", e))?;
     record.state = ContainerState::Running;
     record.started_at = started_at;
-    save(env, &record)
+    save(env, &record)?;
+    env.events.container(
+        id,
+        &record.pod_sandbox_id,
+        ContainerEventType::ContainerStartedEvent,
+    );
+    Ok(())
 }
 
 /// StopContainer.
@@ -166,6 +177,22 @@ pub(super) fn remove(env: &ContainerEnv, id: &str) -> CriResult<Option<String>> 
         return Err(e);
     }
     env.store.delete(CONTAINERS, id)?;
+    if matches!(
+        record.state,
+        ContainerState::Created | ContainerState::Running
+    ) {
+        // Killed by the removal: it stopped, then went.
+        env.events.container(
+            id,
+            &record.pod_sandbox_id,
+            ContainerEventType::ContainerStoppedEvent,
+        );
+    }
+    env.events.container(
+        id,
+        &record.pod_sandbox_id,
+        ContainerEventType::ContainerDeletedEvent,
+    );
     Ok(Some(key))
 }
 

@@ -44,6 +44,8 @@ pub(crate) struct ContainerEnv {
     pub apparmor: bool,
     /// What the runtime handlers support here (recursive read-only mounts).
     pub features: crate::features::Features,
+    /// Where container changes are reported (GetContainerEvents).
+    pub events: crate::events::EventSink,
 }
 
 impl ContainerEnv {
@@ -106,6 +108,7 @@ impl ContainerManager {
         config: Config,
         store: Arc<Store>,
         images: corral_image::ImageStore,
+        events: crate::events::EventSink,
     ) -> anyhow::Result<ContainerManager> {
         let shim_binary = corral_sandbox::find_binary("corral-shim").ok_or_else(|| {
             anyhow::anyhow!(
@@ -132,6 +135,7 @@ impl ContainerManager {
             shim_binary,
             systemd_cgroup,
             apparmor,
+            events,
         });
         let manager = ContainerManager {
             env: env.clone(),
@@ -155,6 +159,7 @@ impl ContainerManager {
         let plan = create::Plan::new(&self.env, config, sandbox)?;
         let id = plan.id.clone();
         let key = plan.name_key.clone();
+        let pod_sandbox_id = plan.pod_sandbox_id.clone();
         {
             let mut names = lock(&self.names);
             if let Some(existing) = names.get(&key) {
@@ -172,9 +177,17 @@ impl ContainerManager {
             .await
             .map_err(|e| CriError::internal("CreateContainer task", e))
             .and_then(|r| r);
-        if result.is_err() {
-            lock(&self.names).remove(&key);
-            self.forget_lock(&id);
+        match &result {
+            // Still under the lock: the container's later events come after this one.
+            Ok(()) => self.env.events.container(
+                &id,
+                &pod_sandbox_id,
+                cri_proto::v1::ContainerEventType::ContainerCreatedEvent,
+            ),
+            Err(_) => {
+                lock(&self.names).remove(&key);
+                self.forget_lock(&id);
+            }
         }
         result.map(|()| id)
     }
@@ -297,6 +310,47 @@ impl ContainerManager {
     /// A container's record, refreshed from its shim's exit file.
     pub async fn record(&self, id: &str) -> CriResult<ContainerRecord> {
         self.blocking(id, lifecycle::refreshed).await
+    }
+
+    /// The ids of the containers that are created or running as last recorded.
+    pub fn live_ids(&self) -> CriResult<Vec<String>> {
+        Ok(self
+            .env
+            .store
+            .list::<ContainerRecord>(CONTAINERS)?
+            .into_iter()
+            .filter(|(_, r)| matches!(r.state, ContainerState::Created | ContainerState::Running))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// `<state>/containers/<id>`, where the shim records the exit.
+    pub fn state_dir(&self, id: &str) -> PathBuf {
+        self.env.container_dir(id)
+    }
+
+    /// The statuses of a pod's containers as they are now (for events).
+    pub async fn statuses_in_pod(
+        &self,
+        pod_sandbox_id: &str,
+    ) -> CriResult<Vec<cri_proto::v1::ContainerStatus>> {
+        let env = self.env.clone();
+        let pod_sandbox_id = pod_sandbox_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+                if record.pod_sandbox_id != pod_sandbox_id
+                    || record.state == ContainerState::Creating
+                {
+                    continue;
+                }
+                let record = lifecycle::refresh(&env, record)?;
+                out.extend(view::status_response(&env, &record, false).status);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| CriError::internal("container statuses task", e))?
     }
 
     /// The environment, for the streaming backend.

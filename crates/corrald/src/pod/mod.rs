@@ -18,7 +18,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use corral_store::{Store, SANDBOXES, SETTINGS};
-use cri_proto::v1::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse, RunPodSandboxRequest};
+use cri_proto::v1::{
+    ContainerEventType, PodSandbox, PodSandboxFilter, PodSandboxStatusResponse,
+    RunPodSandboxRequest,
+};
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
@@ -39,6 +42,8 @@ pub(crate) struct PodEnv {
     pub cgroup_driver: corral_cgroups::CgroupDriver,
     /// Per runtime handler: `Ok` when it can run pods with user namespaces, else why not.
     pub userns_support: HashMap<String, Result<(), String>>,
+    /// Where sandbox changes are reported (GetContainerEvents).
+    pub events: crate::events::EventSink,
 }
 
 /// Owns the pod sandboxes of this daemon.
@@ -52,7 +57,11 @@ pub struct PodManager {
 
 impl PodManager {
     /// Loads the recorded sandboxes, reconciles them with what is alive, and serves them.
-    pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<PodManager> {
+    pub async fn start(
+        config: Config,
+        store: Arc<Store>,
+        events: crate::events::EventSink,
+    ) -> anyhow::Result<PodManager> {
         let pause_binary = corral_sandbox::pause::find_binary("corral-pause").ok_or_else(|| {
             anyhow::anyhow!(
                 "corral-pause not found next to corrald nor on PATH; install it beside corrald"
@@ -76,6 +85,7 @@ impl PodManager {
             cni,
             cgroup_layout,
             cgroup_driver,
+            events,
         });
         let manager = PodManager {
             env,
@@ -120,9 +130,19 @@ impl PodManager {
             .await
             .map_err(|e| CriError::internal("RunPodSandbox task", e))
             .and_then(|r| r);
-        if result.is_err() {
-            lock(&self.names).remove(&name_key);
-            self.forget_lock(&id);
+        match &result {
+            Ok(()) => {
+                for kind in [
+                    ContainerEventType::ContainerCreatedEvent,
+                    ContainerEventType::ContainerStartedEvent,
+                ] {
+                    self.env.events.sandbox(&id, kind, None);
+                }
+            }
+            Err(_) => {
+                lock(&self.names).remove(&name_key);
+                self.forget_lock(&id);
+            }
         }
         result.map(|()| id)
     }
@@ -137,9 +157,14 @@ impl PodManager {
         let guard = self.lock_id(&id);
         let _held = guard.lock().await;
         let env = self.env.clone();
-        tokio::task::spawn_blocking(move || teardown::stop(&env, &id))
+        let task_id = id.clone();
+        tokio::task::spawn_blocking(move || teardown::stop(&env, &task_id))
             .await
-            .map_err(|e| CriError::internal("StopPodSandbox task", e))?
+            .map_err(|e| CriError::internal("StopPodSandbox task", e))??;
+        self.env
+            .events
+            .sandbox(&id, ContainerEventType::ContainerStoppedEvent, None);
+        Ok(())
     }
 
     /// RemovePodSandbox: stops the pod if needed and frees everything; an unknown id succeeds.
@@ -149,11 +174,29 @@ impl PodManager {
         };
         let guard = self.lock_id(&id);
         let held = guard.lock().await;
+        // The event of a removed sandbox carries its last status: there is none to read after.
+        let last_status = self.record(&id).ok().and_then(|record| {
+            view::status_response(&self.env, &record, record.pause_alive(), false).status
+        });
         let env = self.env.clone();
         let task_id = id.clone();
         let removed = tokio::task::spawn_blocking(move || teardown::remove(&env, &task_id))
             .await
             .map_err(|e| CriError::internal("RemovePodSandbox task", e))??;
+        if removed.is_some() {
+            let stopped = last_status.clone().map(|mut status| {
+                status.state = cri_proto::v1::PodSandboxState::SandboxNotready as i32;
+                status
+            });
+            self.env.events.sandbox(
+                &id,
+                ContainerEventType::ContainerStoppedEvent,
+                stopped.clone(),
+            );
+            self.env
+                .events
+                .sandbox(&id, ContainerEventType::ContainerDeletedEvent, stopped);
+        }
         if let Some(name_key) = removed {
             let mut names = lock(&self.names);
             if names.get(&name_key) == Some(&id) {

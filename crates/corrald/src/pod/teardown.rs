@@ -214,6 +214,11 @@ pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>>
                 tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
                 record.state = SandboxState::NotReady;
                 env.store.put(SANDBOXES, &id, &record)?;
+                env.events.sandbox(
+                    &id,
+                    cri_proto::v1::ContainerEventType::ContainerStoppedEvent,
+                    None,
+                );
                 names.insert(record.name_key(), id);
             }
             _ => {

@@ -1,0 +1,524 @@
+//! GetContainerEvents: the life of containers and pod sandboxes as a stream, for kubelet's
+//! evented PLEG and `crictl events`.
+//!
+//! The code that changes a container or sandbox says so through an [`EventSink`] (an unbounded
+//! channel: sending never blocks and works from blocking threads). One publisher task reads the
+//! changes in order, drops repeats (a container is stopped once, whichever path noticed it),
+//! adds the pod's status and its containers' statuses as they are now, and broadcasts the event
+//! on a bounded `tokio::sync::broadcast` channel. Every subscriber reads that channel at its own
+//! pace: the runtime never waits for one. A subscriber that falls more than [`BUFFER`] events
+//! behind has lost events; its stream ends with ResourceExhausted (and a warning in the log), so
+//! that it re-subscribes and relists instead of silently missing a change.
+//!
+//! Exits are learned as they happen: [`ExitWatcher`] has an inotify watch on each live
+//! container's state directory and wakes when the shim renames `exit.json` into place; the
+//! container's record is then refreshed, which records the exit and emits STOPPED. At start-up
+//! every created or running container is checked against its exit file after its watch is set,
+//! so exits that happened while corrald was down become STOPPED events too. Those (and sandboxes
+//! whose pause died meanwhile) are kept as a start-up backlog that each subscriber connecting in
+//! the first [`BACKLOG_WINDOW`] receives first: nobody can be subscribed while corrald is down.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use cri_proto::v1::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
+use futures::Stream;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use crate::ids::lock;
+use crate::pod::{SandboxRecord, SandboxState};
+use crate::Daemon;
+
+/// How many events a subscriber may fall behind before it is dropped.
+pub const BUFFER: usize = 1024;
+
+/// How long after start-up a new subscriber still receives the exits found at start-up.
+pub const BACKLOG_WINDOW: Duration = Duration::from_secs(120);
+
+/// The name of the exit file the shim writes (renames into place) when the container ends.
+const EXIT_FILE: &str = "exit.json";
+
+/// One change to a container or sandbox, as the code that made it reports it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The container id, or the sandbox id for a sandbox's own events.
+    pub id: String,
+    /// The pod the container belongs to (the sandbox itself for its own events).
+    pub pod_sandbox_id: String,
+    /// What happened.
+    pub kind: ContainerEventType,
+    /// When, in nanoseconds since the epoch.
+    pub at: i64,
+    /// The pod's status taken before it went away (a removed sandbox has none to read later).
+    pub pod_status: Option<PodSandboxStatus>,
+}
+
+/// Where containers and sandboxes report their changes. Cheap to clone; never blocks.
+#[derive(Debug, Clone)]
+pub struct EventSink(mpsc::UnboundedSender<Change>);
+
+impl EventSink {
+    /// A sink and the receiving end the publisher reads.
+    pub fn channel() -> (EventSink, mpsc::UnboundedReceiver<Change>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EventSink(tx), rx)
+    }
+
+    /// A container of `pod_sandbox_id` changed.
+    pub fn container(&self, id: &str, pod_sandbox_id: &str, kind: ContainerEventType) {
+        self.send(Change {
+            id: id.to_string(),
+            pod_sandbox_id: pod_sandbox_id.to_string(),
+            kind,
+            at: crate::pod::now_nanos(),
+            pod_status: None,
+        });
+    }
+
+    /// A sandbox changed; `pod_status` is its status when it is about to be removed.
+    pub fn sandbox(
+        &self,
+        id: &str,
+        kind: ContainerEventType,
+        pod_status: Option<PodSandboxStatus>,
+    ) {
+        self.send(Change {
+            id: id.to_string(),
+            pod_sandbox_id: id.to_string(),
+            kind,
+            at: crate::pod::now_nanos(),
+            pod_status,
+        });
+    }
+
+    fn send(&self, change: Change) {
+        if self.0.send(change).is_err() {
+            // Only at shutdown, when the publisher has gone.
+            tracing::debug!("event publisher gone; change not published");
+        }
+    }
+}
+
+/// A server stream of events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+
+/// The published events: subscribe for a stream.
+pub struct Events {
+    sender: broadcast::Sender<ContainerEventResponse>,
+    started: Instant,
+    backlog: Mutex<Vec<ContainerEventResponse>>,
+}
+
+impl Events {
+    /// No events yet: [`start`] begins publishing.
+    pub fn new() -> Events {
+        Events {
+            sender: broadcast::channel(BUFFER).0,
+            started: Instant::now(),
+            backlog: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new subscriber's stream: the start-up backlog (in the first [`BACKLOG_WINDOW`]), then
+    /// every event from now on.
+    pub fn subscribe(&self) -> EventStream {
+        let receiver = self.sender.subscribe();
+        let backlog = if self.started.elapsed() < BACKLOG_WINDOW {
+            lock(&self.backlog).clone()
+        } else {
+            Vec::new()
+        };
+        let live = futures::stream::unfold(Some(receiver), |receiver| async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Ok(event) => Some((Ok(event), Some(receiver))),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "GetContainerEvents subscriber fell {missed} events behind; dropping it"
+                    );
+                    Some((
+                        Err(Status::resource_exhausted(format!(
+                            "this subscriber fell behind and missed {missed} events \
+                             (buffer {BUFFER}); subscribe again and relist"
+                        ))),
+                        None,
+                    ))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Box::pin(futures::StreamExt::chain(
+            futures::stream::iter(backlog.into_iter().map(Ok)),
+            live,
+        ))
+    }
+
+    pub(crate) fn publish(&self, event: ContainerEventResponse) {
+        // An error only means nobody listens now.
+        let _ = self.sender.send(event);
+    }
+}
+
+impl Default for Events {
+    fn default() -> Events {
+        Events::new()
+    }
+}
+
+/// Starts publishing: sets up the exit watcher, checks every live container against its exit
+/// file (the changes found, and those queued while the daemon started, become the start-up
+/// backlog), then spawns the publisher task. Call before serving the CRI.
+pub async fn start(
+    daemon: &Arc<Daemon>,
+    sink: EventSink,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+) -> anyhow::Result<()> {
+    let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
+    // Without inotify (e.g. the instance limit reached) the runtime still works: exits are
+    // then noticed when a container is next read, and the events come later.
+    let watcher = match ExitWatcher::start(exited_tx) {
+        Ok(watcher) => Some(Arc::new(watcher)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch for container exits; STOPPED events come only when a container is next read");
+            None
+        }
+    };
+    let mut publisher = Publisher {
+        daemon: Arc::downgrade(daemon),
+        watcher: watcher.clone(),
+        sink,
+        last: HashMap::new(),
+    };
+    for pod in daemon.pods.list(None).await? {
+        if let Ok(sandbox) = daemon.pods.sandbox(&pod.id) {
+            if sandbox.state == SandboxState::Ready {
+                watch_pause(&publisher.sink, &sandbox);
+            }
+        }
+    }
+    for id in daemon.containers.live_ids()? {
+        if let Some(watcher) = &watcher {
+            watcher.watch(&daemon.containers.state_dir(&id), &id);
+        }
+        if let Err(e) = daemon.containers.record(&id).await {
+            tracing::warn!(container_id = %id, error = %e, "checking container for an exit at start-up");
+        }
+    }
+    let mut backlog = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        if let Some(event) = publisher.event(change).await {
+            backlog.push(event);
+        }
+    }
+    if !backlog.is_empty() {
+        tracing::info!(
+            events = backlog.len(),
+            "changes found at start-up are replayed to new event subscribers for {BACKLOG_WINDOW:?}"
+        );
+    }
+    *lock(&daemon.events.backlog) = backlog;
+
+    tokio::spawn(async move {
+        // Closed from the start when there is no watcher; then only changes are read.
+        let mut exits_open = publisher.watcher.is_some();
+        loop {
+            tokio::select! {
+                change = changes.recv() => {
+                    let Some(change) = change else { break };
+                    let Some(daemon) = publisher.daemon.upgrade() else { break };
+                    if let Some(event) = publisher.event(change).await {
+                        daemon.events.publish(event);
+                    }
+                }
+                id = exited_rx.recv(), if exits_open => {
+                    let Some(id) = id else {
+                        exits_open = false;
+                        continue;
+                    };
+                    let Some(daemon) = publisher.daemon.upgrade() else { break };
+                    // Refreshing the record takes the container's lock and records the exit,
+                    // which reports STOPPED; it runs apart so a busy container delays no other.
+                    tokio::spawn(async move {
+                        if let Err(e) = daemon.containers.record(&id).await {
+                            tracing::debug!(container_id = %id, error = %e, "refreshing an exited container");
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Turns changes into events.
+struct Publisher {
+    daemon: Weak<Daemon>,
+    watcher: Option<Arc<ExitWatcher>>,
+    /// For the pause watchers' reports.
+    sink: EventSink,
+    /// The last event type published per id: repeats are dropped.
+    last: HashMap<String, ContainerEventType>,
+}
+
+impl Publisher {
+    async fn event(&mut self, change: Change) -> Option<ContainerEventResponse> {
+        if self.last.get(&change.id) == Some(&change.kind) {
+            return None;
+        }
+        let daemon = self.daemon.upgrade()?;
+        let is_sandbox = change.id == change.pod_sandbox_id;
+        if let (ContainerEventType::ContainerCreatedEvent, false, Some(watcher)) =
+            (change.kind, is_sandbox, &self.watcher)
+        {
+            // Watch first, then look: an exit before the watch is seen by the refresh below.
+            let dir = daemon.containers.state_dir(&change.id);
+            watcher.watch(&dir, &change.id);
+            if dir.join(EXIT_FILE).exists() {
+                watcher.notify(&change.id);
+            }
+        }
+        if change.kind == ContainerEventType::ContainerStartedEvent && is_sandbox {
+            if let Ok(sandbox) = daemon.pods.sandbox(&change.id) {
+                watch_pause(&self.sink, &sandbox);
+            }
+        }
+        if change.kind == ContainerEventType::ContainerDeletedEvent {
+            self.last.remove(&change.id);
+        } else {
+            self.last.insert(change.id.clone(), change.kind);
+        }
+        let pod_sandbox_status = match change.pod_status {
+            Some(status) => Some(status),
+            None => match daemon.pods.status(&change.pod_sandbox_id, false).await {
+                Ok(response) => response.status,
+                Err(e) => {
+                    tracing::warn!(pod_id = %change.pod_sandbox_id, error = %e,
+                        "no pod status for a {:?} event of {}", change.kind, change.id);
+                    None
+                }
+            },
+        };
+        let containers_statuses = daemon
+            .containers
+            .statuses_in_pod(&change.pod_sandbox_id)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(pod_id = %change.pod_sandbox_id, error = %e, "container statuses for an event");
+                Vec::new()
+            });
+        Some(ContainerEventResponse {
+            container_id: change.id,
+            container_event_type: change.kind as i32,
+            created_at: change.at,
+            pod_sandbox_status,
+            containers_statuses,
+        })
+    }
+}
+
+/// Reports the sandbox STOPPED when its pause process exits, whoever ends it: a pidfd of the
+/// pause (`pidfd_open`, Linux 5.3) becomes readable when it exits, and tokio waits on it.
+fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
+    let Some(pause) = sandbox.pause else { return };
+    let fd = match pidfd_open(pause.pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(pod_id = %sandbox.id, pid = pause.pid, error = %e, "pidfd_open of the pause");
+            return;
+        }
+    };
+    let (sink, sandbox) = (sink.clone(), sandbox.clone());
+    tokio::spawn(async move {
+        // Opened after the pid was recorded: it may be another process by now.
+        if sandbox.pause_alive() {
+            // SAFETY: the OwnedFd holds an open pidfd that nothing replaces or closes while
+            // the AsyncFd owns it.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            match registered {
+                Ok(fd) => {
+                    let _ = fd.readable().await;
+                }
+                Err(e) => {
+                    tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
+                    return;
+                }
+            }
+        }
+        sink.sandbox(&sandbox.id, ContainerEventType::ContainerStoppedEvent, None);
+    });
+}
+
+/// `pidfd_open(pid, 0)`: a file descriptor that becomes readable when the process exits.
+fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1;
+    // no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wakes corrald when a container's shim records its exit: an inotify watch per live container
+/// state directory, read by one thread (nix's inotify: no extra crate for a few syscalls).
+struct ExitWatcher {
+    inotify: Arc<Inotify>,
+    /// Watch descriptor → container id.
+    watches: Arc<Mutex<HashMap<i32, String>>>,
+    exited: mpsc::UnboundedSender<String>,
+}
+
+impl ExitWatcher {
+    fn start(exited: mpsc::UnboundedSender<String>) -> anyhow::Result<ExitWatcher> {
+        let inotify = Arc::new(
+            Inotify::init(InitFlags::IN_CLOEXEC)
+                .map_err(|e| anyhow::anyhow!("inotify_init for container exits: {e}"))?,
+        );
+        let watches: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
+        let (thread_inotify, thread_watches, thread_exited) =
+            (inotify.clone(), watches.clone(), exited.clone());
+        std::thread::Builder::new()
+            .name("exit-watcher".into())
+            .spawn(move || watch_loop(&thread_inotify, &thread_watches, &thread_exited))?;
+        Ok(ExitWatcher {
+            inotify,
+            watches,
+            exited,
+        })
+    }
+
+    /// Watches a container's state directory for its exit file.
+    fn watch(&self, dir: &Path, id: &str) {
+        let flags =
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_ONLYDIR;
+        match self.inotify.add_watch(dir, flags) {
+            Ok(wd) => {
+                lock(&self.watches).insert(wd.as_raw(), id.to_string());
+            }
+            Err(e) => tracing::warn!(
+                container_id = %id, dir = %dir.display(), error = %e,
+                "cannot watch for the container's exit; it is noticed at the next status read"
+            ),
+        }
+    }
+
+    /// Treats `id` as exited (its exit file was there before the watch).
+    fn notify(&self, id: &str) {
+        let _ = self.exited.send(id.to_string());
+    }
+}
+
+fn watch_loop(
+    inotify: &Inotify,
+    watches: &Mutex<HashMap<i32, String>>,
+    exited: &mpsc::UnboundedSender<String>,
+) {
+    loop {
+        // Blocks until there are events: no polling.
+        let events = match inotify.read_events() {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, fd = ?inotify.as_fd(), "reading inotify events; container exits are now only noticed when read");
+                return;
+            }
+        };
+        for event in events {
+            let wd = event.wd.as_raw();
+            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                // The directory went (container removed).
+                lock(watches).remove(&wd);
+                continue;
+            }
+            if event.name.as_deref() != Some(std::ffi::OsStr::new(EXIT_FILE)) {
+                continue;
+            }
+            let Some(id) = lock(watches).get(&wd).cloned() else {
+                continue;
+            };
+            if exited.send(id).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn event(id: &str) -> ContainerEventResponse {
+        ContainerEventResponse {
+            container_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_blocks_nobody_and_is_dropped_with_a_clear_error() {
+        let events = Events::new();
+        let mut slow = events.subscribe();
+        let mut fast = events.subscribe();
+        for i in 0..BUFFER + 5 {
+            events.publish(event(&i.to_string()));
+            // The fast one keeps up.
+            let got = fast.next().await.unwrap().unwrap();
+            assert_eq!(got.container_id, i.to_string());
+        }
+        let error = slow.next().await.unwrap().unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted);
+        assert!(error.message().contains("subscribe again"), "{error}");
+        assert!(slow.next().await.is_none(), "the slow stream ends");
+    }
+
+    #[tokio::test]
+    async fn new_subscribers_get_the_start_up_backlog_first() {
+        let events = Events::new();
+        *lock(&events.backlog) = vec![event("while-down")];
+        let mut stream = events.subscribe();
+        events.publish(event("live"));
+        assert_eq!(
+            stream.next().await.unwrap().unwrap().container_id,
+            "while-down"
+        );
+        assert_eq!(stream.next().await.unwrap().unwrap().container_id, "live");
+    }
+
+    #[test]
+    fn the_watcher_sees_an_exit_file_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watcher = ExitWatcher::start(tx).unwrap();
+        watcher.watch(dir.path(), "c1");
+        std::fs::write(dir.path().join("other"), "x").unwrap();
+        std::fs::write(dir.path().join(".exit.json.tmp"), "{}").unwrap();
+        std::fs::rename(
+            dir.path().join(".exit.json.tmp"),
+            dir.path().join(EXIT_FILE),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            match rx.try_recv() {
+                Ok(id) => break id,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("no exit notification: {e}"),
+            }
+        };
+        assert_eq!(got, "c1");
+    }
+}
