@@ -29,6 +29,34 @@ pub(crate) use run::{new_id, now_nanos};
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
 const POD_CIDR_KEY: &str = "pod_cidr";
 
+/// systemd's manager over D-Bus for the systemd driver where systemd runs; `None` (cgroupfs
+/// writes) otherwise. Says at start which way pod cgroups are made.
+fn systemd_units(
+    driver: corral_cgroups::CgroupDriver,
+) -> anyhow::Result<Option<Arc<dyn corral_cgroups::systemd::UnitManager>>> {
+    use corral_cgroups::systemd::{systemd_available, SystemdBus};
+    match driver {
+        corral_cgroups::CgroupDriver::Cgroupfs => {
+            tracing::info!("cgroup driver cgroupfs: pod cgroups are made through cgroupfs");
+            Ok(None)
+        }
+        corral_cgroups::CgroupDriver::Systemd if systemd_available() => {
+            let bus = SystemdBus::connect()?;
+            tracing::info!(
+                "cgroup driver systemd: pod slices and scopes are systemd units (D-Bus)"
+            );
+            Ok(Some(Arc::new(bus)))
+        }
+        corral_cgroups::CgroupDriver::Systemd => {
+            tracing::info!(
+                "cgroup driver systemd without a running systemd: slices and scopes are named \
+                 the systemd way but made through cgroupfs"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Everything the sandbox lifecycle needs, shared with blocking tasks.
 pub(crate) struct PodEnv {
     pub config: Config,
@@ -37,6 +65,9 @@ pub(crate) struct PodEnv {
     pub cni: corral_cni::Cni,
     pub cgroup_layout: corral_cgroups::CgroupLayout,
     pub cgroup_driver: corral_cgroups::CgroupDriver,
+    /// systemd's manager, when the systemd driver is configured and systemd runs: pod slices
+    /// and pause scopes are then its units.
+    pub systemd: Option<Arc<dyn corral_cgroups::systemd::UnitManager>>,
 }
 
 /// Owns the pod sandboxes of this daemon.
@@ -62,6 +93,7 @@ impl PodManager {
             crate::config::CgroupDriverName::Cgroupfs => corral_cgroups::CgroupDriver::Cgroupfs,
             crate::config::CgroupDriverName::Systemd => corral_cgroups::CgroupDriver::Systemd,
         };
+        let systemd = systemd_units(cgroup_driver)?;
         let env = Arc::new(PodEnv {
             config,
             store,
@@ -69,6 +101,7 @@ impl PodManager {
             cni,
             cgroup_layout,
             cgroup_driver,
+            systemd,
         });
         let manager = PodManager {
             env,
@@ -194,7 +227,8 @@ impl PodManager {
                 "resources, overhead: give at least one of them".into(),
             ));
         };
-        tokio::task::spawn_blocking(move || cgroup.apply(&limits))
+        let units = self.env.systemd.clone();
+        tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
             .map_err(|e| {
