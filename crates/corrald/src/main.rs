@@ -13,6 +13,7 @@ mod pod;
 mod reaper;
 mod resources;
 mod runtime_service;
+mod sd_notify;
 mod server;
 mod stats;
 mod streaming;
@@ -92,6 +93,8 @@ impl Daemon {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists: nothing corrald starts may inherit systemd's NOTIFY_SOCKET.
+    sd_notify::take_socket_from_env();
     let config = Config::load(Flags::parse())?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -99,6 +102,8 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("--log-level {:?}", config.log_level))?,
         )
         .with_writer(std::io::stderr)
+        // No colour codes in the journal (or any log file), only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     reaper::become_subreaper()?;
     reaper::spawn();
