@@ -57,7 +57,7 @@ if [ "$shell" = 1 ]; then
 fi
 
 mkdir -p "$results"
-rm -f "$results"/{console.log,output.log,corrald.journal,rc,timings}
+rm -f "$results"/{console.log,output.log,corrald.journal,rc,timings} "$results"/*.json
 start=$SECONDS
 log "booting $(cat "$image/kernel-version") under TCG (console: $results/console.log)"
 nice -n 10 timeout "${CORRAL_VM_TIMEOUT:-1200}" "$qemu" "${qemu_args[@]}" </dev/null >"$results/console.log" 2>&1 &
@@ -72,7 +72,8 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
 done
 wait "$qemu_pid" || log "qemu exited with $? (124: timed out)"
 total=$((SECONDS - start))
-for f in output.log corrald.journal rc; do
+for f in output.log corrald.journal rc "$share"/*.json; do
+  f="$(basename "$f")"
   [ ! -e "$share/$f" ] || cp "$share/$f" "$results/$f"
 done
 printf 'boot_to_suite_s=%s\ntotal_s=%s\n' "${booted:-none}" "$total" | tee "$results/timings" >&2
