@@ -53,11 +53,13 @@ pause_pid() { corralctl inspectp "$1" | sed -n 's/^ *"pid": *\([0-9][0-9]*\),*$/
 pod_ready() { corralctl inspectp "$1" | grep -Eq '^ *"state": *(0|"SANDBOX_READY"),?$'; }
 cgroup_of_pid() { sed -n 's/^0:://p' "/proc/$1/cgroup"; }
 
-# write_pod NAME FILE: a crictl pod config.
+# write_pod NAME FILE: a crictl pod config with pod-level limits (256 MiB, 2 CPUs).
 write_pod() {
   cat >"$2" <<JSON
 {"metadata": {"name": "$1", "namespace": "vmtest", "uid": "$1-uid", "attempt": 1},
- "hostname": "$1", "log_directory": "/var/log/vmtest/$1", "linux": {}}
+ "hostname": "$1", "log_directory": "/var/log/vmtest/$1",
+ "linux": {"resources": {"memory_limit_in_bytes": 268435456, "cpu_period": 100000,
+                         "cpu_quota": 200000, "cpu_shares": 2048}}}
 JSON
 }
 # write_ctr NAME FILE COMMAND [RESOURCES_JSON]
@@ -128,6 +130,10 @@ case_limits() {
   echo "    pause cgroup: $pause_cg"
   check "pause and container are nested in one pod cgroup" \
     test "$(dirname "$cg")" = "$(dirname "$pause_cg")"
+  local pod_dir=/sys/fs/cgroup$(dirname "$cg")
+  check "the pod cgroup's memory.max is 256 MiB" grep -qx 268435456 "$pod_dir/memory.max"
+  check "the pod cgroup's cpu.max is 200000 100000" grep -qx "200000 100000" "$pod_dir/cpu.max"
+  check "the pod cgroup's cpu.weight is 79 (shares 2048)" grep -qx 79 "$pod_dir/cpu.weight"
   if [ "$driver" = systemd ]; then
     local slice scope
     slice=$(basename "$(dirname "$cg")")
@@ -140,6 +146,10 @@ case_limits() {
       bash -c "[ \"\$(systemctl show -p Delegate --value $(basename "$pause_cg"))\" = yes ]"
     check "systemd-cgls shows the container scope in the slice" \
       bash -c "systemd-cgls --no-pager -u $slice | grep -q corral-$CTR.scope"
+    check "the pod's memory limit is the slice's MemoryMax" \
+      bash -c "[ \"\$(systemctl show -p MemoryMax --value $slice)\" = 268435456 ]"
+    check "the pod's CPU limit is the slice's CPUQuotaPerSecUSec" \
+      bash -c "[ \"\$(systemctl show -p CPUQuotaPerSecUSec --value $slice)\" = 2s ]"
     check "systemd knows the memory limit (MemoryMax)" \
       bash -c "[ \"\$(systemctl show -p MemoryMax --value $scope)\" = 67108864 ]"
   else
