@@ -40,6 +40,8 @@ fi
 if [ ! -x "$cache/qemu/usr/bin/qemu-system-x86_64" ]; then
   log "unpacking qemu-system-x86 privately into $cache/qemu"
   mkdir -p "$cache/qemu-debs"
+  # apt downloads as its sandbox user where it can write.
+  chown _apt "$cache/qemu-debs" 2>/dev/null || true
   (cd "$cache/qemu-debs" && apt-get download -q qemu-system-x86 qemu-system-common >/dev/null)
   rm -rf "$cache/qemu.new"
   for deb in "$cache"/qemu-debs/qemu-system-*.deb; do dpkg -x "$deb" "$cache/qemu.new"; done
