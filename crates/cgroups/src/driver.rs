@@ -15,9 +15,9 @@ pub const SYSTEMD_SCOPE_PREFIX: &str = "corral";
 /// The cgroup driver, as configured for the kubelet (`--cgroup-driver`).
 ///
 /// With `Systemd`, names follow systemd's rules (slices nest by their `-` separated prefixes,
-/// containers get `.scope` units), but the directories are made and removed through cgroupfs
-/// directly: corral does not talk to systemd over D-Bus. That is right on hosts where systemd
-/// is not PID 1 (like the test VM); where systemd runs, it will not know these units exist.
+/// containers get `.scope` units). Where systemd runs, the units are systemd's, made over D-Bus
+/// (see [`crate::systemd`] and `PodCgroup::create_with_systemd`); on hosts where systemd is not
+/// PID 1 the same directories are made and removed through cgroupfs directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {

@@ -89,6 +89,17 @@ pub enum CgroupError {
         /// Child cgroup directories still present when giving up.
         children: Vec<String>,
     },
+
+    /// A call to systemd's D-Bus API failed (systemd cgroup driver).
+    #[error("systemd: {op} {unit}: {reason}")]
+    Systemd {
+        /// The manager call or step ("StartTransientUnit", "stop", ...).
+        op: &'static str,
+        /// The unit (or the bus socket when connecting).
+        unit: String,
+        /// What systemd or the bus answered.
+        reason: String,
+    },
 }
 
 impl CgroupError {

@@ -12,10 +12,10 @@
 //! mount table parsed by `procfs`. All calls are blocking; async callers use
 //! `spawn_blocking`.
 //!
-//! The systemd driver only *names* cgroups the systemd way (nested `.slice` directories,
-//! `<prefix>-<name>.scope` leaves); it makes and removes them through cgroupfs directly. On a
-//! host where systemd is PID 1 the right thing would be to ask systemd over D-Bus to create
-//! the slice and scopes (as runc and the kubelet do); that is not implemented.
+//! The systemd driver names cgroups the systemd way (nested `.slice` directories,
+//! `<prefix>-<name>.scope` leaves). Where systemd runs, the `*_with_systemd` / `*_with`
+//! methods of [`PodCgroup`] have systemd create, limit and remove the pod slice and the pause
+//! scope over D-Bus ([`systemd`]); without systemd the same names are made through cgroupfs.
 
 mod driver;
 mod enforce;
@@ -26,6 +26,7 @@ mod pod;
 mod proc;
 mod resources;
 pub mod stats;
+pub mod systemd;
 
 #[cfg(test)]
 mod mock;
@@ -34,6 +35,6 @@ pub use driver::{expand_slice, CgroupDriver, ChildCgroupPath, SYSTEMD_SCOPE_PREF
 pub use enforce::{child_limits, ChildLimits};
 pub use error::{CgroupError, Result};
 pub use layout::{CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, SELF_MOUNTINFO};
-pub use pod::{remove_unused_dirs, PodCgroup};
+pub use pod::{remove_unused_dirs, PodCgroup, SystemdSlice};
 pub use proc::{pid_cgroup_paths, proc_cgroup_file};
 pub use resources::{shares_to_weight, Resources};

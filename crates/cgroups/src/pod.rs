@@ -9,9 +9,7 @@ use crate::error::{CgroupError, Result};
 use crate::fs::{self, Removal};
 use crate::layout::{CgroupLayout, CgroupVersion, Hierarchy};
 use crate::resources::{self, Resources, V1MemoryState};
-
-/// Present when systemd is the init system (what `sd_booted()` checks).
-const SYSTEMD_RUNNING_MARKER: &str = "/run/systemd/system";
+use crate::systemd::{self, Started, UnitManager, SYSTEMD_RUNNING_MARKER};
 
 /// The cgroup of one pod sandbox, in every hierarchy of the host.
 ///
@@ -26,6 +24,18 @@ pub struct PodCgroup {
     cgroup_parent: String,
     relative_path: PathBuf,
     created_dirs: Vec<PathBuf>,
+    /// Set when systemd manages this pod's slice (systemd driver with systemd running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    systemd: Option<SystemdSlice>,
+}
+
+/// The pod slice systemd manages for a [`PodCgroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemdSlice {
+    /// The slice unit (`kubepods-burstable-pod<uid>.slice`).
+    pub name: String,
+    /// Whether corral started it (else the kubelet or an earlier sandbox of the pod did).
+    pub started: bool,
 }
 
 impl PodCgroup {
@@ -41,8 +51,8 @@ impl PodCgroup {
         if driver == CgroupDriver::Systemd && Path::new(SYSTEMD_RUNNING_MARKER).exists() {
             tracing::warn!(
                 cgroup_parent,
-                "systemd is running, but corral creates the pod slice through cgroupfs \
-                 (no D-Bus support): systemd will not know about it"
+                "systemd is running, but this pod slice is made through cgroupfs: \
+                 systemd will not know about it (use PodCgroup::create_with_systemd)"
             );
         }
         let mut pod = Self {
@@ -51,6 +61,7 @@ impl PodCgroup {
             cgroup_parent: cgroup_parent.to_owned(),
             relative_path,
             created_dirs: Vec::new(),
+            systemd: None,
         };
         for hierarchy in layout.hierarchies() {
             if let Err(error) = make_path(hierarchy, &pod.relative_path, &mut pod.created_dirs) {
@@ -66,6 +77,106 @@ impl PodCgroup {
             "created pod cgroup"
         );
         Ok(pod)
+    }
+
+    /// Asks systemd for the pod slice named by `cgroup_parent` (systemd driver, systemd
+    /// running): a transient `.slice` unit with accounting on. A slice that already exists
+    /// (the kubelet's) is used as it is and never stopped by corral.
+    pub fn create_with_systemd(
+        layout: &CgroupLayout,
+        cgroup_parent: &str,
+        units: &dyn UnitManager,
+    ) -> Result<Self> {
+        let relative_path = CgroupDriver::Systemd.pod_relative_path(cgroup_parent)?;
+        let started =
+            units.start_transient_unit(cgroup_parent, &systemd::slice_properties(cgroup_parent))?;
+        tracing::debug!(slice = cgroup_parent, ?started, "pod slice through systemd");
+        Ok(Self {
+            layout: layout.clone(),
+            driver: CgroupDriver::Systemd,
+            cgroup_parent: cgroup_parent.to_owned(),
+            relative_path,
+            created_dirs: Vec::new(),
+            systemd: Some(SystemdSlice {
+                name: cgroup_parent.to_owned(),
+                started: started == Started::New,
+            }),
+        })
+    }
+
+    /// The systemd slice of this pod, when systemd manages it.
+    pub fn systemd_slice(&self) -> Option<&SystemdSlice> {
+        self.systemd.as_ref()
+    }
+
+    /// Moves `pid` into the leaf `leaf`: through systemd as a delegated transient scope when
+    /// systemd manages this pod (and `units` is given), else like [`PodCgroup::add_process`].
+    pub fn add_process_with(
+        &self,
+        leaf: &Path,
+        pid: i32,
+        units: Option<&dyn UnitManager>,
+    ) -> Result<()> {
+        let (Some(slice), Some(units)) = (&self.systemd, units) else {
+            return self.add_process(leaf, pid);
+        };
+        let leaf = self.leaf_path(leaf)?;
+        let scope = unit_name(&leaf)?;
+        let pid_u32 = u32::try_from(pid).map_err(|_| CgroupError::InvalidName {
+            name: pid.to_string(),
+            reason: "not a process id".to_owned(),
+        })?;
+        units.start_transient_unit(
+            &scope,
+            &systemd::scope_properties(&scope, &slice.name, pid_u32),
+        )?;
+        tracing::debug!(pid, scope, "moved process into a systemd scope");
+        Ok(())
+    }
+
+    /// Applies pod-level limits: through systemd (`SetUnitProperties` on the slice) when
+    /// systemd manages this pod, with what systemd has no property for written to the slice's
+    /// files; else like [`PodCgroup::apply`].
+    pub fn apply_with(&self, resources: &Resources, units: Option<&dyn UnitManager>) -> Result<()> {
+        let (Some(slice), Some(units)) = (&self.systemd, units) else {
+            return self.apply(resources);
+        };
+        let (properties, rest) = systemd::resource_properties(&self.layout, resources);
+        if !properties.is_empty() {
+            units.set_unit_properties(&slice.name, &properties)?;
+        }
+        if rest != Resources::default() {
+            self.apply(&rest)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the leaf `leaf`: stops its systemd scope when systemd manages this pod, then
+    /// removes whatever directories are left like [`PodCgroup::remove_leaf`].
+    pub fn remove_leaf_with(&self, leaf: &Path, units: Option<&dyn UnitManager>) -> Result<()> {
+        if let (Some(_), Some(units)) = (&self.systemd, units) {
+            let relative = self.leaf_path(leaf)?;
+            units.stop_unit(&unit_name(&relative)?)?;
+        }
+        self.remove_leaf(leaf)
+    }
+
+    /// Stops this pod's systemd slice once nothing is in it any more (no process, no child
+    /// cgroup). Returns whether the slice is gone; a busy one stays. Whether corral owns the
+    /// slice (see [`SystemdSlice::started`]; another sandbox of the pod may have started it)
+    /// is the caller's decision.
+    pub fn stop_slice_if_unused(&self, units: &dyn UnitManager) -> Result<bool> {
+        let Some(slice) = self.systemd.as_ref() else {
+            return Ok(false);
+        };
+        for dir in self.dirs() {
+            if !fs::read_procs(&dir)?.is_empty() || !fs::child_dirs(&dir)?.is_empty() {
+                tracing::debug!(slice = slice.name, "keeping pod slice still in use");
+                return Ok(false);
+            }
+        }
+        units.stop_unit(&slice.name)?;
+        Ok(true)
     }
 
     /// The host layout this cgroup was created in.
@@ -218,6 +329,16 @@ impl PodCgroup {
     }
 }
 
+/// The unit name of a leaf: its last path component (`corral-<id>.scope`).
+fn unit_name(leaf: &Path) -> Result<String> {
+    leaf.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| CgroupError::InvalidName {
+            name: leaf.display().to_string(),
+            reason: "a leaf cgroup needs a name".to_owned(),
+        })
+}
+
 /// Removes each of `dirs` that holds no process and no child cgroup, deepest first, and returns
 /// those that are gone (removed now or already missing); busy ones stay.
 pub fn remove_unused_dirs(mut dirs: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
@@ -258,6 +379,8 @@ mod tests {
 
     use super::*;
     use crate::mock::{read, MockCgroupFs};
+    use crate::systemd::fake::FakeUnits;
+    use crate::systemd::PropertyValue;
 
     const HYBRID_MOUNTS: [&str; 10] = [
         "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
@@ -610,6 +733,143 @@ mod tests {
         for mount in HYBRID_MOUNTS {
             assert!(!mock.dir(mount, "kubepods.slice").exists(), "{mount}");
         }
+    }
+
+    #[test]
+    fn systemd_makes_the_pod_slice_and_knows_whose_it_is() {
+        let mock = MockCgroupFs::v2();
+        let units = FakeUnits::default();
+        let parent = "kubepods-burstable-pod1.slice";
+        let pod = PodCgroup::create_with_systemd(&mock.layout(), parent, &units).unwrap();
+        assert_eq!(
+            pod.relative_path(),
+            Path::new("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
+        );
+        assert!(
+            pod.created_dirs().is_empty(),
+            "systemd makes the directories"
+        );
+        assert_eq!(
+            pod.systemd_slice(),
+            Some(&SystemdSlice {
+                name: parent.to_owned(),
+                started: true
+            })
+        );
+        // A second sandbox of the same pod finds the slice and does not own it.
+        let again = PodCgroup::create_with_systemd(&mock.layout(), parent, &units).unwrap();
+        assert!(!again.systemd_slice().unwrap().started);
+        assert_eq!(
+            units.calls(),
+            vec![format!("start {parent}"), format!("start {parent}")]
+        );
+        let json = serde_json::to_string(&pod).unwrap();
+        assert_eq!(serde_json::from_str::<PodCgroup>(&json).unwrap(), pod);
+        assert!(PodCgroup::create_with_systemd(&mock.layout(), "/kubepods/pod1", &units).is_err());
+    }
+
+    #[test]
+    fn the_pause_goes_into_a_delegated_scope_of_the_slice() {
+        let mock = MockCgroupFs::v2();
+        let units = FakeUnits::default();
+        let pod =
+            PodCgroup::create_with_systemd(&mock.layout(), "corral-pod1.slice", &units).unwrap();
+        let leaf = pod.child("abc").unwrap();
+        pod.add_process_with(&leaf.relative_path, 4242, Some(&units))
+            .unwrap();
+        let scope = "corral-abc.scope";
+        assert_eq!(
+            units.property(scope, "Slice"),
+            Some(PropertyValue::Str("corral-pod1.slice".into()))
+        );
+        assert_eq!(
+            units.property(scope, "PIDs"),
+            Some(PropertyValue::U32List(vec![4242]))
+        );
+        assert_eq!(
+            units.property(scope, "Delegate"),
+            Some(PropertyValue::Bool(true))
+        );
+        assert!(
+            !mock.dir("", "corral.slice").exists(),
+            "no cgroupfs writes behind systemd's back"
+        );
+        pod.remove_leaf_with(&leaf.relative_path, Some(&units))
+            .unwrap();
+        assert!(!units.units.lock().unwrap().contains_key(scope));
+        assert!(pod
+            .add_process_with(Path::new("elsewhere/x.scope"), 1, Some(&units))
+            .is_err());
+    }
+
+    #[test]
+    fn pod_limits_go_through_systemd_and_the_rest_to_files() {
+        let mock = MockCgroupFs::v2();
+        let units = FakeUnits::default();
+        let pod =
+            PodCgroup::create_with_systemd(&mock.layout(), "corral-pod1.slice", &units).unwrap();
+        std::fs::create_dir_all(mock.dir("", "corral.slice/corral-pod1.slice")).unwrap();
+        let resources = Resources {
+            memory_limit_bytes: Some(128 << 20),
+            pids_limit: Some(64),
+            hugepage_limits: vec![("2MB".to_owned(), 0)],
+            ..Resources::default()
+        };
+        pod.apply_with(&resources, Some(&units)).unwrap();
+        assert_eq!(
+            units.property("corral-pod1.slice", "MemoryMax"),
+            Some(PropertyValue::U64(128 << 20))
+        );
+        assert_eq!(
+            units.property("corral-pod1.slice", "TasksMax"),
+            Some(PropertyValue::U64(64))
+        );
+        let dir = mock.dir("", "corral.slice/corral-pod1.slice");
+        assert_eq!(read(&dir.join("hugetlb.2MB.max")), "0");
+        assert!(!dir.join("memory.max").exists(), "memory is systemd's");
+    }
+
+    #[test]
+    fn a_slice_is_stopped_only_when_unused() {
+        let mock = MockCgroupFs::v2();
+        let units = FakeUnits::default();
+        let pod =
+            PodCgroup::create_with_systemd(&mock.layout(), "corral-pod1.slice", &units).unwrap();
+        let scope_dir = mock.dir("", "corral.slice/corral-pod1.slice/corral-c1.scope");
+        std::fs::create_dir_all(&scope_dir).unwrap();
+        assert!(!pod.stop_slice_if_unused(&units).unwrap());
+        std::fs::remove_dir(&scope_dir).unwrap();
+        assert!(pod.stop_slice_if_unused(&units).unwrap());
+        assert_eq!(units.calls().last().unwrap(), "stop corral-pod1.slice");
+    }
+
+    #[test]
+    fn a_failing_systemd_is_reported_with_the_unit() {
+        let mock = MockCgroupFs::v2();
+        let units = FakeUnits {
+            failing: Some("corral-pod1.slice".to_owned()),
+            ..FakeUnits::default()
+        };
+        let error = PodCgroup::create_with_systemd(&mock.layout(), "corral-pod1.slice", &units)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("corral-pod1.slice"), "{error}");
+    }
+
+    #[test]
+    fn without_a_unit_manager_the_systemd_pod_falls_back_to_cgroupfs() {
+        let mock = MockCgroupFs::v2();
+        let pod =
+            PodCgroup::create(&mock.layout(), CgroupDriver::Systemd, "corral-pod1.slice").unwrap();
+        let leaf = pod.child("abc").unwrap();
+        pod.add_process_with(&leaf.relative_path, 7, None).unwrap();
+        assert_eq!(
+            read(&mock.dir(
+                "",
+                "corral.slice/corral-pod1.slice/corral-abc.scope/cgroup.procs"
+            )),
+            "7"
+        );
     }
 
     #[test]

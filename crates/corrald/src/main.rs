@@ -21,6 +21,7 @@ mod prometheus;
 mod reaper;
 mod resources;
 mod runtime_service;
+mod sd_notify;
 mod server;
 mod stats;
 mod streaming;
@@ -106,14 +107,23 @@ impl Daemon {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists: nothing corrald starts may inherit systemd's NOTIFY_SOCKET.
+    sd_notify::take_socket_from_env();
     let config = Config::load(Flags::parse())?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log_level)
                 .with_context(|| format!("--log-level {:?}", config.log_level))?,
         )
         .with_writer(std::io::stderr)
-        .init();
+        // No colour codes in the journal (or any log file), only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // systemd sets JOURNAL_STREAM when stderr is the journal, which stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     reaper::become_subreaper()?;
     reaper::spawn();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -54,9 +54,12 @@ pub async fn serve(daemon: Arc<Daemon>, images: ImageServiceImpl) -> anyhow::Res
             let _ = stop_rx.await;
         });
     let mut server = tokio::spawn(server);
+    // The socket is bound and served: tell systemd (Type=notify) corrald is ready.
+    crate::sd_notify::notify("READY=1");
     tokio::select! {
         result = &mut server => result.context("gRPC server task")?.context("gRPC server")?,
         () = shutdown_signal() => {
+            crate::sd_notify::notify("STOPPING=1");
             // Stop accepting, let calls in flight finish, but do not wait for idle clients
             // (kubelet keeps its connection open) longer than the grace period.
             let _ = stop_tx.send(());

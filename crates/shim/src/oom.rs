@@ -3,6 +3,11 @@
 //! cgroup v1 reports them as `oom_kill N` in `memory.oom_control`, cgroup v2 as `oom_kill N` in
 //! `memory.events`. The shim reads the count once the container is created and again when it has
 //! exited: a larger count means the OOM killer struck while it ran.
+//!
+//! Under the systemd cgroup driver the container's cgroup is a scope that systemd removes as
+//! soon as its last process is gone, often before the shim reads it again. The parent's (the
+//! pod's) count is read too: on cgroup v2 `memory.events` counts the kills below it, so when
+//! the container's cgroup has vanished, a larger count there is this container's kill.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,38 @@ fn count_in(dir: &Path) -> u64 {
         .filter_map(|name| fs::read_to_string(dir.join(name)).ok())
         .filter_map(|text| parse_oom_kill(&text))
         .sum()
+}
+
+/// OOM kill counts when the container was created.
+#[derive(Debug, Clone, Copy)]
+pub struct OomBaseline {
+    own: u64,
+    parents: u64,
+}
+
+impl OomBaseline {
+    /// Reads the counts of the container's memory cgroups `dirs` and of their parents.
+    pub fn read(dirs: &[PathBuf]) -> Self {
+        let parents: Vec<PathBuf> = dirs
+            .iter()
+            .filter_map(|dir| dir.parent().map(Path::to_path_buf))
+            .collect();
+        Self {
+            own: oom_kill_count(dirs),
+            parents: oom_kill_count(&parents),
+        }
+    }
+
+    /// Whether the OOM killer struck the container since the baseline: its own count grew, or
+    /// its cgroup is gone (systemd removed the scope) and the parent's count grew.
+    pub fn oom_killed_since(&self, dirs: &[PathBuf]) -> bool {
+        let now = Self::read(dirs);
+        if now.own > self.own {
+            return true;
+        }
+        let vanished = dirs.iter().any(|dir| !dir.exists());
+        vanished && now.parents > self.parents
+    }
 }
 
 /// The value of the `oom_kill` line of a `memory.oom_control` or `memory.events` file.
@@ -69,5 +106,39 @@ mod tests {
         .unwrap();
         fs::write(v2.join("memory.events"), "oom 3\noom_kill 3\n").unwrap();
         assert_eq!(oom_kill_count(&dirs), 4);
+    }
+
+    #[test]
+    fn a_kill_is_seen_in_the_pod_cgroup_when_systemd_removed_the_scope() {
+        // Under the systemd driver systemd removes the container's scope as soon as its last
+        // process is gone, often before the shim reads the count after the exit.
+        let root = tempfile::tempdir().unwrap();
+        let pod = root.path().join("corral.slice/corral-pod1.slice");
+        let scope = pod.join("corral-c1.scope");
+        fs::create_dir_all(&scope).unwrap();
+        fs::write(pod.join("memory.events"), "oom 0\noom_kill 0\n").unwrap();
+        fs::write(scope.join("memory.events"), "oom 0\noom_kill 0\n").unwrap();
+        let dirs = vec![scope.clone()];
+        let baseline = OomBaseline::read(&dirs);
+        assert!(!baseline.oom_killed_since(&dirs));
+
+        fs::write(pod.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        assert!(
+            !baseline.oom_killed_since(&dirs),
+            "another container's kill, while this scope still exists, is not this one's"
+        );
+        fs::remove_dir_all(&scope).unwrap();
+        assert!(baseline.oom_killed_since(&dirs));
+    }
+
+    #[test]
+    fn a_kill_in_the_container_cgroup_counts() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod/c1");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("memory.events"), "oom_kill 0\n").unwrap();
+        let baseline = OomBaseline::read(std::slice::from_ref(&dir));
+        fs::write(dir.join("memory.events"), "oom_kill 1\n").unwrap();
+        assert!(baseline.oom_killed_since(std::slice::from_ref(&dir)));
     }
 }

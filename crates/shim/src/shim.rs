@@ -21,7 +21,7 @@ use crate::args::ShimArgs;
 use crate::create::{create_container, CreateError};
 use crate::cri_log::CriLog;
 use crate::diag::diag;
-use crate::oom::oom_kill_count;
+use crate::oom::OomBaseline;
 use crate::supervisor::{Supervisor, SupervisorParts};
 
 /// After a failed create, how long the shim waits for the runtime's leftovers to be reapable.
@@ -66,7 +66,7 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
         }
     };
     let container_pid = created.pid;
-    let oom_kills_before = oom_kill_count(&args.memory_cgroups);
+    let oom_baseline = OomBaseline::read(&args.memory_cgroups);
     let supervisor = Supervisor::new(SupervisorParts {
         container_pid,
         io: created.io,
@@ -104,7 +104,7 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
     diag!("container {} created, init pid {container_pid}", args.id);
 
     let exit = supervisor.run();
-    let oom_killed = oom_kill_count(&args.memory_cgroups) > oom_kills_before;
+    let oom_killed = oom_baseline.oom_killed_since(&args.memory_cgroups);
     let exit = exit.into_exit_info(oom_killed);
     if let Err(error) = write_exit(&args.state_dir, &exit) {
         diag!("cannot record the exit: {error}");

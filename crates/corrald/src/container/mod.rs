@@ -116,7 +116,7 @@ impl ContainerManager {
             )
         })?;
         let systemd_cgroup = config.cgroup_driver == CgroupDriverName::Systemd
-            && Path::new("/run/systemd/system").is_dir();
+            && corral_cgroups::systemd::systemd_available();
         let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
             .map(|s| s.trim() == "Y")
             .unwrap_or(false);

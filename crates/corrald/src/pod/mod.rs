@@ -32,6 +32,34 @@ pub(crate) use run::{new_id, now_nanos};
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
 const POD_CIDR_KEY: &str = "pod_cidr";
 
+/// systemd's manager over D-Bus for the systemd driver where systemd runs; `None` (cgroupfs
+/// writes) otherwise. Says at start which way pod cgroups are made.
+fn systemd_units(
+    driver: corral_cgroups::CgroupDriver,
+) -> anyhow::Result<Option<Arc<dyn corral_cgroups::systemd::UnitManager>>> {
+    use corral_cgroups::systemd::{systemd_available, SystemdBus};
+    match driver {
+        corral_cgroups::CgroupDriver::Cgroupfs => {
+            tracing::info!("cgroup driver cgroupfs: pod cgroups are made through cgroupfs");
+            Ok(None)
+        }
+        corral_cgroups::CgroupDriver::Systemd if systemd_available() => {
+            let bus = SystemdBus::connect()?;
+            tracing::info!(
+                "cgroup driver systemd: pod slices and scopes are systemd units (D-Bus)"
+            );
+            Ok(Some(Arc::new(bus)))
+        }
+        corral_cgroups::CgroupDriver::Systemd => {
+            tracing::info!(
+                "cgroup driver systemd without a running systemd: slices and scopes are named \
+                 the systemd way but made through cgroupfs"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// Everything the sandbox lifecycle needs, shared with blocking tasks.
 pub(crate) struct PodEnv {
     pub config: Config,
@@ -44,6 +72,9 @@ pub(crate) struct PodEnv {
     pub userns_support: HashMap<String, Result<(), String>>,
     /// Where sandbox changes are reported (GetContainerEvents).
     pub events: crate::events::EventSink,
+    /// systemd's manager, when the systemd driver is configured and systemd runs: pod slices
+    /// and pause scopes are then its units.
+    pub systemd: Option<Arc<dyn corral_cgroups::systemd::UnitManager>>,
 }
 
 /// Owns the pod sandboxes of this daemon.
@@ -77,6 +108,7 @@ impl PodManager {
             let config = config.clone();
             tokio::task::spawn_blocking(move || crate::userns::handler_support(&config)).await?
         };
+        let systemd = systemd_units(cgroup_driver)?;
         let env = Arc::new(PodEnv {
             userns_support,
             config,
@@ -86,6 +118,7 @@ impl PodManager {
             cgroup_layout,
             cgroup_driver,
             events,
+            systemd,
         });
         let manager = PodManager {
             env,
@@ -248,7 +281,8 @@ impl PodManager {
                 "resources, overhead: give at least one of them".into(),
             ));
         };
-        tokio::task::spawn_blocking(move || cgroup.apply(&limits))
+        let units = self.env.systemd.clone();
+        tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
             .map_err(|e| {

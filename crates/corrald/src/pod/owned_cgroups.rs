@@ -4,7 +4,8 @@
 //! by many pods, so the pod that created a directory is often not the last one to leave it. The
 //! daemon therefore keeps one set of the directories it created; when a sandbox goes, every
 //! directory of that set on its cgroup path that nothing uses any more is removed. Directories
-//! kubelet (or anyone else) created are never in the set and never removed.
+//! kubelet (or anyone else) created are never in the set and never removed. With the systemd
+//! driver under systemd, the pod slices corral started are kept the same way, by unit name.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,9 +17,18 @@ use super::PodEnv;
 use crate::error::{CriError, CriResult};
 
 const KEY: &str = "created_cgroup_dirs";
+/// The systemd pod slices corral started (systemd driver), by unit name.
+const SLICES_KEY: &str = "started_systemd_slices";
 
 /// Records the directories `cgroup`'s creation made.
 pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
+    if let Some(slice) = cgroup.systemd_slice().filter(|s| s.started) {
+        env.store.write(|tx| {
+            let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
+            owned.insert(slice.name.clone());
+            tx.put(SETTINGS, SLICES_KEY, &owned)
+        })?;
+    }
     if cgroup.created_dirs().is_empty() {
         return Ok(());
     }
@@ -33,6 +43,7 @@ pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
 /// Removes the directories corral created on `cgroup`'s path that are no longer used, and
 /// forgets them.
 pub(super) fn release(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
+    release_slice(env, cgroup)?;
     let owned: BTreeSet<PathBuf> = env.store.get(SETTINGS, KEY)?.unwrap_or_default();
     let pod_dirs = cgroup.dirs();
     let mut candidates: BTreeSet<PathBuf> = owned
@@ -53,5 +64,28 @@ pub(super) fn release(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
         }
         tx.put(SETTINGS, KEY, &owned)
     })?;
+    Ok(())
+}
+
+/// Stops the pod's systemd slice when corral started it (for this or an earlier sandbox of
+/// the pod) and nothing is in it any more, and forgets it.
+fn release_slice(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
+    let (Some(slice), Some(units)) = (cgroup.systemd_slice(), env.systemd.as_deref()) else {
+        return Ok(());
+    };
+    let owned: BTreeSet<String> = env.store.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
+    if !owned.contains(&slice.name) {
+        return Ok(());
+    }
+    let stopped = cgroup
+        .stop_slice_if_unused(units)
+        .map_err(|e| CriError::internal("stop pod slice", e))?;
+    if stopped {
+        env.store.write(|tx| {
+            let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
+            owned.remove(&slice.name);
+            tx.put(SETTINGS, SLICES_KEY, &owned)
+        })?;
+    }
     Ok(())
 }

@@ -194,14 +194,20 @@ impl Plan {
             .map_err(|e| step("write pod files")(e.to_string()))?;
 
         let parent = cgroup_parent(env, &self.config, &self.id);
-        let cgroup =
-            corral_cgroups::PodCgroup::create(&env.cgroup_layout, env.cgroup_driver, &parent)
-                .map_err(|e| step("create pod cgroup")(e.to_string()))?;
+        let cgroup = match env.systemd.as_deref() {
+            Some(units) => {
+                corral_cgroups::PodCgroup::create_with_systemd(&env.cgroup_layout, &parent, units)
+            }
+            None => {
+                corral_cgroups::PodCgroup::create(&env.cgroup_layout, env.cgroup_driver, &parent)
+            }
+        }
+        .map_err(|e| step("create pod cgroup")(e.to_string()))?;
         record.pod_cgroup = Some(cgroup.clone());
         super::owned_cgroups::remember(env, &cgroup)?;
         if let Some(resources) = pod_resources(&self.config) {
             cgroup
-                .apply(&resources)
+                .apply_with(&resources, env.systemd.as_deref())
                 .map_err(|e| step("apply pod resources")(e.to_string()))?;
         }
 
@@ -223,7 +229,9 @@ impl Plan {
         });
         cgroup
             .child(&self.id)
-            .and_then(|leaf| cgroup.add_process(&leaf.relative_path, pause.pid))
+            .and_then(|leaf| {
+                cgroup.add_process_with(&leaf.relative_path, pause.pid, env.systemd.as_deref())
+            })
             .map_err(|e| step("move pause process into the pod cgroup")(e.to_string()))?;
 
         if self.userns.is_some() {

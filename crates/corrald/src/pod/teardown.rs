@@ -55,7 +55,7 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
             .child(&record.id)
             .map_err(|e| CriError::internal("pause cgroup path", e))?;
         cgroup
-            .remove_leaf(&leaf.relative_path)
+            .remove_leaf_with(&leaf.relative_path, env.systemd.as_deref())
             .map_err(|e| CriError::internal("remove pause cgroup", e))?;
         super::owned_cgroups::release(env, cgroup)?;
     }
