@@ -32,6 +32,46 @@ impl CriError {
     }
 }
 
+/// The most bytes of one request value an error message echoes (see [`shown`]).
+pub const ECHO_LIMIT: usize = 256;
+
+/// The most bytes of message a status carries. The message travels in the `grpc-message`
+/// header (percent-encoded, so up to three times longer), and clients drop a stream whose
+/// headers pass their limit (8-16 KiB) instead of reporting the status.
+pub const MESSAGE_LIMIT: usize = 2048;
+
+/// A request value as error messages echo it: quoted, and when longer than [`ECHO_LIMIT`]
+/// bytes, cut with an ellipsis and its total length, so that a 1 MB hostname yields a small
+/// InvalidArgument instead of a status too big to deliver.
+pub fn shown(value: &str) -> String {
+    if value.len() <= ECHO_LIMIT {
+        return format!("{value:?}");
+    }
+    format!(
+        "{:?}… ({} bytes in all)",
+        &value[..floor_char_boundary(value, ECHO_LIMIT)],
+        value.len()
+    )
+}
+
+/// Cuts a message to [`MESSAGE_LIMIT`] bytes: the net under every message, including library
+/// errors that echo what they were given.
+fn capped(message: String) -> String {
+    if message.len() <= MESSAGE_LIMIT {
+        return message;
+    }
+    let cut = floor_char_boundary(&message, MESSAGE_LIMIT);
+    format!("{}… ({} bytes in all)", &message[..cut], message.len())
+}
+
+/// The largest index `<= at` that starts a character of `s`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    (0..=at.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
 impl From<CriError> for Status {
     fn from(err: CriError) -> Status {
         let code = match &err {
@@ -42,7 +82,7 @@ impl From<CriError> for Status {
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Internal(_) => Code::Internal,
         };
-        Status::new(code, err.to_string())
+        Status::new(code, capped(err.to_string()))
     }
 }
 
@@ -79,3 +119,33 @@ impl FirstError {
 
 /// The result type of CRI handlers.
 pub type CriResult<T> = Result<T, CriError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_values_are_shown_whole_and_quoted() {
+        assert_eq!(shown("web-1"), "\"web-1\"");
+    }
+
+    #[test]
+    fn long_values_are_cut_with_their_length() {
+        let value = "é".repeat(300_000);
+        let s = shown(&value);
+        assert!(s.len() < ECHO_LIMIT + 64, "{} bytes", s.len());
+        assert!(s.ends_with("… (600000 bytes in all)"), "{s}");
+    }
+
+    #[test]
+    fn a_huge_message_becomes_a_small_status_of_the_same_code() {
+        let status = Status::from(CriError::InvalidArgument(format!(
+            "config.hostname: {} is not valid",
+            "a".repeat(1 << 20)
+        )));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() < MESSAGE_LIMIT + 64);
+        assert!(status.message().starts_with("config.hostname: "));
+        assert!(status.message().ends_with("bytes in all)"));
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use corral_store::{Store, Table};
 use serde::de::DeserializeOwned;
 
-use crate::error::{CriError, CriResult};
+use crate::error::{shown, CriError, CriResult};
 
 /// The full id of the `kind` (`pod sandbox`, `container`) named by `id` or a unique prefix of
 /// it; `field` is the request field, for the error messages.
@@ -34,9 +34,13 @@ pub fn resolve<T: DeserializeOwned>(
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(CriError::NotFound(format!("{kind} {id} not found"))),
+        [] => Err(CriError::NotFound(format!(
+            "{kind} {} not found",
+            shown(id)
+        ))),
         _ => Err(CriError::InvalidArgument(format!(
-            "{field}: prefix {id} matches {} of them; give more of the id",
+            "{field}: prefix {} matches {} of them; give more of the id",
+            shown(id),
             matches.len()
         ))),
     }
