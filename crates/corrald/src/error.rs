@@ -54,6 +54,17 @@ pub fn shown(value: &str) -> String {
     )
 }
 
+/// A library error as a refusal quotes it: cut to 1 KiB (library errors echo the values they
+/// were given, which may be megabytes long).
+pub fn brief(err: impl std::fmt::Display) -> String {
+    let text = err.to_string();
+    if text.len() <= 1024 {
+        return text;
+    }
+    let cut = floor_char_boundary(&text, 1024);
+    format!("{}… ({} bytes in all)", &text[..cut], text.len())
+}
+
 /// Cuts a message to [`MESSAGE_LIMIT`] bytes: the net under every message, including library
 /// errors that echo what they were given.
 fn capped(message: String) -> String {

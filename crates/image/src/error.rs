@@ -152,6 +152,21 @@ pub enum ImageError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A layer decompresses to far more than its compressed size: a decompression bomb.
+    #[error(
+        "layer {layer}: decompresses to more than {limit} bytes from {compressed} compressed \
+         (at most {ratio}x plus 64 MiB is unpacked); refusing it as a decompression bomb"
+    )]
+    DecompressionBomb {
+        /// The layer's digest.
+        layer: String,
+        /// Compressed bytes read when the limit was passed.
+        compressed: u64,
+        /// The uncompressed bytes allowed for them.
+        limit: u64,
+        /// The ratio allowed.
+        ratio: u64,
+    },
     /// A layer archive is not a readable tar stream.
     #[error("layer {layer}: {op}: {source}")]
     LayerArchive {
@@ -232,6 +247,7 @@ impl ImageError {
             | InvalidContent { .. }
             | NoMatchingPlatform { .. }
             | UnsafeLayerEntry { .. }
+            | DecompressionBomb { .. }
             | LayerArchive { .. }
             | LayerMissing { .. }
             | Import { .. } => ErrorKind::FailedPrecondition,

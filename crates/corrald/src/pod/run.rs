@@ -53,7 +53,12 @@ impl Plan {
         let id = new_id()?;
         env.cgroup_driver
             .pod_relative_path(&cgroup_parent(env, &config, &id))
-            .map_err(|e| CriError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")))?;
+            .map_err(|e| {
+                CriError::InvalidArgument(format!(
+                    "config.linux.cgroup_parent: {}",
+                    crate::error::brief(e)
+                ))
+            })?;
         let network_config = match network {
             NamespaceMode::Pod => Some(super::network_config(env).map_err(|reason| {
                 CriError::FailedPrecondition(format!("pod network is not ready: {reason}"))
@@ -338,8 +343,9 @@ fn check_sysctls(
         ipc: ipc == NamespaceMode::Pod,
         uts: network == NamespaceMode::Pod,
     };
-    sysctl::pod_sysctls(linux.sysctls.iter(), private)
-        .map_err(|e| CriError::InvalidArgument(format!("config.linux.sysctls: {e}")))
+    sysctl::pod_sysctls(linux.sysctls.iter(), private).map_err(|e| {
+        CriError::InvalidArgument(format!("config.linux.sysctls: {}", crate::error::brief(e)))
+    })
 }
 
 /// The cgroup parent kubelet asked for, or, when none is given (as by crictl without one), a
@@ -486,5 +492,107 @@ mod tests {
         let m = refusal(&config);
         assert!(m.starts_with("config.hostname:"), "{}", &m[..40]);
         assert!(m.len() < 1024, "{} bytes", m.len());
+    }
+
+    mod hostile {
+        use cri_proto::v1::{
+            LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption, PortMapping,
+        };
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn hostile_string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("..".to_owned()),
+                Just("../../etc".to_owned()),
+                Just("/var/log/pods/p".to_owned()),
+                Just("a\0b".to_owned()),
+                Just("net/ipv4/ip_forward".to_owned()),
+                Just("kernel.shm_rmid_forced".to_owned()),
+                Just("net.ipv4.ip_forward".to_owned()),
+                Just("x".repeat(1 << 20)),
+                "[a-z0-9./-]{1,20}",
+                any::<String>(),
+            ]
+        }
+
+        fn mostly<T: Clone + std::fmt::Debug + 'static>(
+            benign: T,
+            hostile: impl Strategy<Value = T> + 'static,
+        ) -> BoxedStrategy<T> {
+            prop_oneof![4 => Just(benign), 1 => hostile].boxed()
+        }
+
+        prop_compose! {
+            fn hostile_pod()(
+                name in mostly("web".to_owned(), hostile_string()),
+                namespace in mostly("default".to_owned(), hostile_string()),
+                hostname in mostly(String::new(), hostile_string()),
+                log_directory in mostly(String::new(), hostile_string()),
+                modes in mostly((0, 0, 0), (any::<i32>(), 0..5i32, 0..5i32)),
+                sysctls in mostly(
+                    vec![],
+                    prop::collection::vec((hostile_string(), hostile_string()), 0..3),
+                ),
+                ports in mostly(vec![], prop::collection::vec((any::<i32>(), any::<i32>()), 0..3)),
+                group_only in mostly(false, Just(true)),
+            ) -> PodSandboxConfig {
+                let mut config = pod(&name);
+                if let Some(meta) = config.metadata.as_mut() {
+                    meta.namespace = namespace;
+                }
+                config.hostname = hostname;
+                config.log_directory = log_directory;
+                config.port_mappings = ports
+                    .into_iter()
+                    .map(|(container_port, host_port)| PortMapping {
+                        container_port,
+                        host_port,
+                        ..Default::default()
+                    })
+                    .collect();
+                config.linux = Some(LinuxPodSandboxConfig {
+                    sysctls: sysctls.into_iter().collect(),
+                    security_context: Some(LinuxSandboxSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            network: modes.0,
+                            pid: modes.1,
+                            ipc: modes.2,
+                            ..Default::default()
+                        }),
+                        run_as_group: group_only.then_some(cri_proto::v1::Int64Value { value: 1 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                config
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever a RunPodSandbox request holds, the checks answer without panicking;
+            /// a refusal is a short InvalidArgument naming a field of the config.
+            #[test]
+            fn hostile_pod_configs_are_refused_naming_the_field(config in hostile_pod()) {
+                match check_config(&config) {
+                    Ok(checked) => {
+                        prop_assert!(checked.hostname.len() <= 64);
+                        prop_assert!(
+                            config.log_directory.is_empty()
+                                || config.log_directory.starts_with('/')
+                        );
+                    }
+                    Err(CriError::InvalidArgument(m)) => {
+                        prop_assert!(m.starts_with("config."), "{}", &m[..m.len().min(200)]);
+                        prop_assert!(m.len() <= 2048, "{} bytes", m.len());
+                    }
+                    Err(other) => prop_assert!(false, "not InvalidArgument: {other:?}"),
+                }
+            }
+        }
     }
 }
