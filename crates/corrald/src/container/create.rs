@@ -189,9 +189,9 @@ impl Plan {
         })
         .map_err(|e| {
             if e.is_invalid_argument() {
-                CriError::InvalidArgument(e.to_string())
+                CriError::InvalidArgument(crate::error::brief(e))
             } else {
-                step("generate OCI spec")(e.to_string())
+                step("generate OCI spec")(crate::error::brief(e))
             }
         })?;
         record.created_sources = built.mounts_created.clone();

@@ -97,6 +97,18 @@ impl Fixture {
 /// where the runtime would need a C string, no relative or `..` mount destination, and no
 /// created directory outside the fixture's temp dir.
 pub fn check_outcome(fx: &Fixture, config: &ContainerConfig, got: Result<BuiltSpec, SpecError>) {
+    if let Err(err) = &got {
+        // Callers keep the first KiB of a refusal: the field or mount must be named there.
+        let text = err.to_string();
+        let named = match err {
+            SpecError::InvalidField { field, .. } => {
+                text.starts_with(&field.chars().take(50).collect::<String>())
+            }
+            SpecError::MountRefused { .. } => text.len() < 1024,
+            _ => true,
+        };
+        assert!(named, "{}", text.chars().take(300).collect::<String>());
+    }
     match got {
         Err(SpecError::InvalidField { field, reason }) => {
             assert!(!field.is_empty() && !reason.is_empty());
