@@ -62,6 +62,37 @@ impl IdLocks {
     }
 }
 
+/// One reader-writer lock per pod sandbox id, ordering container RPCs against their pod's
+/// StopPodSandbox and RemovePodSandbox: container RPCs hold it shared (they run side by side),
+/// Stop/RemovePodSandbox exclusive (no container RPC of the pod runs meanwhile).
+///
+/// Lock order: a pod lock before any container lock (`IdLocks` of the container manager) and
+/// before the pod manager's own per-sandbox lock; nothing takes a pod lock while holding one of
+/// those, so there is no cycle.
+#[derive(Default)]
+pub struct PodLocks(Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>);
+
+impl PodLocks {
+    /// The pod's lock, shared.
+    pub async fn shared(&self, pod_id: &str) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.get(pod_id).read_owned().await
+    }
+
+    /// The pod's lock, exclusive.
+    pub async fn exclusive(&self, pod_id: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.get(pod_id).write_owned().await
+    }
+
+    /// Drops the lock of a pod that is gone.
+    pub fn forget(&self, pod_id: &str) {
+        lock(&self.0).remove(pod_id);
+    }
+
+    fn get(&self, pod_id: &str) -> Arc<tokio::sync::RwLock<()>> {
+        lock(&self.0).entry(pod_id.to_string()).or_default().clone()
+    }
+}
+
 /// Locks a std mutex, recovering the data if a panicking thread poisoned it (the maps it
 /// guards stay consistent: every update is a single insert or remove).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
