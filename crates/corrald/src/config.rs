@@ -49,6 +49,13 @@ pub struct Flags {
     /// Port of the streaming server; 0 picks a free one [default: 0].
     #[arg(long)]
     pub stream_port: Option<u16>,
+    /// Exec/attach sessions allowed at once per container; 0: no limit [default: 16].
+    #[arg(long)]
+    pub max_streams_per_container: Option<usize>,
+    /// Seconds an exec/attach session may pass without input or output before it is closed;
+    /// 0: never [default: 14400, kubelet's streaming idle timeout].
+    #[arg(long)]
+    pub stream_idle_timeout: Option<u64>,
 }
 
 /// The cgroup driver, as named in flags and the config file.
@@ -82,6 +89,13 @@ pub struct RuntimeHandler {
     pub root: Option<PathBuf>,
 }
 
+/// Exec/attach sessions per container by default: far more than a person or kubelet opens,
+/// few enough that a runaway client cannot exhaust corrald's threads and descriptors.
+pub const DEFAULT_MAX_STREAMS_PER_CONTAINER: usize = 16;
+/// Idle seconds before a session is closed by default: kubelet's
+/// `streamingConnectionIdleTimeout` (4 h).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: u64 = 4 * 60 * 60;
+
 /// The keys of the TOML configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +109,8 @@ struct FileConfig {
     log_level: Option<String>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
+    max_streams_per_container: Option<usize>,
+    stream_idle_timeout: Option<u64>,
     disable_v1alpha2: Option<bool>,
     #[serde(default)]
     runtimes: BTreeMap<String, RuntimeHandler>,
@@ -123,6 +139,10 @@ pub struct Config {
     pub stream_address: std::net::IpAddr,
     /// Port of the streaming server; 0 picks a free one.
     pub stream_port: u16,
+    /// Exec/attach sessions allowed at once per container (0: no limit).
+    pub max_streams_per_container: usize,
+    /// Seconds an exec/attach session may stay idle before it is closed (0: never).
+    pub stream_idle_timeout: u64,
     /// Whether the old `runtime.v1alpha2` API is turned off.
     pub disable_v1alpha2: bool,
     /// OCI runtime handlers by name; `runc` is always present.
@@ -194,6 +214,14 @@ impl Config {
                 .or(file.stream_address)
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             stream_port: flags.stream_port.or(file.stream_port).unwrap_or(0),
+            max_streams_per_container: flags
+                .max_streams_per_container
+                .or(file.max_streams_per_container)
+                .unwrap_or(DEFAULT_MAX_STREAMS_PER_CONTAINER),
+            stream_idle_timeout: flags
+                .stream_idle_timeout
+                .or(file.stream_idle_timeout)
+                .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
             disable_v1alpha2: file.disable_v1alpha2.unwrap_or(false),
             runtimes,
             registry: file.registry,
