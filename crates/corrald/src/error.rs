@@ -20,6 +20,9 @@ pub enum CriError {
     /// The operation did not finish in the time the caller gave.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The node ran out of a resource (disk space) the request needs; retry once there is room.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The runtime failed doing what was asked.
     #[error("{0}")]
     Internal(String),
@@ -91,6 +94,7 @@ impl From<CriError> for Status {
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, capped(err.to_string()))
@@ -99,6 +103,11 @@ impl From<CriError> for Status {
 
 impl From<corral_store::StoreError> for CriError {
     fn from(err: corral_store::StoreError) -> Self {
+        if err.is_out_of_space() {
+            return CriError::ResourceExhausted(format!(
+                "metadata store: {err}; free space under the root directory"
+            ));
+        }
         CriError::internal("metadata store", err)
     }
 }

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     /// The image is well-formed but cannot be used here (unsupported media type, no manifest
     /// for this platform, unsafe layer entries).
     FailedPrecondition,
+    /// The node ran out of disk space (or quota) for the image store.
+    ResourceExhausted,
     /// A local failure: file system, database, a task that died.
     Internal,
 }
@@ -234,6 +236,16 @@ impl ImageError {
     /// The class of this error, for mapping to an RPC status.
     pub fn kind(&self) -> ErrorKind {
         use ImageError::*;
+        let out_of_space = match self {
+            Io { source, .. } | LayerArchive { source, .. } => {
+                corral_store::is_out_of_space(source)
+            }
+            Store(e) => e.is_out_of_space(),
+            _ => false,
+        };
+        if out_of_space {
+            return ErrorKind::ResourceExhausted;
+        }
         match self {
             InvalidReference { .. } | InvalidDigest(_) | InvalidContainerId(_) => {
                 ErrorKind::InvalidArgument

@@ -68,6 +68,36 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database's file system is full (ENOSPC, or EDQUOT over a quota): the
+    /// caller's status is then ResourceExhausted rather than Internal.
+    pub fn is_out_of_space(&self) -> bool {
+        is_out_of_space(self)
+    }
+}
+
+/// Whether an error, or one it wraps, is ENOSPC or EDQUOT. Error types that keep the I/O error
+/// only in their message (as some of redb's do) are recognised by the OS error text.
+pub fn is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    /// ENOSPC and EDQUOT on Linux (two constants do not warrant a libc dependency).
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT)) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("(os error 28)") || text.contains("(os error 122)") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn db_err(op: &'static str, table: Table) -> impl FnOnce(redb::Error) -> StoreError {
@@ -290,5 +320,19 @@ mod tests {
         store.put(SETTINGS, "k", &"text").unwrap();
         let err = store.get::<Rec>(SETTINGS, "k").unwrap_err().to_string();
         assert!(err.contains("record k in table settings"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod out_of_space_tests {
+    use super::*;
+
+    #[test]
+    fn enospc_is_recognised_through_wrappers() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(is_out_of_space(&full));
+        let wrapped = std::io::Error::other(format!("write blob: {full}"));
+        assert!(is_out_of_space(&wrapped));
+        assert!(!is_out_of_space(&std::io::Error::from_raw_os_error(5)));
     }
 }
