@@ -132,6 +132,39 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
         .images;
     assert_eq!(listed.len(), 1);
 
+    // A state write (the metadata store's commit of a new pod) on a full disk.
+    let filler = fill(&root, 0);
+    let mut rt = daemon.runtime().await;
+    let parent = unique_cgroup_parent("enospc");
+    let config = pod_config("enospc", &parent, (2, 0, 0));
+    let got = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await;
+    let status = got.expect_err("a pod was recorded on a full disk");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    std::fs::remove_file(&filler).unwrap();
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox after space returned")
+        .into_inner()
+        .pod_sandbox_id;
+    cri::remove_pod(&mut rt, &id).await;
+    remove_cgroup_dirs(&format!("corral-e2e-{}-enospc", std::process::id()));
+
     daemon.stop();
     let _ = umount2(&root, MntFlags::MNT_DETACH);
 }
