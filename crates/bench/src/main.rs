@@ -12,6 +12,7 @@ mod figures;
 mod images;
 mod memory;
 mod processes;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,13 @@ enum What {
     /// container running" path, per OCI runtime handler; optionally the same against a private
     /// containerd, side by side.
     Containers(containers::Options),
+    /// N pod lifecycles (run, create, start, exec, stop, remove) in a row; corrald's RSS and
+    /// open fds after the first 100 and at the end, and whether the host is clean.
+    Soak {
+        /// Pod lifecycles.
+        #[arg(short, default_value_t = 1000)]
+        n: usize,
+    },
 }
 
 #[tokio::main]
@@ -78,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             drop(daemon);
         }
         What::Containers(options) => containers::run(cli.socket, options).await?,
+        What::Soak { n } => soak::run(n).await?,
     }
     Ok(())
 }
