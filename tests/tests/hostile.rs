@@ -65,9 +65,10 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
         return;
     };
     let parent = unique_cgroup_parent("hostile");
+    let log_directory = env.daemon.dir().join("logs").to_string_lossy().into_owned();
     let good = |name: &str| {
         let mut config = pod_config(name, &parent, (NODE, POD, POD));
-        config.log_directory = format!("/tmp/corral-e2e-logs/hostile-{}", std::process::id());
+        config.log_directory = log_directory.clone();
         config
     };
 
