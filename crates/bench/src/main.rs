@@ -13,6 +13,7 @@ mod figures;
 mod images;
 mod memory;
 mod processes;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,13 @@ enum What {
         #[arg(short, default_value_t = 30)]
         n: usize,
     },
+    /// N pod lifecycles (run, create, start, exec, stop, remove) in a row; corrald's RSS and
+    /// open fds after the first 100 and at the end, and whether the host is clean.
+    Soak {
+        /// Pod lifecycles.
+        #[arg(short, default_value_t = 1000)]
+        n: usize,
+    },
 }
 
 #[tokio::main]
@@ -91,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             events::run(channel, n).await?;
             drop(daemon);
         }
+        What::Soak { n } => soak::run(n).await?,
     }
     Ok(())
 }

@@ -53,6 +53,13 @@ pub struct Flags {
     /// 127.0.0.1:9323; empty turns it off [default: off].
     #[arg(long)]
     pub metrics_address: Option<String>,
+    /// Exec/attach sessions allowed at once per container; 0: no limit [default: 16].
+    #[arg(long)]
+    pub max_streams_per_container: Option<usize>,
+    /// Seconds an exec/attach session may pass without input or output before it is closed;
+    /// 0: never [default: 14400, kubelet's streaming idle timeout].
+    #[arg(long)]
+    pub stream_idle_timeout: Option<u64>,
 }
 
 /// The cgroup driver, as named in flags and the config file.
@@ -86,6 +93,13 @@ pub struct RuntimeHandler {
     pub root: Option<PathBuf>,
 }
 
+/// Exec/attach sessions per container by default: far more than a person or kubelet opens,
+/// few enough that a runaway client cannot exhaust corrald's threads and descriptors.
+pub const DEFAULT_MAX_STREAMS_PER_CONTAINER: usize = 16;
+/// Idle seconds before a session is closed by default: kubelet's
+/// `streamingConnectionIdleTimeout` (4 h).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: u64 = 4 * 60 * 60;
+
 /// The keys of the TOML configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +114,8 @@ struct FileConfig {
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
     metrics_address: Option<String>,
+    max_streams_per_container: Option<usize>,
+    stream_idle_timeout: Option<u64>,
     disable_v1alpha2: Option<bool>,
     #[serde(default)]
     runtimes: BTreeMap<String, RuntimeHandler>,
@@ -130,6 +146,10 @@ pub struct Config {
     pub stream_port: u16,
     /// Where corrald's own Prometheus metrics are served; `None`: not served.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Exec/attach sessions allowed at once per container (0: no limit).
+    pub max_streams_per_container: usize,
+    /// Seconds an exec/attach session may stay idle before it is closed (0: never).
+    pub stream_idle_timeout: u64,
     /// Whether the old `runtime.v1alpha2` API is turned off.
     pub disable_v1alpha2: bool,
     /// OCI runtime handlers by name; `runc` is always present.
@@ -204,6 +224,14 @@ impl Config {
             metrics_address: parse_metrics_address(
                 flags.metrics_address.or(file.metrics_address).as_deref(),
             )?,
+            max_streams_per_container: flags
+                .max_streams_per_container
+                .or(file.max_streams_per_container)
+                .unwrap_or(DEFAULT_MAX_STREAMS_PER_CONTAINER),
+            stream_idle_timeout: flags
+                .stream_idle_timeout
+                .or(file.stream_idle_timeout)
+                .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
             disable_v1alpha2: file.disable_v1alpha2.unwrap_or(false),
             runtimes,
             registry: file.registry,

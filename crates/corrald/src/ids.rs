@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use corral_store::{Store, Table};
 use serde::de::DeserializeOwned;
 
-use crate::error::{CriError, CriResult};
+use crate::error::{shown, CriError, CriResult};
 
 /// The full id of the `kind` (`pod sandbox`, `container`) named by `id` or a unique prefix of
 /// it; `field` is the request field, for the error messages.
@@ -34,9 +34,13 @@ pub fn resolve<T: DeserializeOwned>(
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(CriError::NotFound(format!("{kind} {id} not found"))),
+        [] => Err(CriError::NotFound(format!(
+            "{kind} {} not found",
+            shown(id)
+        ))),
         _ => Err(CriError::InvalidArgument(format!(
-            "{field}: prefix {id} matches {} of them; give more of the id",
+            "{field}: prefix {} matches {} of them; give more of the id",
+            shown(id),
             matches.len()
         ))),
     }
@@ -55,6 +59,37 @@ impl IdLocks {
     /// Drops the lock of an id that is gone.
     pub fn forget(&self, id: &str) {
         lock(&self.0).remove(id);
+    }
+}
+
+/// One reader-writer lock per pod sandbox id, ordering container RPCs against their pod's
+/// StopPodSandbox and RemovePodSandbox: container RPCs hold it shared (they run side by side),
+/// Stop/RemovePodSandbox exclusive (no container RPC of the pod runs meanwhile).
+///
+/// Lock order: a pod lock before any container lock (`IdLocks` of the container manager) and
+/// before the pod manager's own per-sandbox lock; nothing takes a pod lock while holding one of
+/// those, so there is no cycle.
+#[derive(Default)]
+pub struct PodLocks(Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>);
+
+impl PodLocks {
+    /// The pod's lock, shared.
+    pub async fn shared(&self, pod_id: &str) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.get(pod_id).read_owned().await
+    }
+
+    /// The pod's lock, exclusive.
+    pub async fn exclusive(&self, pod_id: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.get(pod_id).write_owned().await
+    }
+
+    /// Drops the lock of a pod that is gone.
+    pub fn forget(&self, pod_id: &str) {
+        lock(&self.0).remove(pod_id);
+    }
+
+    fn get(&self, pod_id: &str) -> Arc<tokio::sync::RwLock<()>> {
+        lock(&self.0).entry(pod_id.to_string()).or_default().clone()
     }
 }
 

@@ -24,6 +24,7 @@ mod runtime_service;
 mod sd_notify;
 mod server;
 mod stats;
+mod stream_limits;
 mod streaming;
 mod userns;
 mod v1alpha2;
@@ -159,6 +160,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("load containers")?;
     let backend = Arc::new(streaming::StreamingBackend {
         daemon: std::sync::OnceLock::new(),
+        limits: stream_limits::StreamLimits::new(
+            config.max_streams_per_container,
+            std::time::Duration::from_secs(config.stream_idle_timeout),
+        ),
     });
     let streaming = corral_streaming::StreamingServer::start(
         std::net::SocketAddr::new(config.stream_address, config.stream_port),

@@ -125,6 +125,7 @@ impl RuntimeService for RuntimeServiceImpl {
             }
             Err(e) => return Err(e.into()),
         };
+        let _pod = self.daemon.containers.lock_pod(&id).await;
         self.daemon.containers.stop_pod(&id).await?;
         self.pods().stop(&id).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
@@ -140,8 +141,11 @@ impl RuntimeService for RuntimeServiceImpl {
             // Removing an unknown sandbox succeeds (CRI contract).
             return Ok(Response::new(RemovePodSandboxResponse {}));
         };
+        let pod = self.daemon.containers.lock_pod(&sandbox.id).await;
         self.daemon.containers.remove_pod(&sandbox.id).await?;
         self.pods().remove(&sandbox.id).await?;
+        drop(pod);
+        self.daemon.containers.forget_pod(&sandbox.id);
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 

@@ -56,6 +56,8 @@ async fn initial_size(sizes: &mut mpsc::Receiver<TerminalSize>) -> TerminalSize 
 pub struct StreamingBackend {
     /// The daemon's state (set once the daemon is built).
     pub daemon: std::sync::OnceLock<std::sync::Weak<crate::Daemon>>,
+    /// Sessions per container and the idle timeout.
+    pub limits: Arc<crate::stream_limits::StreamLimits>,
 }
 
 impl StreamingBackend {
@@ -189,8 +191,8 @@ async fn running_container(
     Ok(record)
 }
 
-impl Backend for StreamingBackend {
-    fn exec(
+impl StreamingBackend {
+    fn exec_session(
         &self,
         container_id: &str,
         cmd: Vec<String>,
@@ -296,7 +298,7 @@ impl Backend for StreamingBackend {
         })
     }
 
-    fn attach(
+    fn attach_session(
         &self,
         container_id: &str,
         _tty: bool,
@@ -400,7 +402,7 @@ impl Backend for StreamingBackend {
         })
     }
 
-    fn port_forward(
+    fn port_forward_session(
         &self,
         pod_sandbox_id: &str,
         port: u16,
@@ -450,4 +452,43 @@ fn connect_in_netns(netns: Option<PathBuf>, port: u16) -> std::io::Result<std::n
     }
     std::net::TcpStream::connect(("127.0.0.1", port))
         .or_else(|_| std::net::TcpStream::connect(("::1", port)))
+}
+
+impl Backend for StreamingBackend {
+    fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        io: StreamIo,
+    ) -> BoxFuture<'static, Result<i32, BackendError>> {
+        let mut session = match self.limits.admit(container_id, io) {
+            Ok(session) => session,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let run = self.exec_session(container_id, cmd, tty, session.io());
+        Box::pin(session.run(run))
+    }
+
+    fn attach(
+        &self,
+        container_id: &str,
+        tty: bool,
+        io: StreamIo,
+    ) -> BoxFuture<'static, Result<(), BackendError>> {
+        let mut session = match self.limits.admit(container_id, io) {
+            Ok(session) => session,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let run = self.attach_session(container_id, tty, session.io());
+        Box::pin(session.run(run))
+    }
+
+    fn port_forward(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> BoxFuture<'static, Result<tokio::net::TcpStream, BackendError>> {
+        self.port_forward_session(pod_sandbox_id, port)
+    }
 }

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     /// The image is well-formed but cannot be used here (unsupported media type, no manifest
     /// for this platform, unsafe layer entries).
     FailedPrecondition,
+    /// The node ran out of disk space (or quota) for the image store.
+    ResourceExhausted,
     /// A local failure: file system, database, a task that died.
     Internal,
 }
@@ -152,6 +154,21 @@ pub enum ImageError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A layer decompresses to far more than its compressed size: a decompression bomb.
+    #[error(
+        "layer {layer}: decompresses to more than {limit} bytes from {compressed} compressed \
+         (at most {ratio}x plus 64 MiB is unpacked); refusing it as a decompression bomb"
+    )]
+    DecompressionBomb {
+        /// The layer's digest.
+        layer: String,
+        /// Compressed bytes read when the limit was passed.
+        compressed: u64,
+        /// The uncompressed bytes allowed for them.
+        limit: u64,
+        /// The ratio allowed.
+        ratio: u64,
+    },
     /// A layer archive is not a readable tar stream.
     #[error("layer {layer}: {op}: {source}")]
     LayerArchive {
@@ -219,6 +236,16 @@ impl ImageError {
     /// The class of this error, for mapping to an RPC status.
     pub fn kind(&self) -> ErrorKind {
         use ImageError::*;
+        let out_of_space = match self {
+            Io { source, .. } | LayerArchive { source, .. } => {
+                corral_store::is_out_of_space(source)
+            }
+            Store(e) => e.is_out_of_space(),
+            _ => false,
+        };
+        if out_of_space {
+            return ErrorKind::ResourceExhausted;
+        }
         match self {
             InvalidReference { .. } | InvalidDigest(_) | InvalidContainerId(_) => {
                 ErrorKind::InvalidArgument
@@ -232,6 +259,7 @@ impl ImageError {
             | InvalidContent { .. }
             | NoMatchingPlatform { .. }
             | UnsafeLayerEntry { .. }
+            | DecompressionBomb { .. }
             | LayerArchive { .. }
             | LayerMissing { .. }
             | Import { .. } => ErrorKind::FailedPrecondition,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::content::unique_suffix;
 use crate::digest::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
-use crate::media::Compression;
 use crate::media::{host_platform, ConfigDoc, Descriptor, ManifestDoc, ManifestKind};
+use crate::media::{Compression, MAX_CONFIG_SIZE, MAX_LAYERS};
 use crate::pull::{check_layers, verify_layer};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, ImageStore, Inner, LayerRecord, TempDir};
@@ -25,6 +25,7 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// One image found in the archive, before it is stored.
+#[derive(Debug)]
 struct Candidate {
     names: Vec<String>,
     config: Vec<u8>,
@@ -32,6 +33,7 @@ struct Candidate {
     layers: Vec<LayerSource>,
 }
 
+#[derive(Debug)]
 struct LayerSource {
     path: PathBuf,
     /// The descriptor, when the format records one (OCI); `docker save` does not.
@@ -93,7 +95,7 @@ fn import_blocking(inner: &Arc<Inner>, path: &Path) -> Result<Vec<ImageRecord>> 
     }
     candidates
         .into_iter()
-        .map(|c| store_candidate(inner, path, c))
+        .map(|c| store_candidate(inner, path, &dir, c))
         .collect()
 }
 
@@ -133,8 +135,51 @@ fn inside(archive: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir.join(rel))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(ImageError::io("read", path))
+/// Opens a regular file of the extracted archive: one that resolves inside `dir` (an archive
+/// may hold symlinks to anywhere, `/dev/zero` among them).
+fn open_inside(archive: &Path, dir: &Path, path: &Path) -> Result<fs::File> {
+    let leaves = || {
+        import_err(
+            archive,
+            format!(
+                "{} is not a regular file inside the archive",
+                path.strip_prefix(dir).unwrap_or(path).display()
+            ),
+        )
+    };
+    let root = dir.canonicalize().map_err(ImageError::io("resolve", dir))?;
+    let resolved = path
+        .canonicalize()
+        .map_err(ImageError::io("resolve", path))?;
+    if !resolved.starts_with(&root) {
+        return Err(leaves());
+    }
+    let file = fs::File::open(&resolved).map_err(ImageError::io("open", path))?;
+    let meta = file.metadata().map_err(ImageError::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(leaves());
+    }
+    Ok(file)
+}
+
+/// Reads a metadata file (manifest, index, config) of the archive, refusing one larger than
+/// any real one ([`MAX_CONFIG_SIZE`]).
+fn read_file(archive: &Path, dir: &Path, path: &Path) -> Result<Vec<u8>> {
+    let file = open_inside(archive, dir, path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ImageError::io("read", path))?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(import_err(
+            archive,
+            format!(
+                "{} is larger than the {MAX_CONFIG_SIZE} bytes allowed",
+                path.strip_prefix(dir).unwrap_or(path).display()
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `docker save`: `manifest.json` lists `{Config, RepoTags, Layers}` per image.
@@ -147,7 +192,7 @@ fn docker_save_candidates(archive: &Path, dir: &Path) -> Result<Vec<Candidate>> 
         repo_tags: Option<Vec<String>>,
         layers: Vec<String>,
     }
-    let bytes = read_file(&dir.join("manifest.json"))?;
+    let bytes = read_file(archive, dir, &dir.join("manifest.json"))?;
     let entries: Vec<Entry> = serde_json::from_slice(&bytes)
         .map_err(|e| import_err(archive, format!("manifest.json: {e}")))?;
     entries
@@ -155,7 +200,7 @@ fn docker_save_candidates(archive: &Path, dir: &Path) -> Result<Vec<Candidate>> 
         .map(|e| {
             Ok(Candidate {
                 names: e.repo_tags.unwrap_or_default(),
-                config: read_file(&inside(archive, dir, &e.config)?)?,
+                config: read_file(archive, dir, &inside(archive, dir, &e.config)?)?,
                 manifest: None,
                 layers: e
                     .layers
@@ -176,11 +221,11 @@ fn docker_save_candidates(archive: &Path, dir: &Path) -> Result<Vec<Candidate>> 
 fn oci_layout_candidates(archive: &Path, dir: &Path) -> Result<Vec<Candidate>> {
     let blob = |d: &Digest| dir.join("blobs/sha256").join(d.hex());
     let read_verified = |d: &Digest, what: &'static str| -> Result<Vec<u8>> {
-        let bytes = read_file(&blob(d))?;
+        let bytes = read_file(archive, dir, &blob(d))?;
         d.verify(what, &bytes)?;
         Ok(bytes)
     };
-    let index_bytes = read_file(&dir.join("index.json"))?;
+    let index_bytes = read_file(archive, dir, &dir.join("index.json"))?;
     #[derive(serde::Deserialize)]
     struct Index {
         manifests: Vec<AnnotatedDescriptor>,
@@ -244,7 +289,12 @@ fn oci_layout_candidates(archive: &Path, dir: &Path) -> Result<Vec<Candidate>> {
     Ok(out)
 }
 
-fn store_candidate(inner: &Arc<Inner>, archive: &Path, c: Candidate) -> Result<ImageRecord> {
+fn store_candidate(
+    inner: &Arc<Inner>,
+    archive: &Path,
+    dir: &Path,
+    c: Candidate,
+) -> Result<ImageRecord> {
     let config_digest = Digest::of(&c.config);
     let config = ConfigDoc::parse(&c.config, &config_digest)?;
     let manifest_digest = c
@@ -252,6 +302,15 @@ fn store_candidate(inner: &Arc<Inner>, archive: &Path, c: Candidate) -> Result<I
         .as_ref()
         .map(|(d, _)| d.clone())
         .unwrap_or_else(|| config_digest.clone());
+    if c.layers.len() > MAX_LAYERS {
+        return Err(import_err(
+            archive,
+            format!(
+                "{} layers; corral takes images of at most {MAX_LAYERS}",
+                c.layers.len()
+            ),
+        ));
+    }
     if c.layers.len() != config.rootfs.diff_ids.len() {
         return Err(import_err(
             archive,
@@ -292,8 +351,7 @@ fn store_candidate(inner: &Arc<Inner>, archive: &Path, c: Candidate) -> Result<I
         if inner.has_layer(chain_id.as_str()) {
             continue;
         }
-        let file =
-            fs::File::open(&layer.path).map_err(ImageError::io("open layer", &layer.path))?;
+        let file = open_inside(archive, dir, &layer.path)?;
         let tmp = inner.temp_layer_dir()?;
         let name = layer
             .descriptor
@@ -370,4 +428,33 @@ fn store_candidate(inner: &Arc<Inner>, archive: &Path, c: Candidate) -> Result<I
     let stored = inner.commit_image(record, &names)?;
     drop(pins);
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn files_resolving_out_of_the_archive_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Path::new("hostile.tar");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("manifest.json")).unwrap();
+        let err = docker_save_candidates(archive, dir.path()).unwrap_err();
+        assert!(matches!(err, ImageError::Import { .. }), "{err}");
+
+        std::fs::remove_file(dir.path().join("manifest.json")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("index.json")).unwrap();
+        let err = oci_layout_candidates(archive, dir.path()).unwrap_err();
+        assert!(matches!(err, ImageError::Import { .. }), "{err}");
+    }
+
+    #[test]
+    fn oversized_metadata_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = fs::File::create(dir.path().join("manifest.json")).unwrap();
+        big.set_len(MAX_CONFIG_SIZE + 1).unwrap();
+        let err = docker_save_candidates(Path::new("big.tar"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
 }

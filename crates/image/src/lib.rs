@@ -16,6 +16,9 @@ mod config;
 mod content;
 mod digest;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod import;
 pub mod media;
 mod pull;

@@ -29,6 +29,9 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Largest image config accepted.
 pub const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// The most layers an image may have: far more than any real image (Docker refuses more than
+/// 125), and an overlay mount of thousands of lowerdirs cannot be made anyway.
+pub const MAX_LAYERS: usize = 128;
 
 /// A reference to content: its media type, digest and size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -16,7 +16,7 @@ use crate::digest::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
 use crate::media::{
     host_platform, layer_compression, ConfigDoc, Descriptor, ManifestDoc, ManifestKind,
-    MAX_CONFIG_SIZE,
+    MAX_CONFIG_SIZE, MAX_LAYERS,
 };
 use crate::reference::Reference;
 use crate::registry::{Credentials, Session};
@@ -272,6 +272,16 @@ pub(crate) fn check_layers<'a>(
             reason: format!("image is for os {:?}, not linux", config.os),
         });
     }
+    if layers.len() > MAX_LAYERS {
+        return Err(ImageError::InvalidContent {
+            what: "manifest",
+            digest: manifest_digest.to_string(),
+            reason: format!(
+                "{} layers; corral takes images of at most {MAX_LAYERS}",
+                layers.len()
+            ),
+        });
+    }
     if layers.len() != config.rootfs.diff_ids.len() {
         return Err(ImageError::InvalidContent {
             what: "manifest",
@@ -318,4 +328,32 @@ pub(crate) fn verify_layer(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_manifest_with_thousands_of_layers_is_refused() {
+        let digest = Digest::of(b"layer");
+        let layer = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_owned(),
+            digest: digest.clone(),
+            size: 5,
+            platform: None,
+        };
+        let mut config = ConfigDoc::default();
+        config.rootfs.diff_ids = vec![digest.clone(); 10_000];
+        let layers = vec![layer; 10_000];
+        let err = check_layers(&config, &layers, &Digest::of(b"manifest")).unwrap_err();
+        assert!(
+            matches!(err, ImageError::InvalidContent { ref reason, .. } if reason.contains("10000 layers")),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
+        config.rootfs.diff_ids.truncate(MAX_LAYERS);
+        assert!(check_layers(&config, &layers[..MAX_LAYERS], &digest).is_ok());
+    }
 }

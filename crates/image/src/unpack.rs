@@ -9,6 +9,7 @@
 //! directory and renames it into place only when the layer verified, so a failure leaves
 //! nothing behind that looks like a layer.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -16,6 +17,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
@@ -30,6 +32,13 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
+
+/// A layer may decompress to at most this many times its compressed size (plus
+/// [`RATIO_SLACK`]): real layers compress 2-10x, a gzip bomb ~1000x and a zstd one far more,
+/// and unpacking one would fill the disk. Checked while reading, so a bomb stops early.
+pub const MAX_RATIO: u64 = 100;
+/// Uncompressed bytes always allowed, whatever the ratio (small, very compressible layers).
+pub const RATIO_SLACK: u64 = 64 << 20;
 
 /// What unpacking a layer saw: the digests to verify against the manifest and config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +83,13 @@ pub fn unpack_layer<R: Read>(
     layer: &str,
     max_size: Option<u64>,
 ) -> Result<UnpackedLayer> {
-    let mut compressed = DigestReader::new(reader, max_size);
-    let unpacked = unpack_stream(&mut compressed, dest, layer);
+    let read = Rc::new(Cell::new(0));
+    let counted = Counting {
+        inner: reader,
+        count: Rc::clone(&read),
+    };
+    let mut compressed = DigestReader::new(counted, max_size);
+    let unpacked = unpack_stream(&mut compressed, &read, dest, layer);
     if let Err(err @ ImageError::LayerArchive { .. }) = unpacked {
         // A tar or decompression error is most often a corrupted blob: say so if it is.
         return Err(match (Digest::parse(layer), compressed.drain()) {
@@ -110,6 +124,7 @@ pub fn unpack_layer<R: Read>(
 /// Decompresses and applies the tar stream; returns the DiffID and uncompressed size.
 fn unpack_stream<R: Read>(
     compressed: &mut DigestReader<R>,
+    compressed_read: &Rc<Cell<u64>>,
     dest: &Path,
     layer: &str,
 ) -> Result<(Digest, u64)> {
@@ -128,7 +143,12 @@ fn unpack_stream<R: Read>(
             ),
             Compression::None => Box::new(buffered),
         };
-        let mut diff = DigestReader::new(decoded, None);
+        let bounded = RatioLimit {
+            inner: decoded,
+            compressed: Rc::clone(compressed_read),
+            read: 0,
+        };
+        let mut diff = DigestReader::new(bounded, None);
         let mut unpacker = Unpacker::new(dest, layer);
         {
             let mut archive = tar::Archive::new(&mut diff);
@@ -141,6 +161,59 @@ fn unpack_stream<R: Read>(
         unpacker.finish()?;
         Ok(diff.finish())
     }
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Fails a decompressed stream once it passes [`MAX_RATIO`] times the compressed bytes read
+/// so far, plus [`RATIO_SLACK`].
+struct RatioLimit<R> {
+    inner: R,
+    compressed: Rc<Cell<u64>>,
+    read: u64,
+}
+
+/// The error [`RatioLimit`] reads fail with; [`archive_error`] turns it into
+/// [`ImageError::DecompressionBomb`].
+#[derive(Debug, thiserror::Error)]
+#[error("decompressed {read} bytes from {compressed} compressed")]
+struct RatioExceeded {
+    read: u64,
+    compressed: u64,
+}
+
+impl<R: Read> Read for RatioLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let compressed = self.compressed.get();
+        if self.read > ratio_limit(compressed) {
+            return Err(io::Error::other(RatioExceeded {
+                read: self.read,
+                compressed,
+            }));
+        }
+        Ok(n)
+    }
+}
+
+/// The uncompressed bytes allowed for `compressed` bytes of blob.
+fn ratio_limit(compressed: u64) -> u64 {
+    compressed
+        .saturating_mul(MAX_RATIO)
+        .saturating_add(RATIO_SLACK)
 }
 
 /// The bytes and inodes a directory tree takes on disk.
@@ -173,6 +246,14 @@ fn archive_error(layer: &str, op: &str, e: io::Error) -> ImageError {
             digest: layer.to_string(),
             expected: exceeded.limit,
             actual: exceeded.limit + 1,
+        };
+    }
+    if let Some(bomb) = e.get_ref().and_then(|i| i.downcast_ref::<RatioExceeded>()) {
+        return ImageError::DecompressionBomb {
+            layer: layer.to_string(),
+            compressed: bomb.compressed,
+            limit: ratio_limit(bomb.compressed),
+            ratio: MAX_RATIO,
         };
     }
     if let Some(t) = e
@@ -670,6 +751,75 @@ mod tests {
             assert_eq!(res.size, blob.len() as u64);
             assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"hello");
         }
+    }
+
+    /// A zstd stream of `len` zero bytes as one tar file entry: thousands of times smaller than
+    /// it unpacks.
+    fn zstd_bomb(len: u64) -> Vec<u8> {
+        let mut zst = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        {
+            let mut builder = tar::Builder::new(&mut zst);
+            let mut h = Layer::header(tar::EntryType::Regular, "zeros", 0o644);
+            h.set_size(len);
+            h.set_cksum();
+            builder.append(&h, io::repeat(0).take(len)).unwrap();
+            builder.finish().unwrap();
+        }
+        zst.finish().unwrap()
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_it_is_unpacked() {
+        let blob = zstd_bomb(RATIO_SLACK * 2);
+        let (dir, res) = unpack(&blob);
+        assert!(
+            matches!(res, Err(ImageError::DecompressionBomb { .. })),
+            "{res:?}"
+        );
+        assert_eq!(
+            res.unwrap_err().kind(),
+            crate::ErrorKind::FailedPrecondition
+        );
+        let written = fs::metadata(dir.path().join("zeros")).map_or(0, |m| m.len());
+        assert!(
+            written <= ratio_limit(blob.len() as u64),
+            "{written} bytes written"
+        );
+    }
+
+    #[test]
+    fn a_compressible_layer_within_the_slack_is_unpacked() {
+        let (dir, res) = unpack(&zstd_bomb(1 << 20));
+        res.unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join("zeros")).unwrap().len(),
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn absolute_paths_land_inside_the_layer() {
+        let outside = tempfile::tempdir().unwrap();
+        let name = format!("{}/abs", outside.path().display());
+        let (dir, res) = unpack(&Layer::new().file(&name, b"x").tar());
+        res.unwrap();
+        assert!(!outside.path().join("abs").exists());
+        let inside = dir.path().join(name.trim_start_matches('/'));
+        assert_eq!(fs::read(inside).unwrap(), b"x");
+    }
+
+    #[test]
+    fn hard_links_through_symlinks_out_of_the_layer_are_refused() {
+        let tar = Layer::new()
+            .link(tar::EntryType::Symlink, "etc", "/etc")
+            .link(tar::EntryType::Link, "shadow", "etc/passwd")
+            .tar();
+        let (dir, res) = unpack(&tar);
+        assert!(
+            matches!(res, Err(ImageError::UnsafeLayerEntry { .. })),
+            "{res:?}"
+        );
+        assert!(!dir.path().join("shadow").exists());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// A field of the request holds a value corral cannot use.
-    #[error("{field}: {reason}")]
+    #[error("{}: {reason}", shown(field))]
     InvalidField {
         /// The field, as the CRI names it (`linux.security_context.run_as_username`).
         field: String,
@@ -19,7 +19,11 @@ pub enum SpecError {
     },
 
     /// A CRI mount was refused.
-    #[error("mount of {host_path} at {container_path} refused: {reason}")]
+    #[error(
+        "mount of {} at {} refused: {reason}",
+        shown(host_path),
+        shown(container_path)
+    )]
     MountRefused {
         /// The mount's `container_path`.
         container_path: String,
@@ -112,6 +116,20 @@ impl SpecError {
             reason: reason.into(),
         }
     }
+}
+
+/// A value as messages echo it: whole up to 256 bytes, else cut with an ellipsis and its
+/// length, so that a 1 MB path in a request makes a short error.
+fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    const LIMIT: usize = 256;
+    if value.len() <= LIMIT {
+        return value.into();
+    }
+    let cut = (0..=LIMIT)
+        .rev()
+        .find(|&i| value.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}… ({} bytes in all)", &value[..cut], value.len()).into()
 }
 
 /// A closure turning an `io::Error` into [`SpecError::Io`] for `op` on `path`.

@@ -36,8 +36,12 @@ mod seccomp;
 mod security;
 mod user;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod testutil;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use capabilities::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 pub use enforce::drop_unenforceable;

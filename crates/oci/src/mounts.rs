@@ -144,6 +144,10 @@ fn plan_volumes(
     })
 }
 
+/// The longest path the kernel takes (`PATH_MAX`), and the longest name in it (`NAME_MAX`).
+const PATH_MAX: usize = 4096;
+const NAME_MAX: usize = 255;
+
 /// Refuses volume fields corral cannot honour.
 fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
     let refuse = |reason: &str| SpecError::MountRefused {
@@ -151,6 +155,32 @@ fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
         host_path: mount.host_path.clone(),
         reason: reason.to_owned(),
     };
+    for (field, path) in [
+        ("container_path", &mount.container_path),
+        ("host_path", &mount.host_path),
+    ] {
+        if path.contains('\0') {
+            return Err(refuse(&format!("{field} contains a NUL byte")));
+        }
+        if path.len() > PATH_MAX
+            || Path::new(path)
+                .components()
+                .any(|c| c.as_os_str().len() > NAME_MAX)
+        {
+            return Err(refuse(&format!(
+                "{field} is longer than the kernel allows ({PATH_MAX} bytes, {NAME_MAX} per \
+                 component)"
+            )));
+        }
+        if Path::new(path)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(refuse(&format!(
+                "{field} has a `..` component; give the path without it"
+            )));
+        }
+    }
     if !Path::new(&mount.container_path).is_absolute() {
         return Err(refuse("container_path must be an absolute path"));
     }
@@ -759,6 +789,31 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(&mount.container_path), "{text}");
             assert!(text.contains(hint), "{text}");
+        }
+    }
+
+    #[test]
+    fn nul_bytes_and_parent_components_are_refused_naming_the_mount() {
+        let fx = Fixture::new();
+        let shared = fx.path("shared");
+        let climbing = format!("{}/../../etc", shared.display());
+        for (container, host) in [
+            ("/data/../../etc", shared.to_str().unwrap()),
+            ("/da\0ta", shared.to_str().unwrap()),
+            ("/data", climbing.as_str()),
+            ("/data", "/tmp/x\0y"),
+        ] {
+            let mount = CriMount {
+                container_path: container.to_owned(),
+                host_path: host.to_owned(),
+                ..Default::default()
+            };
+            match fx.plan(&[mount], false) {
+                Err(SpecError::MountRefused { reason, .. }) => {
+                    assert!(reason.contains("NUL") || reason.contains(".."), "{reason}")
+                }
+                other => panic!("{container} {host}: expected a refusal, got {other:?}"),
+            }
         }
     }
 

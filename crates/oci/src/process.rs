@@ -28,6 +28,14 @@ pub(crate) fn process_args(
     } else if config.command.is_empty() {
         args.extend(image.cmd.iter().cloned());
     }
+    for (field, list) in [("command", &config.command), ("args", &config.args)] {
+        if let Some(i) = list.iter().position(|arg| arg.contains('\0')) {
+            return Err(SpecError::invalid(
+                format!("{field}[{i}]"),
+                "contains a NUL byte, which no program argument can hold",
+            ));
+        }
+    }
     if args.first().map_or(true, |program| program.is_empty()) {
         return Err(SpecError::NoCommand);
     }
@@ -44,12 +52,14 @@ pub(crate) fn process_env(
     home: Option<&str>,
     tty: bool,
 ) -> Result<Vec<String>, SpecError> {
-    let mut env: Vec<String> = vec![DEFAULT_PATH.to_owned(), format!("HOSTNAME={hostname}")];
+    let mut env = Env::default();
+    env.set(DEFAULT_PATH.to_owned());
+    env.set(format!("HOSTNAME={hostname}"));
     if tty {
-        env.push("TERM=xterm".to_owned());
+        env.set("TERM=xterm".to_owned());
     }
     for entry in image_env {
-        set_env(&mut env, entry.clone());
+        env.set(entry.clone());
     }
     for kv in config_env {
         let field = format!("envs[{}]", kv.key);
@@ -62,23 +72,37 @@ pub(crate) fn process_env(
         if kv.value.contains('\0') {
             return Err(SpecError::invalid(field, "the value contains a NUL byte"));
         }
-        set_env(&mut env, format!("{}={}", kv.key, kv.value));
+        env.set(format!("{}={}", kv.key, kv.value));
     }
-    if !env.iter().any(|e| env_key(e) == "HOME") {
-        env.push(format!("HOME={}", home.unwrap_or("/")));
+    if !env.index.contains_key("HOME") {
+        env.set(format!("HOME={}", home.unwrap_or("/")));
     }
-    Ok(env)
+    Ok(env.entries)
 }
 
 fn env_key(entry: &str) -> &str {
     entry.split_once('=').map_or(entry, |(key, _)| key)
 }
 
-fn set_env(env: &mut Vec<String>, entry: String) {
-    let key = env_key(&entry).to_owned();
-    match env.iter_mut().find(|e| env_key(e) == key) {
-        Some(existing) => *existing = entry,
-        None => env.push(entry),
+/// `KEY=value` entries in order, with an index by key so that setting many variables stays
+/// linear (a request may carry tens of thousands).
+#[derive(Default)]
+struct Env {
+    entries: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Env {
+    /// Sets a variable: a later `KEY=` replaces an earlier one in place.
+    fn set(&mut self, entry: String) {
+        let key = env_key(&entry).to_owned();
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i] = entry,
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push(entry);
+            }
+        }
     }
 }
 
@@ -94,6 +118,9 @@ pub(crate) fn working_dir(
     } else {
         ("/", "working_dir")
     };
+    if cwd.contains('\0') {
+        return Err(SpecError::invalid(field, "contains a NUL byte"));
+    }
     if !Path::new(cwd).is_absolute() {
         return Err(SpecError::invalid(
             field,

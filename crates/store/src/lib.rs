@@ -7,6 +7,7 @@
 //! [`Store::write`] lands whole or not at all.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -68,6 +69,36 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database's file system is full (ENOSPC, or EDQUOT over a quota): the
+    /// caller's status is then ResourceExhausted rather than Internal.
+    pub fn is_out_of_space(&self) -> bool {
+        is_out_of_space(self)
+    }
+}
+
+/// Whether an error, or one it wraps, is ENOSPC or EDQUOT. Error types that keep the I/O error
+/// only in their message (as some of redb's do) are recognised by the OS error text.
+pub fn is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    /// ENOSPC and EDQUOT on Linux (two constants do not warrant a libc dependency).
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT)) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("(os error 28)") || text.contains("(os error 122)") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn db_err(op: &'static str, table: Table) -> impl FnOnce(redb::Error) -> StoreError {
@@ -80,7 +111,11 @@ fn db_err(op: &'static str, table: Table) -> impl FnOnce(redb::Error) -> StoreEr
 
 /// The runtime's persistent records.
 pub struct Store {
-    db: redb::Database,
+    path: PathBuf,
+    /// The open database; `None` after a failed reopen (the next call tries again). After an
+    /// I/O error in a commit (a full disk), redb refuses every later transaction until the
+    /// database is opened again, so [`Store::db`] reopens it then.
+    db: std::sync::Mutex<Option<Arc<redb::Database>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,13 +136,73 @@ impl Store {
                 .map_err(|e| open_err(redb::DatabaseError::Storage(e.into())))?;
         }
         let db = redb::Database::create(path).map_err(open_err)?;
-        Ok(Store { db })
+        Ok(Store {
+            path: path.to_path_buf(),
+            db: std::sync::Mutex::new(Some(Arc::new(db))),
+        })
+    }
+
+    /// The open database, reopened when a previous I/O error poisoned it or a reopen failed.
+    fn db(&self, table: Table) -> Result<Arc<redb::Database>> {
+        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = redb::Database::create(&self.path)
+            .map_err(|e| db_err("reopen", table)(redb::Error::from(e)))?;
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Drops the database after redb reported a previous I/O error, so that the next call
+    /// opens it again (from its last committed state).
+    fn poisoned(&self, err: &redb::Error) {
+        if matches!(err, redb::Error::PreviousIo) {
+            self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    /// Begins a read transaction, reopening a poisoned database once.
+    fn begin_read(&self, op: &'static str, table: Table) -> Result<redb::ReadTransaction> {
+        // Bound first, so that our handle on a poisoned database is gone before it reopens.
+        let first = self.db(table)?.begin_read();
+        match first {
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                let e = redb::Error::from(e);
+                self.poisoned(&e);
+                if !matches!(e, redb::Error::PreviousIo) {
+                    return Err(db_err(op, table)(e));
+                }
+                self.db(table)?
+                    .begin_read()
+                    .map_err(|e| db_err(op, table)(e.into()))
+            }
+        }
+    }
+
+    /// Begins a write transaction, reopening a poisoned database once.
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let first = self.db(SETTINGS)?.begin_write();
+        match first {
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                let e = redb::Error::from(e);
+                self.poisoned(&e);
+                if !matches!(e, redb::Error::PreviousIo) {
+                    return Err(db_err("begin write", SETTINGS)(e));
+                }
+                self.db(SETTINGS)?
+                    .begin_write()
+                    .map_err(|e| db_err("begin write", SETTINGS)(e.into()))
+            }
+        }
     }
 
     /// Reads one record.
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
-        let err = db_err("read", table);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let tx = self.begin_read("read", table)?;
         let t = match tx.open_table(table.definition()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -121,8 +216,7 @@ impl Store {
 
     /// Reads every record of a table, in key order.
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
-        let err = db_err("list", table);
-        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let tx = self.begin_read("list", table)?;
         let t = match tx.open_table(table.definition()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -151,13 +245,13 @@ impl Store {
     /// Runs `f` in one write transaction: every change it makes is committed together, or none
     /// is if it returns an error.
     pub fn write<R>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<R>) -> Result<R> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", SETTINGS)(e.into()))?;
+        let tx = self.begin_write()?;
         let out = f(&WriteTx { tx: &tx })?;
-        tx.commit()
-            .map_err(|e| db_err("commit", SETTINGS)(e.into()))?;
+        tx.commit().map_err(|e| {
+            let e = redb::Error::from(e);
+            self.poisoned(&e);
+            db_err("commit", SETTINGS)(e)
+        })?;
         Ok(out)
     }
 }
@@ -290,5 +384,19 @@ mod tests {
         store.put(SETTINGS, "k", &"text").unwrap();
         let err = store.get::<Rec>(SETTINGS, "k").unwrap_err().to_string();
         assert!(err.contains("record k in table settings"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod out_of_space_tests {
+    use super::*;
+
+    #[test]
+    fn enospc_is_recognised_through_wrappers() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(is_out_of_space(&full));
+        let wrapped = std::io::Error::other(format!("write blob: {full}"));
+        assert!(is_out_of_space(&wrapped));
+        assert!(!is_out_of_space(&std::io::Error::from_raw_os_error(5)));
     }
 }

@@ -74,18 +74,11 @@ impl Plan {
             }
         }
         let id = crate::pod::new_id()?;
-        let log_dir = &sandbox.config.log_directory;
-        let log_path = match (log_dir.is_empty(), config.log_path.is_empty()) {
-            (_, true) => env.container_dir(&id).join("container.log"),
-            (true, false) => PathBuf::from(&config.log_path),
-            (false, false) => PathBuf::from(log_dir).join(&config.log_path),
-        };
-        if !log_path.is_absolute() {
-            return invalid(format!(
-                "config.log_path: {} is not absolute and the sandbox has no log_directory",
-                log_path.display()
-            ));
-        }
+        let log_path = log_path(
+            &sandbox.config.log_directory,
+            &config.log_path,
+            env.container_dir(&id).join("container.log"),
+        )?;
         Ok(Plan {
             name: meta.name.clone(),
             name_key: name_key(&sandbox.id, &config),
@@ -222,9 +215,9 @@ impl Plan {
         })
         .map_err(|e| {
             if e.is_invalid_argument() {
-                CriError::InvalidArgument(e.to_string())
+                CriError::InvalidArgument(crate::error::brief(e))
             } else {
-                step("generate OCI spec")(e.to_string())
+                step("generate OCI spec")(crate::error::brief(e))
             }
         })?;
         record.created_sources = built.mounts_created.clone();
@@ -350,4 +343,94 @@ fn stop_signal(config: &ContainerConfig, image: &str) -> String {
     from_config
         .or_else(|| (!image.is_empty()).then(|| image.to_string()))
         .unwrap_or_else(|| "SIGTERM".into())
+}
+
+/// Where the container's log goes: `log_path` under the pod's `log_directory`, never outside
+/// it (no `..`, not absolute); with no log directory, `log_path` must be absolute; with no
+/// `log_path`, `default`.
+fn log_path(log_dir: &str, log_path: &str, default: PathBuf) -> CriResult<PathBuf> {
+    use std::path::{Component, Path};
+    let invalid = |m: String| Err(CriError::InvalidArgument(m));
+    if log_path.is_empty() {
+        return Ok(default);
+    }
+    let shown = crate::error::shown(log_path);
+    if log_path.contains('\0') {
+        return invalid(format!("config.log_path: {shown} contains a NUL byte"));
+    }
+    let path = Path::new(log_path);
+    if path.components().any(|c| c == Component::ParentDir) {
+        return invalid(format!(
+            "config.log_path: {shown} has a `..` component; give a path inside the pod's \
+             log_directory, such as NAME/ATTEMPT.log"
+        ));
+    }
+    if log_dir.is_empty() {
+        if !path.is_absolute() {
+            return invalid(format!(
+                "config.log_path: {shown} is not absolute and the sandbox has no log_directory"
+            ));
+        }
+        return Ok(path.to_path_buf());
+    }
+    if path.is_absolute() {
+        return invalid(format!(
+            "config.log_path: {shown} is absolute, but the sandbox has a log_directory; give \
+             it relative to {}",
+            crate::error::shown(log_dir)
+        ));
+    }
+    let dir = Path::new(log_dir);
+    if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
+        return Err(CriError::FailedPrecondition(format!(
+            "the sandbox's log_directory {} is not an absolute path without `..`; run a new \
+             sandbox with an absolute log_directory",
+            crate::error::shown(log_dir)
+        )));
+    }
+    Ok(dir.join(path))
+}
+
+#[cfg(test)]
+mod log_path_tests {
+    use super::*;
+
+    fn refusal(dir: &str, path: &str) -> String {
+        match log_path(dir, path, PathBuf::from("/default")) {
+            Err(CriError::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_log_path_climbing_out_of_the_log_directory_is_refused() {
+        let m = refusal("/var/log/pods/p", "../../../etc/cron.d/x");
+        assert!(m.starts_with("config.log_path:") && m.contains(".."), "{m}");
+        assert!(refusal("/var/log/pods/p", "c/../../x").starts_with("config.log_path:"));
+        assert!(refusal("", "/var/log/../../etc/x").starts_with("config.log_path:"));
+    }
+
+    #[test]
+    fn an_absolute_log_path_under_a_log_directory_is_refused() {
+        assert!(refusal("/var/log/pods/p", "/etc/passwd").starts_with("config.log_path:"));
+    }
+
+    #[test]
+    fn a_relative_log_directory_is_refused() {
+        let got = log_path("logs", "c/0.log", PathBuf::from("/default"));
+        assert!(
+            matches!(got, Err(CriError::FailedPrecondition(_))),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn good_log_paths_are_accepted() {
+        let got = log_path("/var/log/pods/p", "c/0.log", PathBuf::new()).ok();
+        assert_eq!(got, Some(PathBuf::from("/var/log/pods/p/c/0.log")));
+        let got = log_path("", "/tmp/c.log", PathBuf::new()).ok();
+        assert_eq!(got, Some(PathBuf::from("/tmp/c.log")));
+        let got = log_path("/l", "", PathBuf::from("/default")).ok();
+        assert_eq!(got, Some(PathBuf::from("/default")));
+    }
 }

@@ -100,6 +100,9 @@ pub struct ContainerManager {
     names: Mutex<HashMap<String, String>>,
     /// One lock per container id.
     locks: crate::ids::IdLocks,
+    /// One lock per pod: container RPCs hold their pod's shared, Stop/RemovePodSandbox
+    /// exclusive (see [`crate::ids::PodLocks`] for the lock order).
+    pod_locks: crate::ids::PodLocks,
 }
 
 impl ContainerManager {
@@ -141,6 +144,7 @@ impl ContainerManager {
             env: env.clone(),
             names: Mutex::new(HashMap::new()),
             locks: crate::ids::IdLocks::default(),
+            pod_locks: crate::ids::PodLocks::default(),
         };
         let names = tokio::task::spawn_blocking(move || lifecycle::reconcile(&env)).await??;
         *lock(&manager.names) = names;
@@ -156,6 +160,14 @@ impl ContainerManager {
         let config = request
             .config
             .ok_or_else(|| CriError::InvalidArgument("config: missing container config".into()))?;
+        // Held to the end: the pod cannot be stopped or removed while its container is made.
+        // The record is read again under it, as a Stop may have finished since the lookup.
+        let _pod = self.pod_locks.shared(&sandbox.id).await;
+        let sandbox = self
+            .env
+            .store
+            .get::<SandboxRecord>(corral_store::SANDBOXES, &sandbox.id)?
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {} not found", sandbox.id)))?;
         let plan = create::Plan::new(&self.env, config, sandbox)?;
         let id = plan.id.clone();
         let key = plan.name_key.clone();
@@ -209,12 +221,25 @@ impl ContainerManager {
             .await
     }
 
+    /// StopContainer for a caller holding the pod's lock exclusively.
+    async fn stop_in_locked_pod(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
+        self.blocking_in_locked_pod(id, move |env, id| lifecycle::stop(env, id, timeout_secs))
+            .await
+    }
+
     /// RemoveContainer: kills it if running and frees everything; an unknown id succeeds.
     pub async fn remove(&self, id: &str) -> CriResult<()> {
         let Ok(id) = self.resolve(id) else {
             return Ok(());
         };
-        let removed = self.blocking(&id, lifecycle::remove).await?;
+        let _pod = self.pod_lock_of(&id).await?;
+        self.remove_in_locked_pod(&id).await
+    }
+
+    /// RemoveContainer for a caller holding the pod's lock.
+    async fn remove_in_locked_pod(&self, id: &str) -> CriResult<()> {
+        let id = id.to_string();
+        let removed = self.blocking_in_locked_pod(&id, lifecycle::remove).await?;
         if let Some(key) = removed {
             let mut names = lock(&self.names);
             if names.get(&key) == Some(&id) {
@@ -294,15 +319,26 @@ impl ContainerManager {
     /// going away; kubelet stopped them gracefully before if it wanted to).
     pub async fn stop_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
         for id in self.ids_in_pod(pod_sandbox_id)? {
-            self.stop(&id, 0).await?;
+            self.stop_in_locked_pod(&id, 0).await?;
         }
         Ok(())
+    }
+
+    /// The pod's lock, exclusive: held by StopPodSandbox and RemovePodSandbox around
+    /// [`Self::stop_pod`] / [`Self::remove_pod`] and the pod's own teardown.
+    pub async fn lock_pod(&self, pod_sandbox_id: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.pod_locks.exclusive(pod_sandbox_id).await
+    }
+
+    /// Drops the lock of a removed pod.
+    pub fn forget_pod(&self, pod_sandbox_id: &str) {
+        self.pod_locks.forget(pod_sandbox_id);
     }
 
     /// RemovePodSandbox's first step: every container of the pod removed.
     pub async fn remove_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
         for id in self.ids_in_pod(pod_sandbox_id)? {
-            self.remove(&id).await?;
+            self.remove_in_locked_pod(&id).await?;
         }
         Ok(())
     }
@@ -358,8 +394,32 @@ impl ContainerManager {
         self.env.clone()
     }
 
-    /// Runs `f` on a blocking thread holding the container's lock.
+    /// Runs `f` on a blocking thread holding the container's pod's lock (shared) and the
+    /// container's lock.
     async fn blocking<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,
+    ) -> CriResult<T> {
+        let id = self.resolve(id)?;
+        let _pod = self.pod_lock_of(&id).await?;
+        self.blocking_in_locked_pod(&id, f).await
+    }
+
+    /// The shared lock of a container's pod (`None` when the container is gone: `f` then
+    /// answers NotFound itself).
+    async fn pod_lock_of(
+        &self,
+        id: &str,
+    ) -> CriResult<Option<tokio::sync::OwnedRwLockReadGuard<()>>> {
+        let Some(record) = self.env.store.get::<ContainerRecord>(CONTAINERS, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.pod_locks.shared(&record.pod_sandbox_id).await))
+    }
+
+    /// Runs `f` on a blocking thread holding the container's lock; the caller holds its pod's.
+    async fn blocking_in_locked_pod<T: Send + 'static>(
         &self,
         id: &str,
         f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,

@@ -1,7 +1,7 @@
 //! RunPodSandbox: validate the request, then build the sandbox step by step, recording each
 //! resource as it is made so that a failure at any step tears down exactly what exists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use corral_sandbox::files::{DnsSettings, PodFiles};
 use corral_sandbox::pause::PauseSpec;
@@ -37,38 +37,22 @@ impl Plan {
     /// Checks the request; every refusal names the field and what to do.
     pub fn new(env: &PodEnv, config: PodSandboxConfig, runtime_handler: String) -> CriResult<Plan> {
         let invalid = |msg: String| Err(CriError::InvalidArgument(msg));
-        let Some(meta) = config.metadata.as_ref() else {
-            return invalid(
-                "config.metadata: missing; give name, namespace, uid and attempt".into(),
-            );
-        };
-        if meta.name.is_empty() {
-            return invalid("config.metadata.name: must not be empty".into());
-        }
-        if meta.namespace.is_empty() {
-            return invalid("config.metadata.namespace: must not be empty".into());
-        }
+        let Checked {
+            hostname,
+            sysctls,
+            network,
+            pid,
+            ipc,
+            userns,
+        } = check_config(&config)?;
         if !runtime_handler.is_empty() && !env.config.runtimes.contains_key(&runtime_handler) {
             let known: Vec<&str> = env.config.runtimes.keys().map(String::as_str).collect();
             return invalid(format!(
-                "runtime_handler: unknown handler {runtime_handler:?}; configured handlers: {}",
+                "runtime_handler: unknown handler {}; configured handlers: {}",
+                crate::error::shown(&runtime_handler),
                 known.join(", ")
             ));
         }
-        let (network, pid, ipc) = namespace_modes(&config);
-        if network == NamespaceMode::Container || ipc == NamespaceMode::Container {
-            return invalid(
-                "config.linux.security_context.namespace_options: network and ipc must be POD or NODE"
-                    .into(),
-            );
-        }
-        if pid == NamespaceMode::Target {
-            return invalid(
-                "config.linux.security_context.namespace_options.pid: TARGET applies to containers, not pods"
-                    .into(),
-            );
-        }
-        let userns = crate::userns::pod_userns(&config, network, pid, ipc)?;
         if userns.is_some() {
             let handler = if runtime_handler.is_empty() {
                 crate::config::DEFAULT_HANDLER
@@ -82,42 +66,15 @@ impl Plan {
                 )));
             }
         }
-        let hostname = if config.hostname.is_empty() {
-            if network == NamespaceMode::Node {
-                String::new()
-            } else {
-                meta.name.chars().take(63).collect()
-            }
-        } else {
-            config.hostname.clone()
-        };
-        if !hostname.is_empty() && !valid_hostname(&hostname) {
-            return invalid(format!(
-                "config.hostname: {hostname:?} is not a valid hostname (letters, digits, '-' and '.', at most 64 characters)"
-            ));
-        }
-        let sysctls = check_sysctls(&config, network, ipc)?;
-        let security = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref());
-        if security.is_some_and(|s| s.run_as_group.is_some() && s.run_as_user.is_none()) {
-            return invalid(
-                "config.linux.security_context.run_as_group: a group needs a user; set run_as_user too".into(),
-            );
-        }
-        for (i, pm) in config.port_mappings.iter().enumerate() {
-            if !(1..=65535).contains(&pm.container_port) || !(0..=65535).contains(&pm.host_port) {
-                return invalid(format!(
-                    "config.port_mappings[{i}]: container_port must be 1-65535 and host_port 0-65535 (got {} and {})",
-                    pm.container_port, pm.host_port
-                ));
-            }
-        }
         let id = new_id()?;
         env.cgroup_driver
             .pod_relative_path(&cgroup_parent(env, &config, &id))
-            .map_err(|e| CriError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")))?;
+            .map_err(|e| {
+                CriError::InvalidArgument(format!(
+                    "config.linux.cgroup_parent: {}",
+                    crate::error::brief(e)
+                ))
+            })?;
         let network_config = match network {
             NamespaceMode::Pod => Some(super::network_config(env).map_err(|reason| {
                 CriError::FailedPrecondition(format!("pod network is not ready: {reason}"))
@@ -282,6 +239,121 @@ impl Plan {
     }
 }
 
+/// What [`check_config`] found valid and worked out.
+struct Checked {
+    hostname: String,
+    sysctls: Vec<(String, String)>,
+    network: NamespaceMode,
+    pid: NamespaceMode,
+    ipc: NamespaceMode,
+    userns: Option<corral_sandbox::UsernsMappings>,
+}
+
+/// The checks of a RunPodSandbox request that need nothing but the request itself; every
+/// refusal is InvalidArgument naming the field.
+fn check_config(config: &PodSandboxConfig) -> CriResult<Checked> {
+    let invalid = |msg: String| Err(CriError::InvalidArgument(msg));
+    let Some(meta) = config.metadata.as_ref() else {
+        return invalid("config.metadata: missing; give name, namespace, uid and attempt".into());
+    };
+    if meta.name.is_empty() {
+        return invalid("config.metadata.name: must not be empty".into());
+    }
+    if meta.namespace.is_empty() {
+        return invalid("config.metadata.namespace: must not be empty".into());
+    }
+    check_namespace_modes(config)?;
+    let (network, pid, ipc) = namespace_modes(config);
+    if network == NamespaceMode::Container || ipc == NamespaceMode::Container {
+        return invalid(
+            "config.linux.security_context.namespace_options: network and ipc must be POD or NODE"
+                .into(),
+        );
+    }
+    if pid == NamespaceMode::Target {
+        return invalid(
+                "config.linux.security_context.namespace_options.pid: TARGET applies to containers, not pods"
+                    .into(),
+            );
+    }
+    let userns = crate::userns::pod_userns(config, network, pid, ipc)?;
+    let hostname = if config.hostname.is_empty() {
+        if network == NamespaceMode::Node {
+            String::new()
+        } else {
+            meta.name.chars().take(63).collect()
+        }
+    } else {
+        config.hostname.clone()
+    };
+    if !hostname.is_empty() && !valid_hostname(&hostname) {
+        return invalid(format!(
+                "config.hostname: {} is not a valid hostname (letters, digits, '-' and '.', at most 64 characters)",
+                crate::error::shown(&hostname)
+            ));
+    }
+    let sysctls = check_sysctls(config, network, ipc)?;
+    let security = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    if security.is_some_and(|s| s.run_as_group.is_some() && s.run_as_user.is_none()) {
+        return invalid(
+            "config.linux.security_context.run_as_group: a group needs a user; set run_as_user too"
+                .into(),
+        );
+    }
+    for (i, pm) in config.port_mappings.iter().enumerate() {
+        if !(1..=65535).contains(&pm.container_port) || !(0..=65535).contains(&pm.host_port) {
+            return invalid(format!(
+                    "config.port_mappings[{i}]: container_port must be 1-65535 and host_port 0-65535 (got {} and {})",
+                    pm.container_port, pm.host_port
+                ));
+        }
+    }
+    if !config.log_directory.is_empty() && !Path::new(&config.log_directory).is_absolute() {
+        return invalid(format!(
+            "config.log_directory: {} is not an absolute path; give the pod's log \
+                 directory as an absolute path (kubelet uses /var/log/pods/...)",
+            crate::error::shown(&config.log_directory)
+        ));
+    }
+    Ok(Checked {
+        hostname,
+        sysctls,
+        network,
+        pid,
+        ipc,
+        userns,
+    })
+}
+
+/// Refuses namespace modes that are not CRI `NamespaceMode` values (instead of taking them
+/// for POD).
+fn check_namespace_modes(config: &PodSandboxConfig) -> CriResult<()> {
+    let Some(opts) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+    else {
+        return Ok(());
+    };
+    for (field, value) in [
+        ("network", opts.network),
+        ("pid", opts.pid),
+        ("ipc", opts.ipc),
+    ] {
+        if NamespaceMode::try_from(value).is_err() {
+            return Err(CriError::InvalidArgument(format!(
+                "config.linux.security_context.namespace_options.{field}: unknown namespace \
+                 mode {value}; use POD (0), CONTAINER (1), NODE (2) or TARGET (3)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Sysctls of the pod, refused when they are not namespaced or would change the host's
 /// namespaces.
 fn check_sysctls(
@@ -297,8 +369,9 @@ fn check_sysctls(
         ipc: ipc == NamespaceMode::Pod,
         uts: network == NamespaceMode::Pod,
     };
-    sysctl::pod_sysctls(linux.sysctls.iter(), private)
-        .map_err(|e| CriError::InvalidArgument(format!("config.linux.sysctls: {e}")))
+    sysctl::pod_sysctls(linux.sysctls.iter(), private).map_err(|e| {
+        CriError::InvalidArgument(format!("config.linux.sysctls: {}", crate::error::brief(e)))
+    })
 }
 
 /// The cgroup parent kubelet asked for, or, when none is given (as by crictl without one), a
@@ -392,5 +465,165 @@ mod tests {
         assert!(!valid_hostname("a..b"));
         assert!(!valid_hostname("has space"));
         assert!(!valid_hostname(&"x".repeat(65)));
+    }
+
+    fn pod(name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(cri_proto::v1::PodSandboxMetadata {
+                name: name.into(),
+                namespace: "default".into(),
+                uid: "uid".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(config: &PodSandboxConfig) -> String {
+        match check_config(config) {
+            Err(CriError::InvalidArgument(m)) => m,
+            Err(other) => panic!("expected InvalidArgument, got {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_namespace_mode_is_refused_naming_the_field() {
+        let mut config = pod("web");
+        config.linux = Some(cri_proto::v1::LinuxPodSandboxConfig {
+            security_context: Some(cri_proto::v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri_proto::v1::NamespaceOption {
+                    pid: 99,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let m = refusal(&config);
+        assert!(
+            m.contains("namespace_options.pid") && m.contains("99"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_relative_log_directory_is_refused() {
+        let mut config = pod("web");
+        config.log_directory = "var/log/pods/x".into();
+        assert!(refusal(&config).starts_with("config.log_directory:"));
+        config.log_directory = "/var/log/pods/x".into();
+        assert!(check_config(&config).is_ok());
+    }
+
+    #[test]
+    fn a_huge_hostname_is_refused_with_a_short_message() {
+        let mut config = pod("web");
+        config.hostname = "h".repeat(1 << 20);
+        let m = refusal(&config);
+        assert!(m.starts_with("config.hostname:"), "{}", &m[..40]);
+        assert!(m.len() < 1024, "{} bytes", m.len());
+    }
+
+    mod hostile {
+        use cri_proto::v1::{
+            LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption, PortMapping,
+        };
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn hostile_string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("..".to_owned()),
+                Just("../../etc".to_owned()),
+                Just("/var/log/pods/p".to_owned()),
+                Just("a\0b".to_owned()),
+                Just("net/ipv4/ip_forward".to_owned()),
+                Just("kernel.shm_rmid_forced".to_owned()),
+                Just("net.ipv4.ip_forward".to_owned()),
+                Just("x".repeat(1 << 20)),
+                "[a-z0-9./-]{1,20}",
+                any::<String>(),
+            ]
+        }
+
+        fn mostly<T: Clone + std::fmt::Debug + 'static>(
+            benign: T,
+            hostile: impl Strategy<Value = T> + 'static,
+        ) -> BoxedStrategy<T> {
+            prop_oneof![4 => Just(benign), 1 => hostile].boxed()
+        }
+
+        prop_compose! {
+            fn hostile_pod()(
+                name in mostly("web".to_owned(), hostile_string()),
+                namespace in mostly("default".to_owned(), hostile_string()),
+                hostname in mostly(String::new(), hostile_string()),
+                log_directory in mostly(String::new(), hostile_string()),
+                modes in mostly((0, 0, 0), (any::<i32>(), 0..5i32, 0..5i32)),
+                sysctls in mostly(
+                    vec![],
+                    prop::collection::vec((hostile_string(), hostile_string()), 0..3),
+                ),
+                ports in mostly(vec![], prop::collection::vec((any::<i32>(), any::<i32>()), 0..3)),
+                group_only in mostly(false, Just(true)),
+            ) -> PodSandboxConfig {
+                let mut config = pod(&name);
+                if let Some(meta) = config.metadata.as_mut() {
+                    meta.namespace = namespace;
+                }
+                config.hostname = hostname;
+                config.log_directory = log_directory;
+                config.port_mappings = ports
+                    .into_iter()
+                    .map(|(container_port, host_port)| PortMapping {
+                        container_port,
+                        host_port,
+                        ..Default::default()
+                    })
+                    .collect();
+                config.linux = Some(LinuxPodSandboxConfig {
+                    sysctls: sysctls.into_iter().collect(),
+                    security_context: Some(LinuxSandboxSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            network: modes.0,
+                            pid: modes.1,
+                            ipc: modes.2,
+                            ..Default::default()
+                        }),
+                        run_as_group: group_only.then_some(cri_proto::v1::Int64Value { value: 1 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                config
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever a RunPodSandbox request holds, the checks answer without panicking;
+            /// a refusal is a short InvalidArgument naming a field of the config.
+            #[test]
+            fn hostile_pod_configs_are_refused_naming_the_field(config in hostile_pod()) {
+                match check_config(&config) {
+                    Ok(checked) => {
+                        prop_assert!(checked.hostname.len() <= 64);
+                        prop_assert!(
+                            config.log_directory.is_empty()
+                                || config.log_directory.starts_with('/')
+                        );
+                    }
+                    Err(CriError::InvalidArgument(m)) => {
+                        prop_assert!(m.starts_with("config."), "{}", &m[..m.len().min(200)]);
+                        prop_assert!(m.len() <= 2048, "{} bytes", m.len());
+                    }
+                    Err(other) => prop_assert!(false, "not InvalidArgument: {other:?}"),
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,392 @@
+//! Hostile requests against a live corrald (issue 10, item 4): each is refused with the right
+//! code and a short message naming the field, corrald stays up, and nothing half-made remains
+//! (no pod or container record, no mount, no state directory, no cgroup).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use corral_e2e::cri::{self, container_env, ContainerEnv};
+use corral_e2e::*;
+use cri_proto::v1::*;
+use tonic::Code;
+
+const POD: i32 = NamespaceMode::Pod as i32;
+const NODE: i32 = NamespaceMode::Node as i32;
+const MB: usize = 1 << 20;
+
+/// Checks a refusal: the code, a message naming `field`, and small enough to reach the client.
+fn refused(what: &str, got: Result<String, tonic::Status>, code: Code, field: &str) {
+    let status = match got {
+        Ok(id) => panic!("{what}: accepted as {id}"),
+        Err(status) => status,
+    };
+    let message = status.message();
+    let head: String = message.chars().take(300).collect();
+    assert_eq!(status.code(), code, "{what}: {head}");
+    assert!(
+        message.contains(field),
+        "{what}: {head} does not name {field}"
+    );
+    assert!(
+        message.len() <= 4096,
+        "{what}: a {} byte message",
+        message.len()
+    );
+}
+
+/// Entries of a directory (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn run_pod(
+    env: &mut ContainerEnv,
+    config: PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    env.rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+#[tokio::test]
+async fn hostile_requests_are_refused_and_leave_nothing_behind() {
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    let parent = unique_cgroup_parent("hostile");
+    let log_directory = env.daemon.dir().join("logs").to_string_lossy().into_owned();
+    let good = |name: &str| {
+        let mut config = pod_config(name, &parent, (NODE, POD, POD));
+        config.log_directory = log_directory.clone();
+        config
+    };
+
+    // RunPodSandbox.
+    let pod_cases: Vec<(&str, PodSandboxConfig, &str)> = vec![
+        (
+            "1 MB hostname",
+            {
+                let mut c = good("h1");
+                c.hostname = "h".repeat(MB);
+                c
+            },
+            "config.hostname",
+        ),
+        (
+            "unknown pid namespace mode",
+            {
+                let mut c = good("h2");
+                let ns = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+                ns.namespace_options.as_mut().unwrap().pid = 99;
+                c
+            },
+            "namespace_options.pid",
+        ),
+        (
+            "relative log directory",
+            {
+                let mut c = good("h3");
+                c.log_directory = "var/log/pods/x".into();
+                c
+            },
+            "config.log_directory",
+        ),
+        (
+            "sysctl with /",
+            {
+                let mut c = good("h4");
+                c.linux.as_mut().unwrap().sysctls =
+                    [("net/ipv4/../../../x".into(), "1".into())].into();
+                c
+            },
+            "config.linux.sysctls",
+        ),
+        (
+            "1 MB sysctl",
+            {
+                let mut c = good("h5");
+                c.linux.as_mut().unwrap().sysctls = [("k".repeat(MB), "1".into())].into();
+                c
+            },
+            "config.linux.sysctls",
+        ),
+        (
+            "negative port",
+            {
+                let mut c = good("h6");
+                c.port_mappings = vec![PortMapping {
+                    container_port: -1,
+                    ..Default::default()
+                }];
+                c
+            },
+            "config.port_mappings",
+        ),
+        (
+            "cgroup parent climbing out",
+            {
+                let mut c = good("h7");
+                c.linux.as_mut().unwrap().cgroup_parent = "/../../escape".into();
+                c
+            },
+            "config.linux.cgroup_parent",
+        ),
+        (
+            "no metadata",
+            {
+                let mut c = good("h8");
+                c.metadata = None;
+                c
+            },
+            "config.metadata",
+        ),
+    ];
+    for (what, config, field) in pod_cases {
+        refused(
+            what,
+            run_pod(&mut env, config).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+    let got = env
+        .rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(good("h9")),
+            runtime_handler: "x".repeat(MB),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id);
+    refused(
+        "1 MB runtime handler",
+        got,
+        Code::InvalidArgument,
+        "runtime_handler",
+    );
+    let got = env
+        .rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: "f".repeat(MB),
+            verbose: false,
+        })
+        .await
+        .map(|_| String::new());
+    refused("1 MB pod id", got, Code::NotFound, "pod sandbox");
+
+    let pods = env
+        .rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.into_inner().items.is_empty(),
+        "a refused pod was recorded"
+    );
+    assert!(entries(&env.daemon.state().join("sandboxes")).is_empty());
+
+    // CreateContainer in a good pod.
+    let pod = good("target");
+    let pod_id = run_pod(&mut env, pod.clone()).await.unwrap();
+    let image = env.image.clone();
+    let base = || cri::container_config("c", &image, &["sleep", "60"]);
+    let volume = |container: &str, host: &str| {
+        let mut c = base();
+        c.mounts = vec![Mount {
+            container_path: container.into(),
+            host_path: host.into(),
+            ..Default::default()
+        }];
+        c
+    };
+    let outside = env.daemon.dir().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let climbing = format!("../../../../../../../..{}/evil.log", outside.display());
+    let container_cases: Vec<(&str, ContainerConfig, &str)> = vec![
+        (
+            "log path climbing out",
+            {
+                let mut c = base();
+                c.log_path = climbing.clone();
+                c
+            },
+            "config.log_path",
+        ),
+        (
+            "absolute log path",
+            {
+                let mut c = base();
+                c.log_path = format!("{}/abs.log", outside.display());
+                c
+            },
+            "config.log_path",
+        ),
+        (
+            "mount host path with ..",
+            volume("/data", "/tmp/../etc"),
+            "host_path",
+        ),
+        (
+            "mount container path with ..",
+            volume("/data/../../etc", "/tmp"),
+            "container_path",
+        ),
+        (
+            "relative container path",
+            volume("data", "/tmp"),
+            "container_path",
+        ),
+        (
+            "NUL in host path",
+            volume("/data", "/tmp/a\0b"),
+            "host_path",
+        ),
+        (
+            "1 MB host path",
+            volume("/data", &format!("/tmp/{}", "x".repeat(MB))),
+            "host_path",
+        ),
+        (
+            "NUL in an argument",
+            cri::container_config("c", &image, &["sleep", "6\0x"]),
+            "command[1]",
+        ),
+        (
+            "env name with =",
+            {
+                let mut c = base();
+                c.envs = vec![KeyValue {
+                    key: "A=B".into(),
+                    value: "1".into(),
+                }];
+                c
+            },
+            "envs[",
+        ),
+        (
+            "relative working dir",
+            {
+                let mut c = base();
+                c.working_dir = "srv".into();
+                c
+            },
+            "working_dir",
+        ),
+        (
+            "unknown pid mode",
+            {
+                let mut c = base();
+                c.linux
+                    .get_or_insert_with(Default::default)
+                    .security_context
+                    .get_or_insert_with(Default::default)
+                    .namespace_options = Some(NamespaceOption {
+                    pid: 99,
+                    ..Default::default()
+                });
+                c
+            },
+            "namespace_options.pid",
+        ),
+        (
+            "unknown capability",
+            {
+                let mut c = base();
+                c.linux
+                    .get_or_insert_with(Default::default)
+                    .security_context
+                    .get_or_insert_with(Default::default)
+                    .capabilities = Some(Capability {
+                    add_capabilities: vec!["CAP_NOPE".into()],
+                    ..Default::default()
+                });
+                c
+            },
+            "add_capabilities",
+        ),
+        (
+            "10 000 bad envs",
+            {
+                let mut c = base();
+                c.envs = (0..10_000)
+                    .map(|i| KeyValue {
+                        key: format!("K{i}"),
+                        value: "v".into(),
+                    })
+                    .chain([KeyValue {
+                        key: String::new(),
+                        value: "x".into(),
+                    }])
+                    .collect();
+                c
+            },
+            "envs[",
+        ),
+        (
+            "no metadata",
+            {
+                let mut c = base();
+                c.metadata = None;
+                c
+            },
+            "config.metadata",
+        ),
+    ];
+    for (what, config, field) in container_cases {
+        let got = cri::try_create(&mut env.rt, &pod_id, &pod, config).await;
+        refused(what, got, Code::InvalidArgument, field);
+    }
+    let got = cri::try_create(&mut env.rt, &"f".repeat(MB), &pod, base()).await;
+    refused("1 MB sandbox id", got, Code::NotFound, "pod sandbox");
+
+    // Nothing half-made, corrald up, the good pod untouched.
+    let containers = env
+        .rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        containers.into_inner().containers.is_empty(),
+        "a refused container was recorded"
+    );
+    assert!(entries(&env.daemon.state().join("containers")).is_empty());
+    assert!(entries(&env.daemon.root().join("containers")).is_empty());
+    assert!(mounts_containing(&env.daemon.state().join("containers").to_string_lossy()).is_empty());
+    assert!(
+        entries(&outside).is_empty(),
+        "a log was written outside the log directory"
+    );
+    let leaves: Vec<_> = cgroup_dirs_containing(&parent)
+        .into_iter()
+        .filter(|d| !d.to_string_lossy().contains(&pod_id))
+        .filter(|d| d.file_name().is_some_and(|n| n.len() == 64))
+        .collect();
+    assert!(leaves.is_empty(), "container cgroups left: {leaves:?}");
+    let status = env
+        .rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status.unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
+    let id = cri::run(&mut env.rt, &pod_id, &pod, base()).await;
+    assert!(!id.is_empty());
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+    remove_cgroup_dirs(&format!("corral-e2e-{}-hostile", std::process::id()));
+}
