@@ -6,8 +6,9 @@ grpc-core sends the unix socket's path as the HTTP/2 :authority. Run by tests/te
 
 Generates the runtime.v1 stubs from PROTO_DIR/api.proto with grpcio-tools into a temp dir, then
 runs Version, RunPodSandbox, PodSandboxStatus, a server-streaming call (StreamPodSandboxes),
-GetContainerEvents (expects UNIMPLEMENTED, a gRPC status rather than a protocol error),
-StopPodSandbox and RemovePodSandbox. Prints one line per step; exits non-zero on any failure.
+StopPodSandbox and RemovePodSandbox, with a GetContainerEvents subscription (a long-lived
+server stream) open throughout that must deliver the pod's CREATED, STARTED, STOPPED and
+DELETED events. Prints one line per step; exits non-zero on any failure.
 """
 
 import importlib
@@ -45,6 +46,19 @@ def main():
             assert version.runtime_name == "corral", version
             print(f"Version: {version.runtime_name} {version.runtime_api_version}")
 
+            events = runtime.GetContainerEvents(pb.GetEventsRequest(), timeout=300)
+            # The response headers come once corrald has registered the subscriber.
+            events.initial_metadata()
+            seen = []
+
+            def wait_event(pod, wanted):
+                for event in events:
+                    if event.container_id == pod:
+                        seen.append(pb.ContainerEventType.Name(event.container_event_type))
+                        if seen[-1] == wanted:
+                            return
+                sys.exit(f"GetContainerEvents ended before {wanted}; saw {seen}")
+
             config = pb.PodSandboxConfig(
                 metadata=pb.PodSandboxMetadata(
                     name="grpcio", uid="uid-grpcio", namespace="e2e", attempt=0
@@ -56,6 +70,7 @@ def main():
                 pb.RunPodSandboxRequest(config=config), timeout=120
             ).pod_sandbox_id
             print(f"RunPodSandbox: {pod}")
+            wait_event(pod, "CONTAINER_STARTED_EVENT")
 
             status = runtime.PodSandboxStatus(
                 pb.PodSandboxStatusRequest(pod_sandbox_id=pod), timeout=30
@@ -74,20 +89,16 @@ def main():
             assert pod in streamed, streamed
             print(f"StreamPodSandboxes: {len(streamed)} pod(s)")
 
-            try:
-                for _ in runtime.GetContainerEvents(pb.GetEventsRequest(), timeout=30):
-                    pass
-                sys.exit("GetContainerEvents: expected UNIMPLEMENTED")
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
-                print(f"GetContainerEvents: {e.code().name}")
-
             runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
             print("StopPodSandbox: ok")
+            wait_event(pod, "CONTAINER_STOPPED_EVENT")
             runtime.RemovePodSandbox(
                 pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60
             )
             print("RemovePodSandbox: ok")
+            wait_event(pod, "CONTAINER_DELETED_EVENT")
+            events.cancel()
+            print("GetContainerEvents: " + " ".join(e.split("_")[1] for e in seen))
             listed = runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
             assert pod not in [p.id for p in listed], listed
     print("grpcio client: all calls succeeded")

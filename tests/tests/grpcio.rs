@@ -65,9 +65,9 @@ async fn grpcio_runs_a_pod_lifecycle_with_the_socket_path_as_authority() {
         "RunPodSandbox: ",
         "PodSandboxStatus: SANDBOX_READY",
         "StreamPodSandboxes: 1 pod(s)",
-        "GetContainerEvents: UNIMPLEMENTED",
         "StopPodSandbox: ok",
         "RemovePodSandbox: ok",
+        "GetContainerEvents: CREATED STARTED STOPPED DELETED",
     ] {
         assert!(stdout.contains(step), "{step:?} missing from:\n{stdout}");
     }
