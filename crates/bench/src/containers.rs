@@ -470,7 +470,7 @@ async fn run_pod(
 }
 
 /// CreateContainer then StartContainer; returns the container id.
-async fn create_and_start(
+pub(crate) async fn create_and_start(
     mut rt: RuntimeServiceClient<Channel>,
     pod_id: &str,
     pod: &PodSandboxConfig,
@@ -495,7 +495,10 @@ async fn create_and_start(
 }
 
 /// StopPodSandbox then RemovePodSandbox.
-async fn remove_pod(mut rt: RuntimeServiceClient<Channel>, pod_id: String) -> anyhow::Result<()> {
+pub(crate) async fn remove_pod(
+    mut rt: RuntimeServiceClient<Channel>,
+    pod_id: String,
+) -> anyhow::Result<()> {
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
     })

@@ -58,16 +58,7 @@ pub async fn run(channel: Channel, n: usize) -> anyhow::Result<()> {
         .into_inner()
         .pod_sandbox_id;
     let result = measure(&mut rt, &pod_id, &pod, &image, n).await;
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .context("StopPodSandbox")?;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .context("RemovePodSandbox")?;
+    crate::containers::remove_pod(rt.clone(), pod_id).await?;
     let samples = result?;
     println!("\ncontainer exit -> CONTAINER_STOPPED event, {n} containers:");
     crate::report("exit->STOPPED", samples);
@@ -102,21 +93,7 @@ async fn measure(
             linux: Some(LinuxContainerConfig::default()),
             ..Default::default()
         };
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .context("CreateContainer")?
-            .into_inner()
-            .container_id;
-        rt.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .context("StartContainer")?;
+        let id = crate::containers::create_and_start(rt.clone(), pod_id, pod, config).await?;
         let deadline = Instant::now() + STOPPED_TIMEOUT;
         let event = loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -66,21 +66,7 @@ async fn lifecycle(
         .pod_sandbox_id;
     let mut config = corral_e2e::cri::container_config("c", image, &["sleep", "3600"]);
     config.log_path = "c/0.log".into();
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod),
-        })
-        .await
-        .context("CreateContainer")?
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .context("StartContainer")?;
+    let id = crate::containers::create_and_start(rt.clone(), &pod_id, &pod, config).await?;
     let exec = rt
         .exec_sync(ExecSyncRequest {
             container_id: id,
@@ -93,16 +79,7 @@ async fn lifecycle(
     if exec.exit_code != 0 {
         bail!("ExecSync true exited {}", exec.exit_code);
     }
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await
-    .context("StopPodSandbox")?;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .context("RemovePodSandbox")?;
+    crate::containers::remove_pod(rt.clone(), pod_id).await?;
     Ok(())
 }
 
