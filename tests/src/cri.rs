@@ -315,3 +315,29 @@ pub async fn container_env() -> Option<ContainerEnv> {
         rt,
     })
 }
+
+/// Makes a pod privileged (`linux.security_context.privileged`).
+pub fn privileged_pod(config: &mut PodSandboxConfig) {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+}
+
+/// Sets a container's namespace modes (network, pid, ipc), as kubelet does from the pod spec.
+pub fn with_namespaces(mut config: ContainerConfig, modes: (i32, i32, i32)) -> ContainerConfig {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(NamespaceOption {
+        network: modes.0,
+        pid: modes.1,
+        ipc: modes.2,
+        ..Default::default()
+    });
+    config
+}

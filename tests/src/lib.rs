@@ -17,7 +17,7 @@ pub mod v1alpha2 {
 }
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -80,6 +80,32 @@ pub fn bin_dir() -> PathBuf {
     own.parent()
         .expect("test binary lives in target/<profile>/deps")
         .to_path_buf()
+}
+
+/// `corralctl --socket <the daemon's socket>`, for the caller's arguments.
+pub fn corralctl(daemon: &Daemon) -> Command {
+    let mut command = Command::new(built_binary("corralctl"));
+    command.arg("--socket").arg(daemon.socket());
+    command
+}
+
+/// Runs `corralctl ARGS` against the daemon and waits for it.
+pub fn corralctl_run(daemon: &Daemon, args: &[&str]) -> Output {
+    corralctl(daemon)
+        .args(args)
+        .output()
+        .expect("run corralctl")
+}
+
+/// corralctl's standard output, after checking that it succeeded.
+pub fn corralctl_ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "corralctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("corralctl prints UTF-8")
 }
 
 /// A binary built by this workspace; panics with the command to run when it is missing.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use corral_e2e::cri::{self, Rt};
+use corral_e2e::cri::{self, privileged_pod, with_namespaces, Rt};
 use corral_e2e::registry::Registry;
 use corral_e2e::*;
 use cri_proto::v1::*;
@@ -111,32 +111,6 @@ async fn a_container_runs_logs_and_exits() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers of the pod experiments.
-
-/// Makes a pod privileged (`linux.security_context.privileged`).
-fn privileged_pod(config: &mut PodSandboxConfig) {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .privileged = true;
-}
-
-/// Sets a container's namespace modes (network, pid, ipc), as kubelet does from the pod spec.
-fn with_namespaces(mut config: ContainerConfig, modes: (i32, i32, i32)) -> ContainerConfig {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(NamespaceOption {
-        network: modes.0,
-        pid: modes.1,
-        ipc: modes.2,
-        ..Default::default()
-    });
-    config
-}
 
 /// Sets a container's `linux.resources`.
 fn with_resources(

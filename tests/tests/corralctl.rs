@@ -2,29 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use corral_e2e::*;
+use corral_e2e::{corralctl_ok as ok, corralctl_run as ctl};
 use serde_json::Value;
-
-fn ctl(daemon: &Daemon, args: &[&str]) -> Output {
-    Command::new(built_binary("corralctl"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args)
-        .output()
-        .expect("run corralctl")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "corralctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn pod_verbs_round_trip() {

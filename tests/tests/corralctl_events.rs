@@ -3,27 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use corral_e2e::*;
-
-fn ctl(daemon: &Daemon) -> Command {
-    let mut command = Command::new(built_binary("corralctl"));
-    command.arg("--socket").arg(daemon.socket());
-    command
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "corralctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use corral_e2e::{corralctl as ctl, corralctl_ok as ok};
 
 #[test]
 fn events_streams_a_pods_life_and_metricsp_lists_it() {

@@ -8,10 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use corral_e2e::cri::{self, container_env as env, ContainerEnv as Env};
+use corral_e2e::cri::{
+    self, container_env as env, privileged_pod, with_namespaces, ContainerEnv as Env,
+};
 use corral_e2e::*;
+use corral_e2e::{corralctl_ok as ok, corralctl_run as ctl};
 use cri_proto::v1::*;
 use nix::mount::MsFlags;
 use serde_json::Value;
@@ -25,25 +28,6 @@ use MountPropagation::{
     PropagationBidirectional as BIDIRECTIONAL, PropagationHostToContainer as HOST_TO_CONTAINER,
     PropagationPrivate as PRIVATE,
 };
-
-fn ctl(daemon: &Daemon, args: &[&str]) -> Output {
-    Command::new(built_binary("corralctl"))
-        .arg("--socket")
-        .arg(daemon.socket())
-        .args(args)
-        .output()
-        .expect("run corralctl")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "corralctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `corralctl explain POD --json`, parsed.
 fn explain(daemon: &Daemon, pod: &str) -> Value {
@@ -164,30 +148,6 @@ fn is_host_mount_point(path: &Path) -> bool {
 async fn read_inside(env: &mut Env, id: &str, file: &str) -> Option<String> {
     let (code, out, _) = cri::exec(&mut env.rt, id, &["cat", file]).await;
     (code == 0).then_some(out)
-}
-
-fn privileged_pod(config: &mut PodSandboxConfig) {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .privileged = true;
-}
-
-fn with_namespaces(mut config: ContainerConfig, modes: (i32, i32, i32)) -> ContainerConfig {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(NamespaceOption {
-        network: modes.0,
-        pid: modes.1,
-        ipc: modes.2,
-        ..Default::default()
-    });
-    config
 }
 
 /// A `sleep` container named `name` with one volume.
