@@ -280,8 +280,12 @@ async fn tiny_window_channel(path: std::path::PathBuf) -> tonic::transport::Chan
 #[tokio::test]
 async fn a_pause_that_dies_on_its_own_stops_its_pod() {
     let Some(mut env) = env().await else { return };
-    let (pod_id, _) = pod(&mut env, "ev-pause").await;
+    // Subscribed first: the pod's CREATED and STARTED are published after RunPodSandbox
+    // returns and could otherwise reach a later subscriber before its STOPPED.
     let mut events = subscribe(&mut env.rt).await;
+    let (pod_id, _) = pod(&mut env, "ev-pause").await;
+    expect(&mut events, &pod_id, CREATED).await;
+    expect(&mut events, &pod_id, STARTED).await;
     let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pause),
