@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::driver::{CgroupDriver, ChildCgroupPath};
 use crate::error::{CgroupError, Result};
 use crate::fs::{self, Removal};
-use crate::layout::{CgroupLayout, CgroupVersion, Hierarchy};
+use crate::layout::{CgroupLayout, CgroupMode, CgroupVersion, Hierarchy};
 use crate::resources::{self, Resources, V1MemoryState};
 use crate::systemd::{self, Started, UnitManager, SYSTEMD_RUNNING_MARKER};
 
@@ -71,12 +71,52 @@ impl PodCgroup {
                 return Err(error);
             }
         }
+        if layout.mode() == CgroupMode::V2 {
+            pod.offer_controllers_to_children();
+        }
         tracing::debug!(
             cgroup_parent,
             created = pod.created_dirs.len(),
             "created pod cgroup"
         );
         Ok(pod)
+    }
+
+    /// On a v2 host, enables every controller the root offers in the `cgroup.subtree_control`
+    /// of each ancestor of the pod cgroup, as runc does for a container's ancestors, so that
+    /// the pod's `cgroup.controllers` lists them and its containers can be given any limit the
+    /// host supports (CreateContainer refuses a limit on a controller the pod lacks). Best
+    /// effort: a controller an ancestor refuses (a `cgroup_parent` holding processes of its
+    /// own, say) is left out with a warning.
+    fn offer_controllers_to_children(&self) {
+        let Some(unified) = self.layout.unified() else {
+            return;
+        };
+        let root = unified.mount_point().to_path_buf();
+        let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let controllers: Vec<&str> = offered.split_whitespace().collect();
+        let ancestors = self
+            .relative_path
+            .parent()
+            .into_iter()
+            .flat_map(Path::components);
+        let mut dir = root;
+        for component in std::iter::once(None).chain(ancestors.map(Some)) {
+            if let Some(component) = component {
+                dir.push(component);
+            }
+            if fs::enable_subtree_controllers(&dir, &controllers).is_ok() {
+                continue;
+            }
+            for controller in &controllers {
+                if let Err(error) = fs::enable_subtree_controllers(&dir, &[controller]) {
+                    tracing::warn!(
+                        dir = %dir.display(), controller, %error,
+                        "cannot offer a cgroup controller to the pod's containers"
+                    );
+                }
+            }
+        }
     }
 
     /// Asks systemd for the pod slice named by `cgroup_parent` (systemd driver, systemd
@@ -570,11 +610,36 @@ mod tests {
     }
 
     #[test]
+    fn create_on_v2_offers_the_pods_children_every_controller_the_root_has() {
+        let mock = MockCgroupFs::v2();
+        PodCgroup::create(
+            &mock.layout(),
+            CgroupDriver::Cgroupfs,
+            "/kubepods/burstable/pod1",
+        )
+        .unwrap();
+        let all = "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc";
+        assert_eq!(read(&mock.dir("", "cgroup.subtree_control")), all);
+        assert_eq!(read(&mock.dir("", "kubepods/cgroup.subtree_control")), all);
+        assert_eq!(
+            read(&mock.dir("", "kubepods/burstable/cgroup.subtree_control")),
+            all
+        );
+        // The pod's own subtree_control is the OCI runtime's, for its containers.
+        assert!(!mock
+            .dir("", "kubepods/burstable/pod1/cgroup.subtree_control")
+            .exists());
+    }
+
+    #[test]
     fn apply_on_v2_converts_and_enables_only_what_is_missing() {
         let mock = MockCgroupFs::v2();
-        std::fs::write(mock.dir("", "cgroup.subtree_control"), "cpu memory\n").unwrap();
         let pod =
             PodCgroup::create(&mock.layout(), CgroupDriver::Cgroupfs, "/kubepods/pod1").unwrap();
+        // As if only cpu and memory were enabled, at the root only (the mock's files keep the
+        // last write, not the kernel's merged list).
+        std::fs::write(mock.dir("", "cgroup.subtree_control"), "cpu memory\n").unwrap();
+        std::fs::write(mock.dir("", "kubepods/cgroup.subtree_control"), "").unwrap();
         let resources = Resources {
             cpu_shares: Some(1024),
             cpu_quota: Some(20_000),
