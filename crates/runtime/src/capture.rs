@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -63,34 +63,6 @@ impl Pipe {
                 false
             }
         }
-    }
-}
-
-/// Opens a pidfd for `pid`.
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let raw = Errno::result(raw)?;
-    let raw = i32::try_from(raw).map_err(|_| io::Error::from(Errno::EBADF))?;
-    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// Sends `signal` to the process of a pidfd; one that has exited is not an error.
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
-    // SAFETY: pidfd_send_signal takes a pidfd, a signal number, a null siginfo and no flags.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    match Errno::result(result) {
-        Ok(_) | Err(Errno::ESRCH) => Ok(()),
-        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -163,7 +135,7 @@ pub(crate) fn capture_output(
             if timeout_at.is_some_and(|at| Instant::now() >= at) {
                 timed_out = true;
                 timeout_at = None;
-                pidfd_send_signal(pidfd, libc::SIGKILL)?;
+                corral_process::pidfd::send_signal(pidfd, nix::sys::signal::Signal::SIGKILL)?;
             }
             continue;
         }
@@ -204,7 +176,7 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let pidfd = pidfd_open(i32::try_from(child.id()).unwrap()).unwrap();
+        let pidfd = corral_process::pidfd::open(i32::try_from(child.id()).unwrap()).unwrap();
         let stdout = child
             .stdout
             .take()

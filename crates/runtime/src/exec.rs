@@ -21,10 +21,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 
-use crate::capture::{capture_output, pidfd_open, pidfd_send_signal};
+use crate::capture::capture_output;
 use crate::error::{io_error, Result, RuntimeError};
 use crate::runtime::{runtime_message, OciRuntime, COMMAND_TIMEOUT};
 use crate::unix_socket::{receive_fd, SocketPath};
+use corral_process::pidfd::{open as pidfd_open, send_signal as pidfd_send_signal};
 
 /// The most of each of stdout and stderr that [`OciRuntime::exec_sync`] keeps.
 pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
@@ -266,11 +267,9 @@ impl ExecChild {
 
     /// Sends `signal` to the process (nothing happens once it has exited).
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        pidfd_send_signal(self.pidfd.as_fd(), signal as i32).map_err(|source| {
-            RuntimeError::Syscall {
-                op: "pidfd_send_signal to the exec'd process",
-                source: errno_of(&source),
-            }
+        pidfd_send_signal(self.pidfd.as_fd(), signal).map_err(|source| RuntimeError::Syscall {
+            op: "pidfd_send_signal to the exec'd process",
+            source: errno_of(&source),
         })
     }
 

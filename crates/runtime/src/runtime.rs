@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capture::{capture_output, pidfd_open, Captured};
+use crate::capture::{capture_output, Captured};
 use crate::error::{io_error, Result, RuntimeError};
+use corral_process::pidfd::open as pidfd_open;
 
 /// How long a runtime command other than `exec` may take before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);

@@ -23,87 +23,8 @@ pub const CONSOLE_SOCKET: &str = "console.sock";
 /// The runtime's own log while the shim runs `create` (JSON lines).
 pub const RUNTIME_LOG: &str = "runtime.log";
 
-/// A process identified by pid *and* start time, so that a reused pid is never taken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProcessIdentity {
-    /// The pid, in corrald's PID namespace.
-    pub pid: i32,
-    /// Field 22 of `/proc/PID/stat`: clock ticks after boot when the process started.
-    pub start_time: u64,
-}
-
-/// What `/proc/PID/stat` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessStat {
-    /// Field 3: `R`, `S`, `Z` (zombie), ...
-    pub state: char,
-    /// Field 22: start time in clock ticks after boot.
-    pub start_time: u64,
-}
-
-/// Reads `/proc/PID/stat`; `None` when there is no such process.
-pub fn read_process_stat(pid: i32) -> io::Result<Option<ProcessStat>> {
-    let path = format!("/proc/{pid}/stat");
-    match fs::read_to_string(&path) {
-        Ok(text) => parse_stat(&text).map(Some).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected contents of {path}"),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Parses the state and start time out of a `/proc/PID/stat` line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted from its last `)`.
-fn parse_stat(text: &str) -> Option<ProcessStat> {
-    let after_name = &text[text.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // `fields` now stands at field 4; field 22 is 18 further.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcessStat { state, start_time })
-}
-
-impl ProcessIdentity {
-    /// The process now running as `pid`; `None` if there is none.
-    pub fn of_pid(pid: i32) -> io::Result<Option<ProcessIdentity>> {
-        Ok(read_process_stat(pid)?.map(|stat| ProcessIdentity {
-            pid,
-            start_time: stat.start_time,
-        }))
-    }
-
-    /// Whether the process still runs: same pid, same start time, not a zombie.
-    pub fn is_alive(&self) -> bool {
-        match read_process_stat(self.pid) {
-            Ok(Some(stat)) => {
-                stat.start_time == self.start_time && !matches!(stat.state, 'Z' | 'X')
-            }
-            _ => false,
-        }
-    }
-
-    /// `PID START_TIME\n`.
-    pub fn to_line(&self) -> String {
-        format!("{} {}\n", self.pid, self.start_time)
-    }
-
-    /// Parses [`ProcessIdentity::to_line`]'s format.
-    pub fn parse(text: &str) -> Option<ProcessIdentity> {
-        let mut words = text.split_whitespace();
-        let pid = words.next()?.parse().ok().filter(|pid| *pid > 0)?;
-        let start_time = words.next()?.parse().ok()?;
-        words
-            .next()
-            .is_none()
-            .then_some(ProcessIdentity { pid, start_time })
-    }
-}
+/// A process identified by pid *and* start time (kept here under its old path).
+pub use corral_process::ProcessIdentity;
 
 /// Reads the shim's identity from `shim.pid`; `None` when the file is missing.
 pub fn read_shim_pid(state_dir: &Path) -> Result<Option<ProcessIdentity>> {
@@ -188,33 +109,6 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_are_parsed_past_odd_command_names() {
-        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 \
-                    1000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
-        assert_eq!(
-            parse_stat(line),
-            Some(ProcessStat {
-                state: 'S',
-                start_time: 98765
-            })
-        );
-        assert_eq!(parse_stat("1 (x) S 1"), None);
-    }
-
-    #[test]
-    fn our_own_process_is_alive_and_an_impostor_is_not() {
-        let me = ProcessIdentity::of_pid(i32::try_from(std::process::id()).unwrap())
-            .unwrap()
-            .unwrap();
-        assert!(me.is_alive());
-        let impostor = ProcessIdentity {
-            start_time: me.start_time + 1,
-            ..me
-        };
-        assert!(!impostor.is_alive());
-    }
 
     #[test]
     fn pid_files_round_trip() {
