@@ -2,7 +2,6 @@
 //! `corral_runtime::ShimConfig::to_args`).
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,20 +32,10 @@ pub struct ShimArgs {
     pub help: bool,
 }
 
-/// A command line that cannot be obeyed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError(String);
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ArgError {}
+pub use corral_process::ArgError;
 
 fn arg_error(message: impl Into<String>) -> ArgError {
-    ArgError(message.into())
+    ArgError::new(message)
 }
 
 impl ShimArgs {

@@ -6,13 +6,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use corral_process::detach::{self, describe_exit, PipeError};
 use corral_runtime::LaunchReport;
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, pipe2, read, ForkResult, Pid};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::args::ShimArgs;
 use crate::shim;
@@ -102,40 +101,10 @@ fn wait_for_report(child: Pid, reader: &OwnedFd, args: &ShimArgs) -> LaunchRepor
 /// Reads the pipe to end of file (the shim closes it once it has reported success, or exits).
 /// A created-report line is enough: the shim keeps its end open a moment longer.
 fn read_to_end(reader: &OwnedFd, deadline: Instant) -> Result<String, String> {
-    let mut text = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err("the shim did not report within the create timeout".into());
-        }
-        let timeout = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(format!("poll the report pipe: {e}")),
-        }
-        match read(reader, &mut buffer) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buffer[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("read the report pipe: {e}")),
-        }
-        if text.len() > MAX_REPORT_LEN {
-            return Err("the shim wrote an overlong report".into());
-        }
-        if text.ends_with(b"\n") {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
-}
-
-fn describe_exit(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exit status {code}"),
-        WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
-        other => format!("{other:?}"),
+    match detach::read_report(reader.as_fd(), Some(deadline), MAX_REPORT_LEN, true) {
+        Ok(text) => Ok(String::from_utf8_lossy(&text).into_owned()),
+        Err(PipeError::TimedOut) => Err("the shim did not report within the create timeout".into()),
+        Err(PipeError::TooLong(_)) => Err("the shim wrote an overlong report".into()),
+        Err(PipeError::Read(e)) => Err(format!("read the report pipe: {e}")),
     }
 }

@@ -1,12 +1,13 @@
 //! The shim proper, from its setup to its exit.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use corral_process::detach;
 use corral_runtime::state_dir::{
     write_atomically, ATTACH_SOCKET, CONTROL_SOCKET, EXIT_FILE, SHIM_LOG, SHIM_PID_FILE,
 };
@@ -15,7 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, dup2_stderr, dup2_stdin, dup2_stdout, setsid, write, Pid};
+use nix::unistd::{chdir, setsid, write, Pid};
 
 use crate::args::ShimArgs;
 use crate::create::{create_container, CreateError};
@@ -127,7 +128,9 @@ fn prepare(args: &ShimArgs, report_fd: RawFd) -> Result<Setup, String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     redirect_stdio(&args.state_dir.join(SHIM_LOG))?;
     chdir("/").map_err(|e| format!("chdir(\"/\"): {e}"))?;
-    close_fds_except(report_fd)?;
+    // Closes every descriptor above stderr but the report pipe: the shim holds nothing of its
+    // launcher's.
+    detach::close_fds_except(report_fd).map_err(|e| e.to_string())?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"))?;
     let me = own_identity().map_err(|e| format!("read own start time: {e}"))?;
@@ -170,26 +173,8 @@ fn redirect_stdio(shim_log: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(shim_log)
         .map_err(|e| format!("open {}: {e}", shim_log.display()))?;
-    dup2_stdin(&null)
-        .and_then(|()| dup2_stdout(&log))
-        .and_then(|()| dup2_stderr(&log))
+    detach::redirect_stdio(null.as_fd(), log.as_fd(), log.as_fd())
         .map_err(|e| format!("redirect stdio: {e}"))
-}
-
-/// Closes every descriptor above stderr but `keep`: the shim holds nothing of its launcher's.
-fn close_fds_except(keep: RawFd) -> Result<(), String> {
-    let keep = u32::try_from(keep).map_err(|_| format!("invalid report descriptor {keep}"))?;
-    let mut ranges = vec![(keep + 1, u32::MAX)];
-    if keep > 3 {
-        ranges.push((3, keep - 1));
-    }
-    for (first, last) in ranges {
-        // SAFETY: close_range only closes descriptors; the only one owned by Rust code at this
-        // point (`keep`) is outside the ranges (stdio is below them).
-        let result = unsafe { libc::close_range(first, last, 0) };
-        Errno::result(result).map_err(|e| format!("close_range({first}, {last}): {e}"))?;
-    }
-    Ok(())
 }
 
 fn bind(path: &Path) -> Result<UnixListener, String> {

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,7 +163,7 @@ impl Supervisor {
         }
         parts.attach_listener.set_nonblocking(true)?;
         parts.control_listener.set_nonblocking(true)?;
-        let container_pidfd = match pidfd_open(parts.container_pid) {
+        let container_pidfd = match corral_process::pidfd::open(parts.container_pid) {
             Ok(fd) => Some(fd),
             Err(error) => {
                 diag!(
@@ -630,13 +630,4 @@ fn nonblocking(file: File) -> io::Result<File> {
     let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
     fcntl(file.as_fd(), FcntlArg::F_SETFL(flags))?;
     Ok(file)
-}
-
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let raw = Errno::result(raw)?;
-    let raw = i32::try_from(raw).map_err(|_| io::Error::from(Errno::EBADF))?;
-    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
