@@ -1,6 +1,5 @@
 //! Command-line arguments of `corral-pause`, parsed by hand.
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// Usage text printed for `--help`.
@@ -97,20 +96,10 @@ pub struct UsernsMaps {
     pub gid: IdMap,
 }
 
-/// A command line that cannot be obeyed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError(String);
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ArgError {}
+pub use corral_process::ArgError;
 
 fn arg_error(message: impl Into<String>) -> ArgError {
-    ArgError(message.into())
+    ArgError::new(message)
 }
 
 impl PauseArgs {

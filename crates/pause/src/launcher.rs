@@ -12,9 +12,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use corral_process::detach::{self, describe_exit, PipeError};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -200,20 +200,11 @@ fn write_maps_when_told(launcher: Pid, maps: &UsernsMaps, go: &OwnedFd) -> Resul
 
 /// Reads a pipe until every writer closed it.
 fn read_to_end(reader: &OwnedFd) -> Result<String, String> {
-    let mut text = Vec::new();
-    let mut buffer = [0u8; 512];
-    loop {
-        match read(reader, &mut buffer) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buffer[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("read userns pipe: {e}")),
-        }
-        if text.len() > MAX_STATUS_LEN {
-            return Err("id-map helper wrote an overlong status".to_owned());
-        }
+    match detach::read_report(reader.as_fd(), None, MAX_STATUS_LEN, false) {
+        Ok(text) => Ok(String::from_utf8_lossy(&text).trim().to_owned()),
+        Err(PipeError::TooLong(_)) => Err("id-map helper wrote an overlong status".to_owned()),
+        Err(e) => Err(format!("read userns pipe: {e}")),
     }
-    Ok(String::from_utf8_lossy(&text).trim().to_owned())
 }
 
 fn create_namespaces(args: &PauseArgs) -> Result<(), String> {
@@ -265,39 +256,12 @@ fn wait_until_ready(child: Pid, status_reader: OwnedFd) -> Result<i32, String> {
 
 fn read_status(status_reader: &OwnedFd) -> Result<String, String> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut status = Vec::new();
-    let mut buffer = [0u8; 512];
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(format!(
-                "pause did not report readiness within {READY_TIMEOUT:?}"
-            ));
-        }
-        let timeout = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(status_reader.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(format!("poll status pipe: {e}")),
-        }
-        match read(status_reader, &mut buffer) {
-            Ok(0) => break,
-            Ok(n) => status.extend_from_slice(&buffer[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("read status pipe: {e}")),
-        }
-        if status.len() > MAX_STATUS_LEN {
-            return Err("pause wrote an overlong status".to_owned());
-        }
-    }
-    Ok(String::from_utf8_lossy(&status).trim().to_owned())
-}
-
-fn describe_exit(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exit status {code}"),
-        WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
-        other => format!("{other:?}"),
+    match detach::read_report(status_reader.as_fd(), Some(deadline), MAX_STATUS_LEN, false) {
+        Ok(status) => Ok(String::from_utf8_lossy(&status).trim().to_owned()),
+        Err(PipeError::TimedOut) => Err(format!(
+            "pause did not report readiness within {READY_TIMEOUT:?}"
+        )),
+        Err(PipeError::TooLong(_)) => Err("pause wrote an overlong status".to_owned()),
+        Err(PipeError::Read(e)) => Err(format!("read status pipe: {e}")),
     }
 }

@@ -2,14 +2,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
+use corral_process::detach;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{
-    chdir, dup2_stderr, dup2_stdin, dup2_stdout, geteuid, getgroups, setgroups, setresgid,
-    setresuid, setsid, write, Gid, Uid,
+    chdir, geteuid, getgroups, setgroups, setresgid, setresuid, setsid, write, Gid, Uid,
 };
 
 use crate::args::PauseArgs;
@@ -48,7 +48,8 @@ fn prepare(args: &PauseArgs, status_fd: RawFd) -> Result<(), String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     chdir("/").map_err(|e| format!("chdir(\"/\"): {e}"))?;
     redirect_stdio_to_null()?;
-    close_fds_except(status_fd)?;
+    // The pause holds no open files but its status pipe.
+    detach::close_fds_except(status_fd).map_err(|e| e.to_string())?;
     drop_privileges(Uid::from_raw(args.uid), Gid::from_raw(args.gid))
 }
 
@@ -82,26 +83,8 @@ fn redirect_stdio_to_null() -> Result<(), String> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| format!("open /dev/null: {e}"))?;
-    dup2_stdin(&null)
-        .and_then(|()| dup2_stdout(&null))
-        .and_then(|()| dup2_stderr(&null))
+    detach::redirect_stdio(null.as_fd(), null.as_fd(), null.as_fd())
         .map_err(|e| format!("redirect stdio to /dev/null: {e}"))
-}
-
-/// Closes every descriptor above stderr but `keep`, so the pause holds no open files.
-fn close_fds_except(keep: RawFd) -> Result<(), String> {
-    let keep = u32::try_from(keep).map_err(|_| format!("invalid status descriptor {keep}"))?;
-    let mut ranges = vec![(keep + 1, u32::MAX)];
-    if keep > 3 {
-        ranges.push((3, keep - 1));
-    }
-    for (first, last) in ranges {
-        // SAFETY: close_range only closes descriptors; the one still owned by Rust code (`keep`) is
-        // outside the ranges, so nothing else uses the closed ones.
-        let result = unsafe { libc::close_range(first, last, 0) };
-        Errno::result(result).map_err(|e| format!("close_range({first}, {last}): {e}"))?;
-    }
-    Ok(())
 }
 
 /// Drops supplementary groups, then the gid, then the uid.
