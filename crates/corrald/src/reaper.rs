@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use corral_process::ProcessStat;
+
 /// How often exited pause and shim processes are looked for.
 const INTERVAL: Duration = Duration::from_secs(2);
 
@@ -37,7 +39,7 @@ pub fn spawn() {
 
 /// Reaps zombie children that are detached pause or shim processes.
 pub fn reap_detached() {
-    let me = std::process::id().to_string();
+    let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -45,10 +47,10 @@ pub fn reap_detached() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(Some(stat)) = corral_process::read_stat(pid) else {
             continue;
         };
-        if is_detached_zombie_child(&stat, &me) {
+        if is_detached_zombie_child(pid, &stat, me) {
             let _ = nix::sys::wait::waitpid(
                 nix::unistd::Pid::from_raw(pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
@@ -57,50 +59,51 @@ pub fn reap_detached() {
     }
 }
 
-/// `/proc/PID/stat`: `pid (comm) state ppid pgrp session ...`.
-fn is_detached_zombie_child(stat: &str, parent: &str) -> bool {
-    let Some((head, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let Some((pid, comm)) = head.split_once(" (") else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let (Some(state), Some(ppid), Some(session)) = (fields.first(), fields.get(1), fields.get(3))
-    else {
-        return false;
-    };
-    matches!(comm, "corral-pause" | "corral-shim")
-        && *state == "Z"
-        && *ppid == parent
-        && *session == pid.trim()
+/// A zombie corral-pause or corral-shim of `parent` that leads its own session.
+fn is_detached_zombie_child(pid: i32, stat: &ProcessStat, parent: i32) -> bool {
+    matches!(stat.comm.as_str(), "corral-pause" | "corral-shim")
+        && stat.state == 'Z'
+        && stat.ppid == parent
+        && stat.session == pid
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `/proc/PID/stat` of `pid`, named `comm`, in `state`, child of 100, leading session `session`.
+    fn stat(comm: &str, state: char, session: i32) -> ProcessStat {
+        let line = format!(
+            "1 ({comm}) {state} 100 {session} {session} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 77"
+        );
+        corral_process::stat::parse_stat(&line).expect("a stat line")
+    }
+
     #[test]
     fn only_detached_pause_and_shim_zombies_of_ours() {
-        let z = "4242 (corral-pause) Z 100 4242 4242 0 -1";
-        assert!(is_detached_zombie_child(z, "100"));
+        let z = stat("corral-pause", 'Z', 4242);
+        assert!(is_detached_zombie_child(4242, &z, 100));
         // Not ours, not a zombie, a launcher (not a session leader), another program.
-        assert!(!is_detached_zombie_child(z, "101"));
+        assert!(!is_detached_zombie_child(4242, &z, 101));
         assert!(!is_detached_zombie_child(
-            "4242 (corral-pause) S 100 4242 4242 0",
-            "100"
+            4242,
+            &stat("corral-pause", 'S', 4242),
+            100
         ));
         assert!(!is_detached_zombie_child(
-            "4243 (corral-pause) Z 100 100 100 0",
-            "100"
+            4243,
+            &stat("corral-pause", 'Z', 100),
+            100
         ));
         assert!(!is_detached_zombie_child(
-            "4244 (runc) Z 100 4244 4244 0",
-            "100"
+            4244,
+            &stat("runc", 'Z', 4244),
+            100
         ));
         assert!(is_detached_zombie_child(
-            "4245 (corral-shim) Z 100 4245 4245 0",
-            "100"
+            4245,
+            &stat("corral-shim", 'Z', 4245),
+            100
         ));
     }
 }
