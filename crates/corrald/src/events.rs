@@ -327,8 +327,9 @@ impl Publisher {
 /// pause (`pidfd_open`, Linux 5.3) becomes readable when it exits, and tokio waits on it.
 fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
     let Some(pause) = sandbox.pause else { return };
-    let fd = match pidfd_open(pause.pid) {
-        Ok(fd) => fd,
+    let pidfd = match corral_process::Pidfd::open(pause.pid) {
+        Ok(Some(pidfd)) => pidfd,
+        Ok(None) => return,
         Err(e) => {
             tracing::debug!(pod_id = %sandbox.id, pid = pause.pid, error = %e, "pidfd_open of the pause");
             return;
@@ -338,37 +339,13 @@ fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
     tokio::spawn(async move {
         // Opened after the pid was recorded: it may be another process by now.
         if sandbox.pause_alive() {
-            // SAFETY: the OwnedFd holds an open pidfd that nothing replaces or closes while
-            // the AsyncFd owns it.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            };
-            match registered {
-                Ok(fd) => {
-                    let _ = fd.readable().await;
-                }
-                Err(e) => {
-                    tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
-                    return;
-                }
+            if let Err(e) = pidfd.exited().await {
+                tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
+                return;
             }
         }
         sink.sandbox(&sandbox.id, ContainerEventType::ContainerStoppedEvent, None);
     });
-}
-
-/// `pidfd_open(pid, 0)`: a file descriptor that becomes readable when the process exits.
-fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1;
-    // no memory is shared with the kernel.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
-    // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing else owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Wakes corrald when a container's shim records its exit: an inotify watch per live container

@@ -143,6 +143,35 @@ impl From<Pidfd> for OwnedFd {
     }
 }
 
+/// Waits up to `timeout` until any of `pidfds` has exited; `false` when none did in time (or
+/// `pidfds` is empty). Blocks the thread.
+pub fn wait_for_any(pidfds: &[&Pidfd], timeout: Duration) -> Result<bool> {
+    if pidfds.is_empty() {
+        return Ok(false);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let poll_timeout = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
+        let mut fds: Vec<PollFd<'_>> = pidfds
+            .iter()
+            .map(|pidfd| PollFd::new(pidfd.fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, poll_timeout) {
+            Ok(0) if remaining.is_zero() => return Ok(false),
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => return Ok(true),
+            Err(source) => {
+                return Err(ProcessError::Syscall {
+                    op: "poll pidfds",
+                    pid: pidfds[0].pid,
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// Waits on the tokio reactor until the process of `pidfd` has exited (the pidfd becomes
 /// readable). Must be called within a tokio runtime.
 #[cfg(feature = "tokio")]
@@ -196,6 +225,20 @@ mod tests {
         pidfd.send(Signal::SIGTERM).unwrap();
         assert!(!identity.is_alive());
         assert!(Pidfd::open_identity(identity).unwrap().is_none());
+    }
+
+    #[test]
+    fn waiting_for_any_wakes_on_the_first_exit() {
+        let (mut long, mut short) = (sleeper(), sleeper());
+        let long_fd = Pidfd::open(long.id() as i32).unwrap().unwrap();
+        let short_fd = Pidfd::open(short.id() as i32).unwrap().unwrap();
+        assert!(!wait_for_any(&[&long_fd, &short_fd], Duration::ZERO).unwrap());
+        short_fd.send(Signal::SIGKILL).unwrap();
+        assert!(wait_for_any(&[&long_fd, &short_fd], Duration::from_secs(10)).unwrap());
+        assert!(!wait_for_any(&[], Duration::ZERO).unwrap());
+        long_fd.send(Signal::SIGKILL).unwrap();
+        long.wait().unwrap();
+        short.wait().unwrap();
     }
 
     #[test]

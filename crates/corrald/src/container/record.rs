@@ -30,6 +30,16 @@ pub struct ShimRef {
     pub container_pid: i32,
 }
 
+impl ShimRef {
+    /// The shim as corral-process names it.
+    pub fn identity(&self) -> corral_process::ProcessIdentity {
+        corral_process::ProcessIdentity {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
 /// How a container ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {

@@ -34,6 +34,14 @@ impl PauseRef {
             start_time: self.start_time,
         }
     }
+
+    /// The same process as corral-process names it.
+    pub fn identity(&self) -> corral_process::ProcessIdentity {
+        corral_process::ProcessIdentity {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
 }
 
 /// Everything corrald must remember about a sandbox across restarts.
