@@ -6,10 +6,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use corral_process::Pidfd;
 use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerEventType, ExecSyncResponse, LinuxContainerResources};
 
-use super::record::{ContainerRecord, ContainerState, ExitRecord};
+use super::record::{ContainerRecord, ContainerState, ExitRecord, ShimRef};
 use super::ContainerEnv;
 use crate::error::{CriError, CriResult, FirstError};
 
@@ -17,6 +18,8 @@ use crate::error::{CriError, CriResult, FirstError};
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long the shim gets to finish (drain logs, write its exit file) after the container died.
 const SHIM_EXIT_WAIT: Duration = Duration::from_secs(5);
+/// How often the exit file is looked for once the container's init has exited.
+const EXIT_FILE_POLL: Duration = Duration::from_millis(5);
 
 fn load(env: &ContainerEnv, id: &str) -> CriResult<ContainerRecord> {
     env.store
@@ -132,7 +135,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
             .kill(id, signal, false)
             .map_err(|e| CriError::internal("StopContainer: send stop signal", e))?;
         let grace = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
-        if wait_exited(&dir, grace) {
+        if wait_exited(&dir, record.shim, grace) {
             refreshed(env, id)?;
             return Ok(());
         }
@@ -141,7 +144,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     runtime
         .kill(id, libc::SIGKILL, true)
         .map_err(|e| CriError::internal("StopContainer: SIGKILL", e))?;
-    if !wait_exited(&dir, KILL_WAIT) {
+    if !wait_exited(&dir, record.shim, KILL_WAIT) {
         return Err(CriError::Internal(format!(
             "StopContainer: container {id} still running {KILL_WAIT:?} after SIGKILL"
         )));
@@ -150,19 +153,38 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     Ok(())
 }
 
-/// Waits until the shim has recorded the exit or is gone.
-fn wait_exited(dir: &Path, timeout: Duration) -> bool {
+/// Waits until the shim has recorded the exit or is gone. Sleeps on pidfds of the container's
+/// init and of the shim; only the moment between the init's exit and the shim's writing of the
+/// exit file (which follows at once) is polled.
+fn wait_exited(dir: &Path, shim: Option<ShimRef>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
+    let recorded = || {
+        corral_runtime::read_exit(dir).ok().flatten().is_some() || !corral_runtime::shim_alive(dir)
+    };
+    if recorded() {
+        return true;
+    }
+    if let Some(shim) = shim {
+        let pidfds: Vec<Pidfd> = [
+            Pidfd::open(shim.container_pid),
+            Pidfd::open_identity(shim.identity()),
+        ]
+        .into_iter()
+        .filter_map(|pidfd| pidfd.ok().flatten())
+        .collect();
+        let pidfds: Vec<&Pidfd> = pidfds.iter().collect();
+        if let Err(e) = corral_process::pidfd::wait_for_any(&pidfds, timeout) {
+            tracing::debug!(error = %e, "waiting on the container's pidfds");
+        }
+    }
     loop {
-        if corral_runtime::read_exit(dir).ok().flatten().is_some()
-            || !corral_runtime::shim_alive(dir)
-        {
+        if recorded() {
             return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(EXIT_FILE_POLL);
     }
 }
 
@@ -210,7 +232,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
                             .kill(&record.id, libc::SIGKILL, true)
                             .map_err(|e| CriError::internal("kill container", e)),
                     );
-                    if !wait_exited(&dir, KILL_WAIT) {
+                    if !wait_exited(&dir, Some(shim), KILL_WAIT) {
                         errors.note(Err(CriError::Internal(format!(
                             "container {} still running after SIGKILL",
                             record.id
@@ -225,9 +247,8 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             }
             Err(e) => errors.note(Err(e)),
         }
-        let deadline = Instant::now() + SHIM_EXIT_WAIT;
-        while corral_runtime::shim_alive(&dir) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        if let Ok(Some(pidfd)) = Pidfd::open_identity(shim.identity()) {
+            let _ = pidfd.wait_for_exit(SHIM_EXIT_WAIT);
         }
         if let Err(e) = corral_sandbox::reap_if_child(shim.pid) {
             tracing::debug!(pid = shim.pid, error = %e, "reaping shim");
