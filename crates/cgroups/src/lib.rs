@@ -27,6 +27,7 @@ mod proc;
 mod resources;
 pub mod stats;
 pub mod systemd;
+pub mod usage;
 
 #[cfg(test)]
 mod mock;

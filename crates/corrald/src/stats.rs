@@ -13,8 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use corral_cgroups::stats::{parse_limit, CpuTimes, MemoryCounters, Pressure, PressureLine};
-use corral_cgroups::{CgroupLayout, CgroupVersion};
+use corral_cgroups::stats::{CpuTimes, MemoryCounters, Pressure, PressureLine};
+use corral_cgroups::usage::SwapCounters;
+use corral_cgroups::CgroupLayout;
 use corral_store::CONTAINERS;
 use cri_proto::v1::{
     ContainerAttributes, ContainerFilter, ContainerStateValue, ContainerStats,
@@ -381,71 +382,19 @@ fn psi(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<PsiStat
     })
 }
 
-/// Swap use of the cgroup at `relative`: v2 `memory.swap.*`, v1 `memory.memsw.*` less memory
-/// (absent when the kernel does not account swap).
+/// Swap use of the cgroup at `relative` (absent when the kernel does not account swap).
 fn swap_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<SwapUsage> {
-    let h = layout.hierarchy_for("memory")?;
-    let dir = h.dir(relative);
-    let limit_of = |file: &str| read(&dir.join(file)).and_then(|s| parse_limit(&s));
-    let (usage, limit) = match h.version() {
-        CgroupVersion::V1 => {
-            let both = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
-            let memory = read_u64(&dir.join("memory.usage_in_bytes"))?;
-            let limit = match (
-                limit_of("memory.memsw.limit_in_bytes"),
-                limit_of("memory.limit_in_bytes"),
-            ) {
-                (Some(both), Some(memory)) => Some(both.saturating_sub(memory)),
-                _ => None,
-            };
-            (both.saturating_sub(memory), limit)
-        }
-        CgroupVersion::V2 => (
-            read_u64(&dir.join("memory.swap.current"))?,
-            limit_of("memory.swap.max"),
-        ),
-    };
+    let swap = SwapCounters::read(layout, relative)?;
     Some(SwapUsage {
         timestamp: now,
-        swap_available_bytes: limit.map(|l| UInt64Value {
-            value: l.saturating_sub(usage),
-        }),
-        swap_usage_bytes: Some(UInt64Value { value: usage }),
+        swap_available_bytes: swap.available().map(|value| UInt64Value { value }),
+        swap_usage_bytes: Some(UInt64Value { value: swap.usage }),
     })
 }
 
-/// The processes in the pod's cgroup and every cgroup below it (counted from `cgroup.procs`
-/// in the pids hierarchy, or any hierarchy when there is none).
+/// The processes in the pod's cgroup and every cgroup below it.
 pub(crate) fn process_count(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
-    let hierarchy = layout
-        .hierarchy_for("pids")
-        .or_else(|| layout.hierarchies().first())?;
-    let root = hierarchy.dir(relative);
-    if !root.is_dir() {
-        return None;
-    }
-    let mut count = 0;
-    let mut pending = vec![root];
-    let mut seen = 0;
-    while let Some(dir) = pending.pop() {
-        seen += 1;
-        if seen > MAX_POD_CGROUPS {
-            break;
-        }
-        if let Some(procs) = read(&dir.join("cgroup.procs")) {
-            count += procs.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        pending.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
-    }
-    Some(count)
+    corral_cgroups::usage::process_count(layout, relative, MAX_POD_CGROUPS)
 }
 
 /// The pod's network interfaces as its pause process sees them; none for a pod on the host
@@ -584,10 +533,6 @@ pub(crate) fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage>
 
 fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    read(path)?.trim().parse().ok()
 }
 
 #[cfg(test)]
