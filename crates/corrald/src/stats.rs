@@ -8,14 +8,15 @@
 //! previous sample of the same object, kept in memory. Files that are missing (a cgroup already
 //! removed, a controller the host lacks) leave the matching field unset instead of failing.
 
-use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use corral_cgroups::stats::{CpuTimes, MemoryCounters, Pressure, PressureLine};
 use corral_cgroups::usage::SwapCounters;
 use corral_cgroups::CgroupLayout;
+pub(crate) use corral_image::usage::layer_usage;
+use corral_sandbox::net_dev::InterfaceCounters;
 use corral_store::CONTAINERS;
 use cri_proto::v1::{
     ContainerAttributes, ContainerFilter, ContainerStateValue, ContainerStats,
@@ -424,115 +425,13 @@ fn network_usage(sandbox: &SandboxRecord, now: i64) -> Option<NetworkUsage> {
     })
 }
 
-/// The counters of one network interface (`/proc/net/dev`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct InterfaceCounters {
-    pub name: String,
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_errors: u64,
-    pub tx_dropped: u64,
-}
-
 /// The interfaces of the pod's network namespace (read through its pause process); `None`
 /// for a pod on the host network or whose pause process is gone.
 pub(crate) fn pod_interfaces(sandbox: &SandboxRecord) -> Option<Vec<InterfaceCounters>> {
     if sandbox.namespace_modes().0 == NamespaceMode::Node || !sandbox.pause_alive() {
         return None;
     }
-    let pid = sandbox.pause?.pid;
-    Some(parse_net_dev(&read(Path::new(&format!(
-        "/proc/{pid}/net/dev"
-    )))?))
-}
-
-/// The interfaces of a `/proc/net/dev` table, loopback left out.
-fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, counters) = line.split_once(':')?;
-            let name = name.trim();
-            let c: Vec<u64> = counters
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .ok()?;
-            if name == "lo" || c.len() < 12 {
-                return None;
-            }
-            Some(InterfaceCounters {
-                name: name.to_string(),
-                rx_bytes: c[0],
-                rx_packets: c[1],
-                rx_errors: c[2],
-                rx_dropped: c[3],
-                tx_bytes: c[8],
-                tx_packets: c[9],
-                tx_errors: c[10],
-                tx_dropped: c[11],
-            })
-        })
-        .collect()
-}
-
-/// Disk use of a directory tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LayerUsage {
-    /// Bytes of allocated blocks (as `du` counts them), hard links once.
-    pub bytes: u64,
-    /// Inodes, the directory itself included.
-    pub inodes: u64,
-    /// Whether the walk saw everything (false: stopped at the entry limit).
-    pub complete: bool,
-}
-
-/// Disk use of the tree at `root` (not following symlinks nor leaving its filesystem), looking
-/// at no more than `max_entries` entries; `None` when `root` cannot be read.
-pub(crate) fn layer_usage(root: &Path, max_entries: usize) -> Option<LayerUsage> {
-    let top = std::fs::symlink_metadata(root).ok()?;
-    let device = top.dev();
-    let mut usage = LayerUsage {
-        bytes: 0,
-        inodes: 0,
-        complete: true,
-    };
-    let mut linked = HashSet::new();
-    let mut pending = vec![(root.to_path_buf(), top)];
-    let mut entries = 0;
-    while let Some((path, meta)) = pending.pop() {
-        if meta.nlink() > 1 && !meta.is_dir() && !linked.insert(meta.ino()) {
-            continue;
-        }
-        usage.bytes = usage
-            .bytes
-            .saturating_add(meta.blocks().saturating_mul(512));
-        usage.inodes += 1;
-        if !meta.is_dir() || meta.dev() != device {
-            continue;
-        }
-        let Ok(children) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for child in children.flatten() {
-            entries += 1;
-            if entries > max_entries {
-                usage.complete = false;
-                return Some(usage);
-            }
-            if let Ok(meta) = child.metadata() {
-                pending.push((child.path(), meta));
-            }
-        }
-    }
-    Some(usage)
-}
-
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    corral_sandbox::net_dev::read_net_dev(sandbox.pause?.pid)
 }
 
 #[cfg(test)]
@@ -614,57 +513,5 @@ mod tests {
         let unlimited = memory_from(7, &memory);
         assert_eq!(unlimited.working_set_bytes.unwrap().value, 0);
         assert!(unlimited.available_bytes.is_none());
-    }
-
-    #[test]
-    fn net_dev_lists_interfaces_but_loopback() {
-        let text = "\
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo:     560       8    0    0    0     0          0         0      560       8    0    0    0     0       0          0
-  eth0:    1296      16    2    0    0     0          0         0      796      10    1    0    0     0       0          0
- net1: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
-";
-        let interfaces = parse_net_dev(text);
-        let summary: Vec<_> = interfaces
-            .iter()
-            .map(|i| {
-                (
-                    i.name.as_str(),
-                    i.rx_bytes,
-                    i.rx_errors,
-                    i.tx_bytes,
-                    i.tx_errors,
-                )
-            })
-            .collect();
-        assert_eq!(summary, [("eth0", 1296, 2, 796, 1), ("net1", 5, 0, 6, 0)]);
-        assert_eq!(
-            (interfaces[0].rx_packets, interfaces[0].tx_packets),
-            (16, 10)
-        );
-        assert_eq!((interfaces[1].rx_dropped, interfaces[1].tx_dropped), (0, 0));
-    }
-
-    #[test]
-    fn layer_usage_counts_files_dirs_and_hard_links_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("upper");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::write(root.join("a/b/data"), vec![1u8; 64 * 1024]).unwrap();
-        std::fs::hard_link(root.join("a/b/data"), root.join("a/link")).unwrap();
-        std::os::unix::fs::symlink("/nowhere", root.join("dangling")).unwrap();
-        let usage = layer_usage(&root, 1_000).unwrap();
-        // upper, a, a/b, data (linked twice), the symlink.
-        assert_eq!(usage.inodes, 5);
-        assert!(usage.complete);
-        assert!(usage.bytes >= 64 * 1024, "{usage:?}");
-        assert!(usage.bytes < 2 * 64 * 1024 + 4 * 64 * 1024, "{usage:?}");
-
-        let capped = layer_usage(&root, 2).unwrap();
-        assert!(!capped.complete);
-        assert!(capped.inodes < usage.inodes);
-
-        assert_eq!(layer_usage(&dir.path().join("missing"), 10), None);
     }
 }

@@ -27,6 +27,7 @@ pub mod registry;
 mod rootfs;
 mod store;
 pub mod unpack;
+pub mod usage;
 
 pub use config::{AuthConfig, HostConfig, MirrorConfig, RegistryConfig, TlsConfig};
 pub use digest::{chain_ids, Digest};

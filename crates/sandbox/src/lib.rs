@@ -15,6 +15,7 @@ pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod namespace;
+pub mod net_dev;
 pub mod netns;
 pub mod pause;
 pub mod process;
