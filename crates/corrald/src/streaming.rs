@@ -6,7 +6,6 @@
 //! Port-forward connections are opened inside the pod's network namespace by a short-lived
 //! thread that enters it, connects and ends — never a tokio worker.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -411,15 +410,14 @@ impl StreamingBackend {
         let id = pod_sandbox_id.to_string();
         Box::pin(async move {
             let daemon = daemon?;
-            let netns = pod_netns(&daemon.pods, &id)?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(connect_in_netns(netns, port));
-            });
-            let stream = rx
-                .await
-                .map_err(|_| BackendError::Other("port-forward thread died".into()))?
-                .map_err(io_err("connect to the pod's port"))?;
+            // The store and /proc reads of pod_netns and the connect all block.
+            let stream = tokio::task::spawn_blocking(move || {
+                let netns = pod_netns(&daemon.pods, &id)?;
+                corral_sandbox::netns::connect_localhost_in(netns.as_deref(), port)
+                    .map_err(io_err("connect to the pod's port"))
+            })
+            .await
+            .map_err(|_| BackendError::Other("port-forward connect task died".into()))??;
             stream
                 .set_nonblocking(true)
                 .map_err(io_err("set nonblocking"))?;
@@ -440,18 +438,6 @@ fn pod_netns(pods: &PodManager, id: &str) -> Result<Option<PathBuf>, BackendErro
         )));
     }
     Ok(sandbox.netns_path)
-}
-
-/// Runs on a thread of its own, which it leaves in the pod's network namespace and which ends
-/// right after: connects to localhost:port there (IPv4, then IPv6).
-fn connect_in_netns(netns: Option<PathBuf>, port: u16) -> std::io::Result<std::net::TcpStream> {
-    if let Some(path) = netns {
-        let file = File::open(&path)?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
-    }
-    std::net::TcpStream::connect(("127.0.0.1", port))
-        .or_else(|_| std::net::TcpStream::connect(("::1", port)))
 }
 
 impl Backend for StreamingBackend {

@@ -2,6 +2,7 @@
 //! needs it even when the pause has died).
 
 use std::fs;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -106,4 +107,41 @@ pub fn unpin_namespace(pin_path: &Path) -> Result<()> {
     }
     tracing::debug!(path = %pin_path.display(), "unpinned namespace");
     Ok(())
+}
+
+/// Connects to `localhost:port` (IPv4, then IPv6) inside the network namespace pinned at
+/// `netns` (`None`: the host's). The connection is made by a short-lived thread that enters the
+/// namespace, connects and ends, so the calling thread's namespace is never changed; a socket
+/// keeps the namespace it was made in. Blocking.
+pub fn connect_localhost_in(netns: Option<&Path>, port: u16) -> std::io::Result<TcpStream> {
+    let netns = netns.map(Path::to_path_buf);
+    std::thread::Builder::new()
+        .name("netns-connect".into())
+        .spawn(move || {
+            if let Some(path) = netns {
+                let file = fs::File::open(&path)?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+            }
+            TcpStream::connect(("127.0.0.1", port)).or_else(|_| TcpStream::connect(("::1", port)))
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the netns-connect thread panicked"))?
+}
+
+#[cfg(test)]
+mod connect_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn connects_to_a_host_port_without_a_namespace() {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = connect_localhost_in(None, port).unwrap();
+        assert_eq!(stream.peer_addr().unwrap().port(), port);
+        let missing = Path::new("/nonexistent/netns");
+        assert!(connect_localhost_in(Some(missing), port).is_err());
+    }
 }
