@@ -7,7 +7,7 @@
 //! thread that enters it, connects and ends — never a tokio worker.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,17 +145,8 @@ struct KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(fd) = self.pidfd.take() {
-            // SAFETY: pidfd_send_signal with a valid pidfd we own, a signal number, and null
-            // siginfo; it reads no memory of ours.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+            let _ =
+                corral_process::pidfd::send_signal(fd.as_fd(), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -285,9 +276,13 @@ impl StreamingBackend {
                     }
                 });
             }
-            let code = tokio::task::spawn_blocking(move || child.wait())
+            // Awaited on the reactor: no thread is held while the process runs; once its pidfd
+            // is readable, reaping it does not block.
+            corral_process::pidfd::wait_exited(child.pidfd())
                 .await
-                .map_err(|e| BackendError::Other(format!("exec wait: {e}")))?
+                .map_err(io_err("wait for the exec'd process"))?;
+            let code = child
+                .wait()
                 .map_err(|e| BackendError::Other(e.to_string()))?;
             drop(guard);
             for output in outputs {
