@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod exec;
 mod names;
+pub mod pod;
 mod result;
 mod runtime;
 mod version;

@@ -145,53 +145,41 @@ fn cni_del(env: &PodEnv, network: &str, rt: &corral_cni::RuntimeConf) -> corral_
     env.cni.del(&net, rt)
 }
 
-/// The CNI runtime arguments for a sandbox: its ids as CNI_ARGS, port mappings and the pod
-/// CIDR as capability arguments.
+/// The CNI runtime arguments for a sandbox (see [`corral_cni::pod::PodNetwork`]).
 pub(super) fn runtime_conf(
     env: &PodEnv,
     record: &SandboxRecord,
     netns: &Path,
 ) -> corral_cni::RuntimeConf {
     let meta = record.config.metadata.clone().unwrap_or_default();
-    let mut caps = serde_json::Map::new();
-    let ports: Vec<serde_json::Value> = record
+    let port_mappings = record
         .config
         .port_mappings
         .iter()
-        .filter(|p| p.host_port > 0)
-        .map(|p| {
-            let protocol = cri_proto::v1::Protocol::try_from(p.protocol)
+        .map(|p| corral_cni::pod::PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: cri_proto::v1::Protocol::try_from(p.protocol)
                 .unwrap_or(cri_proto::v1::Protocol::Tcp)
                 .as_str_name()
-                .to_ascii_lowercase();
-            serde_json::json!({
-                "hostPort": p.host_port,
-                "containerPort": p.container_port,
-                "protocol": protocol,
-                "hostIP": p.host_ip,
-            })
+                .to_ascii_lowercase(),
+            host_ip: p.host_ip.clone(),
         })
         .collect();
-    caps.insert("portMappings".into(), ports.into());
-    if let Ok(Some(cidr)) = env
+    let pod_cidr = env
         .store
         .get::<String>(corral_store::SETTINGS, super::POD_CIDR_KEY)
-    {
-        caps.insert("ipRanges".into(), serde_json::json!([[{ "subnet": cidr }]]));
+        .ok()
+        .flatten();
+    corral_cni::pod::PodNetwork {
+        sandbox_id: record.id.clone(),
+        namespace: meta.namespace,
+        name: meta.name,
+        uid: meta.uid,
+        port_mappings,
+        pod_cidr,
     }
-    corral_cni::RuntimeConf {
-        container_id: record.id.clone(),
-        netns_path: netns.to_path_buf(),
-        if_name: "eth0".into(),
-        args: vec![
-            ("IgnoreUnknown".into(), "1".into()),
-            ("K8S_POD_NAMESPACE".into(), meta.namespace),
-            ("K8S_POD_NAME".into(), meta.name),
-            ("K8S_POD_INFRA_CONTAINER_ID".into(), record.id.clone()),
-            ("K8S_POD_UID".into(), meta.uid),
-        ],
-        capability_args: caps,
-    }
+    .runtime_conf(netns)
 }
 
 /// Start-up: undoes sandboxes a crashed daemon left half-made, marks those whose pause process
