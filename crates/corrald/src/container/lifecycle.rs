@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use corral_process::Pidfd;
@@ -130,7 +129,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     let runtime = env.runtime(&record.runtime_handler)?;
     let dir = env.container_dir(id);
     if timeout_secs > 0 {
-        let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
+        let signal = corral_runtime::parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
         runtime
             .kill(id, signal, false)
             .map_err(|e| CriError::internal("StopContainer: send stop signal", e))?;
@@ -391,22 +390,6 @@ pub(crate) fn exec_process(
     Ok(process)
 }
 
-/// `SIGTERM`, `TERM`, `15` → the signal number.
-pub(crate) fn parse_signal(name: &str) -> Option<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return Some(n);
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    nix::sys::signal::Signal::from_str(&full)
-        .ok()
-        .map(|s| s as i32)
-}
-
 /// Start-up: undoes containers a crashed daemon left half-made and returns the name index.
 pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, String>> {
     let mut names = HashMap::new();
@@ -427,18 +410,4 @@ pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, St
         names.insert(record.name_key(), id);
     }
     Ok(names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("sigquit"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("NOPE"), None);
-    }
 }

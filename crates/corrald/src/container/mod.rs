@@ -14,7 +14,7 @@ mod record;
 mod view;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use corral_runtime::OciRuntime;
@@ -61,7 +61,7 @@ impl ContainerEnv {
         })?;
         Ok(OciRuntime {
             name: name.to_string(),
-            binary: on_path(&h.path).ok_or_else(|| {
+            binary: corral_runtime::on_path(&h.path).ok_or_else(|| {
                 CriError::FailedPrecondition(format!(
                     "runtime handler {name}: {} not found (install it, or set [runtimes.{name}] path)",
                     h.path.display()
@@ -79,18 +79,6 @@ impl ContainerEnv {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.config.state.join("containers").join(id)
     }
-}
-
-/// An absolute path for a runtime binary: as given when it has a `/`, else looked up on PATH.
-fn on_path(binary: &Path) -> Option<PathBuf> {
-    if binary.components().count() > 1 {
-        return binary.exists().then(|| binary.to_path_buf());
-    }
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .map(|dir| Path::new(dir).join(binary))
-        .find(|p| p.is_file())
 }
 
 /// Owns the containers of this daemon.
@@ -127,7 +115,7 @@ impl ContainerManager {
             config
                 .runtimes
                 .iter()
-                .map(|(name, h)| (name.as_str(), on_path(&h.path))),
+                .map(|(name, h)| (name.as_str(), corral_runtime::on_path(&h.path))),
         );
         let env = Arc::new(ContainerEnv {
             features,
