@@ -180,11 +180,11 @@ mod tests {
         let stdout = child
             .stdout
             .take()
-            .map(|pipe| File::from(OwnedFd::from(pipe)));
+            .map(|pipe| File::from(std::os::fd::OwnedFd::from(pipe)));
         let stderr = child
             .stderr
             .take()
-            .map(|pipe| File::from(OwnedFd::from(pipe)));
+            .map(|pipe| File::from(std::os::fd::OwnedFd::from(pipe)));
         let captured = capture_output(pidfd.as_fd(), stdout, stderr, limit, timeout).unwrap();
         let status = child.wait().unwrap();
         let code = status.code().unwrap_or_else(|| {
