@@ -16,6 +16,7 @@
 mod cache;
 mod cni;
 mod config;
+mod config_watch;
 mod error;
 mod exec;
 mod names;
@@ -27,6 +28,7 @@ mod version;
 pub use cache::CachedAttachment;
 pub use cni::{Cni, DEFAULT_PLUGIN_TIMEOUT};
 pub use config::{CniConfig, NetworkConfigList, PluginConfig};
+pub use config_watch::ConfigWatch;
 pub use error::{CniError, Result};
 pub use result::{CniResult, Dns, Interface, InvalidCidr, IpCidr, IpConfig, Route};
 pub use runtime::RuntimeConf;

@@ -75,6 +75,8 @@ pub(crate) struct PodEnv {
     /// systemd's manager, when the systemd driver is configured and systemd runs: pod slices
     /// and pause scopes are then its units.
     pub systemd: Option<Arc<dyn corral_cgroups::systemd::UnitManager>>,
+    /// The CNI conf dir's network config, re-read only when the directory changes.
+    pub cni_config: corral_cni::ConfigWatch,
 }
 
 /// Owns the pod sandboxes of this daemon.
@@ -110,6 +112,7 @@ impl PodManager {
         };
         let systemd = systemd_units(cgroup_driver)?;
         let env = Arc::new(PodEnv {
+            cni_config: corral_cni::ConfigWatch::new(&config.cni_conf_dir),
             userns_support,
             config,
             store,
@@ -354,7 +357,7 @@ impl PodManager {
 
 /// The CNI network pods are attached to, or the reason pods cannot get a network.
 fn network_config(env: &PodEnv) -> Result<corral_cni::NetworkConfigList, String> {
-    match corral_cni::CniConfig::load(&env.config.cni_conf_dir) {
+    match env.cni_config.load() {
         Ok(Some(net)) => Ok(net),
         Ok(None) => Err(format!(
             "no network config found in {}: install a CNI config (e.g. packaging/10-corral-bridge.conflist)",
