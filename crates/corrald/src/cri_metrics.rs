@@ -463,14 +463,11 @@ pub async fn pods(daemon: &Arc<Daemon>) -> CriResult<Vec<PodSandboxMetrics>> {
             ..Default::default()
         }))
         .await?;
-    let mut sandboxes = Vec::with_capacity(ready.len());
-    for pod in ready {
-        match daemon.pods.sandbox(&pod.id) {
-            Ok(sandbox) => sandboxes.push(sandbox),
-            Err(CriError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // Those removed since they were listed are left out.
+    let sandboxes = daemon
+        .pods
+        .sandboxes_async(ready.into_iter().map(|pod| pod.id).collect())
+        .await?;
     let running = daemon
         .containers
         .list(Some(cri_proto::v1::ContainerFilter {

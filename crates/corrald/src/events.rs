@@ -197,13 +197,13 @@ pub async fn start(
         last: HashMap::new(),
     };
     for pod in daemon.pods.list(None).await? {
-        if let Ok(sandbox) = daemon.pods.sandbox(&pod.id) {
+        if let Ok(sandbox) = daemon.pods.sandbox_async(&pod.id).await {
             if sandbox.state == SandboxState::Ready {
                 watch_pause(&publisher.sink, &sandbox);
             }
         }
     }
-    for id in daemon.containers.live_ids()? {
+    for id in daemon.containers.live_ids().await? {
         if let Some(watcher) = &watcher {
             watcher.watch(&daemon.containers.state_dir(&id), &id);
         }
@@ -285,7 +285,7 @@ impl Publisher {
             }
         }
         if change.kind == ContainerEventType::ContainerStartedEvent && is_sandbox {
-            if let Ok(sandbox) = daemon.pods.sandbox(&change.id) {
+            if let Ok(sandbox) = daemon.pods.sandbox_async(&change.id).await {
                 watch_pause(&self.sink, &sandbox);
             }
         }

@@ -117,7 +117,7 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        let id = match self.pods().sandbox(&id) {
+        let id = match self.pods().sandbox_async(&id).await {
             Ok(sandbox) => sandbox.id,
             // Stopping an unknown sandbox succeeds: there is nothing to stop (CRI contract).
             Err(crate::error::CriError::NotFound(_)) => {
@@ -137,7 +137,7 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        let Ok(sandbox) = self.pods().sandbox(&id) else {
+        let Ok(sandbox) = self.pods().sandbox_async(&id).await else {
             // Removing an unknown sandbox succeeds (CRI contract).
             return Ok(Response::new(RemovePodSandboxResponse {}));
         };
@@ -202,7 +202,7 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
         let request = request.into_inner();
-        let sandbox = self.pods().sandbox(&request.pod_sandbox_id)?;
+        let sandbox = self.pods().sandbox_async(&request.pod_sandbox_id).await?;
         let id = self.daemon.containers.create(request, sandbox).await?;
         tracing::Span::current().record("container_id", id.as_str());
         Ok(Response::new(CreateContainerResponse { container_id: id }))
@@ -373,8 +373,8 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
         let mut req = request.into_inner();
-        let sandbox = self.pods().sandbox(&req.pod_sandbox_id)?;
-        if !sandbox.pause_alive() {
+        let sandbox = self.pods().sandbox_async(&req.pod_sandbox_id).await?;
+        if !self.pods().pause_alive_async(&sandbox).await {
             return Err(Status::failed_precondition(format!(
                 "pod sandbox {} is not ready; port-forward needs a running pod",
                 sandbox.id

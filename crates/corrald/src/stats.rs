@@ -104,7 +104,7 @@ impl StatsService {
 
     /// ContainerStats: the container named by `id` (or a unique prefix), whatever its state.
     pub async fn container(&self, id: &str) -> CriResult<ContainerStats> {
-        let id = self.daemon.containers.resolve(id)?;
+        let id = self.daemon.containers.resolve_async(id).await?;
         let record = self
             .container_record(&id)?
             .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
@@ -131,7 +131,7 @@ impl StatsService {
     /// PodSandboxStats: the sandbox named by `id` (or a unique prefix), whatever its state,
     /// with its running containers.
     pub async fn pod(&self, id: &str) -> CriResult<PodSandboxStats> {
-        let sandbox = self.daemon.pods.sandbox(id)?;
+        let sandbox = self.daemon.pods.sandbox_async(id).await?;
         let containers = self
             .running_containers(String::new(), sandbox.id.clone(), HashMap::new())
             .await?;
@@ -159,15 +159,12 @@ impl StatsService {
                 label_selector: filter.label_selector,
             }))
             .await?;
-        let mut sandboxes = Vec::with_capacity(pods.len());
-        for pod in pods {
-            match self.daemon.pods.sandbox(&pod.id) {
-                Ok(sandbox) => sandboxes.push(sandbox),
-                // Removed since it was listed.
-                Err(CriError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // One store read for all (those removed since they were listed are left out).
+        let sandboxes = self
+            .daemon
+            .pods
+            .sandboxes_async(pods.into_iter().map(|pod| pod.id).collect())
+            .await?;
         let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
         for record in self
             .running_containers(String::new(), String::new(), HashMap::new())

@@ -200,7 +200,7 @@ impl ContainerManager {
     /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`; idempotent, and an
     /// unknown id succeeds (nothing to stop), as CRI asks.
     pub async fn stop(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
-        let id = match self.resolve(id) {
+        let id = match self.resolve_async(id).await {
             Ok(id) => id,
             Err(CriError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
@@ -217,7 +217,7 @@ impl ContainerManager {
 
     /// RemoveContainer: kills it if running and frees everything; an unknown id succeeds.
     pub async fn remove(&self, id: &str) -> CriResult<()> {
-        let Ok(id) = self.resolve(id) else {
+        let Ok(id) = self.resolve_async(id).await else {
             return Ok(());
         };
         let _pod = self.pod_lock_of(&id).await?;
@@ -284,7 +284,7 @@ impl ContainerManager {
     ) -> CriResult<ExecSyncResponse> {
         // Exec does not take the container's lock: several may run at once, and a long one
         // must not block StopContainer.
-        let id = self.resolve(id)?;
+        let id = self.resolve_async(id).await?;
         let env = self.env.clone();
         tokio::task::spawn_blocking(move || lifecycle::exec_sync(&env, &id, cmd, timeout_secs))
             .await
@@ -292,21 +292,24 @@ impl ContainerManager {
     }
 
     /// The ids of a pod's containers.
-    pub fn ids_in_pod(&self, pod_sandbox_id: &str) -> CriResult<Vec<String>> {
-        Ok(self
-            .env
-            .store
-            .list::<ContainerRecord>(CONTAINERS)?
-            .into_iter()
-            .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
-            .map(|(id, _)| id)
-            .collect())
+    pub async fn ids_in_pod(&self, pod_sandbox_id: &str) -> CriResult<Vec<String>> {
+        let pod_sandbox_id = pod_sandbox_id.to_owned();
+        self.read(move |env| {
+            Ok(env
+                .store
+                .list::<ContainerRecord>(CONTAINERS)?
+                .into_iter()
+                .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .await
     }
 
     /// StopPodSandbox's first step: every container of the pod stopped (no grace: the pod is
     /// going away; kubelet stopped them gracefully before if it wanted to).
     pub async fn stop_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
-        for id in self.ids_in_pod(pod_sandbox_id)? {
+        for id in self.ids_in_pod(pod_sandbox_id).await? {
             self.stop_in_locked_pod(&id, 0).await?;
         }
         Ok(())
@@ -325,7 +328,7 @@ impl ContainerManager {
 
     /// RemovePodSandbox's first step: every container of the pod removed.
     pub async fn remove_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
-        for id in self.ids_in_pod(pod_sandbox_id)? {
+        for id in self.ids_in_pod(pod_sandbox_id).await? {
             self.remove_in_locked_pod(&id).await?;
         }
         Ok(())
@@ -337,15 +340,19 @@ impl ContainerManager {
     }
 
     /// The ids of the containers that are created or running as last recorded.
-    pub fn live_ids(&self) -> CriResult<Vec<String>> {
-        Ok(self
-            .env
-            .store
-            .list::<ContainerRecord>(CONTAINERS)?
-            .into_iter()
-            .filter(|(_, r)| matches!(r.state, ContainerState::Created | ContainerState::Running))
-            .map(|(id, _)| id)
-            .collect())
+    pub async fn live_ids(&self) -> CriResult<Vec<String>> {
+        self.read(|env| {
+            Ok(env
+                .store
+                .list::<ContainerRecord>(CONTAINERS)?
+                .into_iter()
+                .filter(|(_, r)| {
+                    matches!(r.state, ContainerState::Created | ContainerState::Running)
+                })
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .await
     }
 
     /// `<state>/containers/<id>`, where the shim records the exit.
@@ -389,7 +396,7 @@ impl ContainerManager {
         id: &str,
         f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,
     ) -> CriResult<T> {
-        let id = self.resolve(id)?;
+        let id = self.resolve_async(id).await?;
         let _pod = self.pod_lock_of(&id).await?;
         self.blocking_in_locked_pod(&id, f).await
     }
@@ -400,19 +407,41 @@ impl ContainerManager {
         &self,
         id: &str,
     ) -> CriResult<Option<tokio::sync::OwnedRwLockReadGuard<()>>> {
-        let Some(record) = self.env.store.get::<ContainerRecord>(CONTAINERS, id)? else {
+        let id = id.to_owned();
+        let record = self
+            .read(move |env| Ok(env.store.get::<ContainerRecord>(CONTAINERS, &id)?))
+            .await?;
+        let Some(record) = record else {
             return Ok(None);
         };
         Ok(Some(self.pod_locks.shared(&record.pod_sandbox_id).await))
     }
 
-    /// Runs `f` on a blocking thread holding the container's lock; the caller holds its pod's.
+    /// Runs a store read (or other short blocking work) on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ContainerEnv) -> CriResult<T> + Send + 'static,
+    ) -> CriResult<T> {
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || f(&env))
+            .await
+            .map_err(|e| CriError::internal("container store read task", e))?
+    }
+
+    /// [`ContainerManager::resolve`] on the blocking pool, for async callers.
+    pub async fn resolve_async(&self, id: &str) -> CriResult<String> {
+        let id = id.to_owned();
+        self.read(move |env| resolve_in(env, &id)).await
+    }
+
+    /// Runs `f` on a blocking thread holding the container's lock; the caller holds its pod's
+    /// and gives the full id.
     async fn blocking_in_locked_pod<T: Send + 'static>(
         &self,
         id: &str,
         f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,
     ) -> CriResult<T> {
-        let id = self.resolve(id)?;
+        let id = id.to_owned();
         let guard = self.lock_id(&id);
         let _held = guard.lock().await;
         let env = self.env.clone();
@@ -428,13 +457,7 @@ impl ContainerManager {
 
     /// The full id of a container given its id or a unique prefix.
     pub fn resolve(&self, id: &str) -> CriResult<String> {
-        crate::ids::resolve::<ContainerRecord>(
-            &self.env.store,
-            CONTAINERS,
-            id,
-            "container",
-            "container_id",
-        )
+        resolve_in(&self.env, id)
     }
 
     fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -444,4 +467,9 @@ impl ContainerManager {
     fn forget_lock(&self, id: &str) {
         self.locks.forget(id);
     }
+}
+
+/// The full id of a container given its id or a unique prefix (a store read).
+fn resolve_in(env: &ContainerEnv, id: &str) -> CriResult<String> {
+    crate::ids::resolve::<ContainerRecord>(&env.store, CONTAINERS, id, "container", "container_id")
 }

@@ -185,7 +185,11 @@ impl PodManager {
 
     /// StopPodSandbox: idempotent; an unknown id succeeds (nothing to stop), as CRI asks.
     pub async fn stop(&self, id: &str) -> CriResult<()> {
-        let id = match self.resolve(id) {
+        let id = id.to_owned();
+        let id = match self
+            .blocking("StopPodSandbox", move |env| resolve_in(env, &id))
+            .await
+        {
             Ok(id) => id,
             Err(CriError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
@@ -205,20 +209,26 @@ impl PodManager {
 
     /// RemovePodSandbox: stops the pod if needed and frees everything; an unknown id succeeds.
     pub async fn remove(&self, id: &str) -> CriResult<()> {
-        let Ok(id) = self.resolve(id) else {
+        let id = id.to_owned();
+        let Ok(id) = self
+            .blocking("RemovePodSandbox", move |env| resolve_in(env, &id))
+            .await
+        else {
             return Ok(());
         };
         let guard = self.lock_id(&id);
         let held = guard.lock().await;
-        // The event of a removed sandbox carries its last status: there is none to read after.
-        let last_status = self.record(&id).ok().and_then(|record| {
-            view::status_response(&self.env, &record, record.pause_alive(), false).status
-        });
-        let env = self.env.clone();
         let task_id = id.clone();
-        let removed = tokio::task::spawn_blocking(move || teardown::remove(&env, &task_id))
-            .await
-            .map_err(|e| CriError::internal("RemovePodSandbox task", e))??;
+        let (last_status, removed) = self
+            .blocking("RemovePodSandbox", move |env| {
+                // The event of a removed sandbox carries its last status: there is none to
+                // read after.
+                let last_status = record_in(env, &task_id).ok().and_then(|record| {
+                    view::status_response(env, &record, record.pause_alive(), false).status
+                });
+                Ok((last_status, teardown::remove(env, &task_id)?))
+            })
+            .await?;
         if removed.is_some() {
             let stopped = last_status.clone().map(|mut status| {
                 status.state = cri_proto::v1::PodSandboxState::SandboxNotready as i32;
@@ -246,15 +256,22 @@ impl PodManager {
 
     /// PodSandboxStatus.
     pub async fn status(&self, id: &str, verbose: bool) -> CriResult<PodSandboxStatusResponse> {
-        let id = self.resolve(id)?;
-        let record = self.record(&id)?;
-        let alive = record.pause_alive();
-        Ok(view::status_response(&self.env, &record, alive, verbose))
+        let id = id.to_owned();
+        self.blocking("PodSandboxStatus", move |env| {
+            let record = record_in(env, &resolve_in(env, &id)?)?;
+            let alive = record.pause_alive();
+            Ok(view::status_response(env, &record, alive, verbose))
+        })
+        .await
     }
 
     /// ListPodSandbox and StreamPodSandboxes.
     pub async fn list(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<PodSandbox>> {
-        let records = self.env.store.list::<SandboxRecord>(SANDBOXES)?;
+        let records = self
+            .blocking("ListPodSandbox", |env| {
+                Ok(env.store.list::<SandboxRecord>(SANDBOXES)?)
+            })
+            .await?;
         Ok(records
             .into_iter()
             .map(|(_, r)| r)
@@ -272,7 +289,12 @@ impl PodManager {
         resources: Option<cri_proto::v1::LinuxContainerResources>,
         overhead: Option<cri_proto::v1::LinuxContainerResources>,
     ) -> CriResult<()> {
-        let record = self.sandbox(id)?;
+        let id = id.to_owned();
+        let record = self
+            .blocking("UpdatePodSandboxResources", move |env| {
+                record_in(env, &resolve_in(env, &id)?)
+            })
+            .await?;
         let Some(cgroup) = record.pod_cgroup.clone() else {
             return Err(CriError::FailedPrecondition(format!(
                 "pod sandbox {} has no cgroup",
@@ -303,10 +325,12 @@ impl PodManager {
                 "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR such as 10.88.0.0/16"
             )));
         }
-        self.env
-            .store
-            .put(SETTINGS, POD_CIDR_KEY, &cidr.to_string())?;
-        Ok(())
+        let cidr = cidr.to_string();
+        // A redb commit (an fsync): not on a tokio worker.
+        self.blocking("UpdateRuntimeConfig", move |env| {
+            Ok(env.store.put(SETTINGS, POD_CIDR_KEY, &cidr)?)
+        })
+        .await
     }
 
     /// Whether runtime handler `name` can run pods with their own user namespace.
@@ -324,13 +348,52 @@ impl PodManager {
 
     /// The full id of a sandbox given its id or a unique prefix of it.
     fn resolve(&self, id: &str) -> CriResult<String> {
-        crate::ids::resolve::<SandboxRecord>(
-            &self.env.store,
-            SANDBOXES,
-            id,
-            "pod sandbox",
-            "pod_sandbox_id",
-        )
+        resolve_in(&self.env, id)
+    }
+
+    /// [`PodManager::sandbox`] on the blocking pool, for async callers.
+    pub async fn sandbox_async(&self, id: &str) -> CriResult<SandboxRecord> {
+        let id = id.to_owned();
+        self.blocking("pod sandbox read", move |env| {
+            record_in(env, &resolve_in(env, &id)?)
+        })
+        .await
+    }
+
+    /// The records of the sandboxes `ids` that still exist, in one store read on the blocking
+    /// pool (not one read per id).
+    pub async fn sandboxes_async(&self, ids: Vec<String>) -> CriResult<Vec<SandboxRecord>> {
+        self.blocking("pod sandbox read", move |env| {
+            let wanted: std::collections::HashSet<String> = ids.into_iter().collect();
+            Ok(env
+                .store
+                .list::<SandboxRecord>(SANDBOXES)?
+                .into_iter()
+                .filter(|(id, _)| wanted.contains(id))
+                .map(|(_, record)| record)
+                .collect())
+        })
+        .await
+    }
+
+    /// Whether the pause of `sandbox` runs (a `/proc` read), on the blocking pool.
+    pub async fn pause_alive_async(&self, sandbox: &SandboxRecord) -> bool {
+        let sandbox = sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.pause_alive())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Runs `f` on the blocking pool: store reads and commits, `/proc` reads, teardown.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        rpc: &'static str,
+        f: impl FnOnce(&PodEnv) -> CriResult<T> + Send + 'static,
+    ) -> CriResult<T> {
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || f(&env))
+            .await
+            .map_err(|e| CriError::internal(&format!("{rpc} task"), e))?
     }
 
     /// A sandbox's record, by id or unique prefix.
@@ -340,10 +403,7 @@ impl PodManager {
     }
 
     fn record(&self, id: &str) -> CriResult<SandboxRecord> {
-        self.env
-            .store
-            .get(SANDBOXES, id)?
-            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))
+        record_in(&self.env, id)
     }
 
     fn lock_id(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -353,6 +413,18 @@ impl PodManager {
     fn forget_lock(&self, id: &str) {
         self.locks.forget(id);
     }
+}
+
+/// The full id of a sandbox given its id or a unique prefix of it (a store read).
+fn resolve_in(env: &PodEnv, id: &str) -> CriResult<String> {
+    crate::ids::resolve::<SandboxRecord>(&env.store, SANDBOXES, id, "pod sandbox", "pod_sandbox_id")
+}
+
+/// A sandbox's record by full id (a store read).
+fn record_in(env: &PodEnv, id: &str) -> CriResult<SandboxRecord> {
+    env.store
+        .get(SANDBOXES, id)?
+        .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))
 }
 
 /// The CNI network pods are attached to, or the reason pods cannot get a network.
