@@ -86,24 +86,7 @@ impl Pidfd {
 
     /// Waits up to `timeout` (zero: only looks) for the process to exit. Blocks the thread.
     pub fn wait_for_exit(&self, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let poll_timeout = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, poll_timeout) {
-                Ok(0) if remaining.is_zero() => return Ok(false),
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => return Ok(true),
-                Err(source) => {
-                    return Err(ProcessError::Syscall {
-                        op: "poll pidfd",
-                        pid: self.pid,
-                        source,
-                    })
-                }
-            }
-        }
+        wait_for_any(&[self], timeout)
     }
 
     /// Reaps the process if it is our child and has exited (through the pidfd, so exactly this
