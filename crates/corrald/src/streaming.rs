@@ -151,6 +151,76 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs `cmd` in container `id` through its OCI runtime (blocking: a fork and exec).
+fn spawn_exec(
+    env: &crate::container::ContainerEnv,
+    id: &str,
+    runtime_handler: &str,
+    cmd: Vec<String>,
+    tty: bool,
+    stdio: ExecIo,
+) -> Result<corral_runtime::ExecChild, BackendError> {
+    let other = |e: &dyn std::fmt::Display| BackendError::Other(e.to_string());
+    let process = crate::container::exec_process(env, id, cmd, tty).map_err(|e| other(&e))?;
+    env.runtime(runtime_handler)
+        .map_err(|e| other(&e))?
+        .exec_spawn(id, &process, stdio)
+        .map_err(|e| other(&e))
+}
+
+/// Connects an exec'd process's terminal or pipes to the session's streams; returns the
+/// output pumps, to be drained once the process has exited.
+fn pump_exec_io(
+    child: &mut corral_runtime::ExecChild,
+    stdin: Option<BoxReader>,
+    stdout: Option<BoxWriter>,
+    stderr: Option<BoxWriter>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, BackendError> {
+    let mut outputs = Vec::new();
+    if let Some(master) = child.terminal.take() {
+        let mut input = master.try_clone().map_err(io_err("clone terminal"))?;
+        if let Some(out) = stdout {
+            outputs.push(pump_out(master, out));
+        }
+        if let Some(stdin) = stdin {
+            pump_in(stdin, move |b| input.write_all(b).is_ok(), || {});
+        }
+        return Ok(outputs);
+    }
+    if let (Some(file), Some(out)) = (child.stdout.take(), stdout) {
+        outputs.push(pump_out(file, out));
+    }
+    if let (Some(file), Some(err)) = (child.stderr.take(), stderr) {
+        outputs.push(pump_out(file, err));
+    }
+    if let (Some(file), Some(stdin)) = (child.stdin.take(), stdin) {
+        let file = Arc::new(std::sync::Mutex::new(Some(file)));
+        let closer = file.clone();
+        pump_in(
+            stdin,
+            move |b| {
+                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                f.as_mut().is_some_and(|f| f.write_all(b).is_ok())
+            },
+            move || {
+                closer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            },
+        );
+    }
+    Ok(outputs)
+}
+
+/// Applies the client's terminal sizes to an exec's terminal until the client stops sending.
+fn forward_resizes(mut resize: mpsc::Receiver<TerminalSize>, control: Option<OwnedFd>) {
+    tokio::spawn(async move {
+        while let Some(size) = resize.recv().await {
+            if let Some(control) = control.as_ref() {
+                let _ = corral_runtime::set_window_size(control.as_fd(), size.width, size.height);
+            }
+        }
+    });
+}
+
 /// Closes an attach connection both ways when its session ends, however it ends (the client
 /// went away and the future was dropped): the thread reading the shim's frames then sees
 /// end-of-file and exits, instead of holding the connection until the container writes again.
@@ -162,6 +232,67 @@ impl Drop for CloseOnDrop {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// The attach connection's writing half, shared by the stdin pump and the resizes.
+type SharedAttachWriter = Arc<std::sync::Mutex<corral_runtime::attach::AttachWriter>>;
+
+/// Copies the client's stdin to the shim; closes the container's stdin at the client's EOF.
+fn pump_attach_stdin(stdin: BoxReader, writer: SharedAttachWriter) {
+    let closer = writer.clone();
+    pump_in(
+        stdin,
+        move |b| {
+            writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send_stdin(b)
+                .is_ok()
+        },
+        move || {
+            let _ = closer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .close_stdin();
+        },
+    );
+}
+
+/// Sends the client's terminal sizes to the shim until the client stops sending.
+fn forward_attach_resizes(mut resize: mpsc::Receiver<TerminalSize>, writer: SharedAttachWriter) {
+    tokio::spawn(async move {
+        while let Some(size) = resize.recv().await {
+            let w = writer.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                w.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .resize(size.width, size.height)
+            })
+            .await;
+        }
+    });
+}
+
+/// Writes the shim's output frames to the client's streams until the exit frame (or the
+/// connection's end); returns the streams for shutting down.
+async fn forward_frames(
+    mut frames: mpsc::Receiver<Frame>,
+    mut stdout: Option<BoxWriter>,
+    mut stderr: Option<BoxWriter>,
+) -> (Option<BoxWriter>, Option<BoxWriter>) {
+    while let Some(frame) = frames.recv().await {
+        let (data, to) = match frame {
+            Frame::Stdout(data) => (data, stdout.as_mut()),
+            Frame::Stderr(data) => (data, stderr.as_mut()),
+            Frame::Exit(_) => break,
+            _ => continue,
+        };
+        if let Some(to) = to {
+            let _ = to.write_all(&data).await;
+            let _ = to.flush().await;
+        }
+    }
+    (stdout, stderr)
 }
 
 async fn running_container(
@@ -201,80 +332,39 @@ impl StreamingBackend {
                 stderr,
                 mut resize,
             } = io;
-            let want_stdin = stdin.is_some();
             let initial = match resize.as_mut() {
                 Some(sizes) if tty => initial_size(sizes).await,
                 _ => DEFAULT_SIZE,
             };
-            let spawn_env = env.clone();
-            let spawn_id = id.clone();
+            let stdio = if tty {
+                ExecIo::Terminal {
+                    width: initial.width,
+                    height: initial.height,
+                }
+            } else {
+                ExecIo::Pipes {
+                    stdin: stdin.is_some(),
+                }
+            };
+            let (spawn_env, spawn_id) = (env.clone(), id.clone());
             let mut child = tokio::task::spawn_blocking(move || {
-                let process = crate::container::exec_process(&spawn_env, &spawn_id, cmd, tty)
-                    .map_err(|e| BackendError::Other(e.to_string()))?;
-                let stdio = if tty {
-                    ExecIo::Terminal {
-                        width: initial.width,
-                        height: initial.height,
-                    }
-                } else {
-                    ExecIo::Pipes { stdin: want_stdin }
-                };
-                spawn_env
-                    .runtime(&record.runtime_handler)
-                    .map_err(|e| BackendError::Other(e.to_string()))?
-                    .exec_spawn(&spawn_id, &process, stdio)
-                    .map_err(|e| BackendError::Other(e.to_string()))
+                spawn_exec(
+                    &spawn_env,
+                    &spawn_id,
+                    &record.runtime_handler,
+                    cmd,
+                    tty,
+                    stdio,
+                )
             })
             .await
             .map_err(|e| BackendError::Other(format!("exec task: {e}")))??;
             let guard = KillOnDrop {
                 pidfd: child.pidfd().try_clone_to_owned().ok(),
             };
-            let mut outputs = Vec::new();
-            if let Some(master) = child.terminal.take() {
-                let input = master.try_clone().map_err(io_err("clone terminal"))?;
-                if let Some(out) = stdout {
-                    outputs.push(pump_out(master, out));
-                }
-                if let Some(stdin) = stdin {
-                    let mut input = input;
-                    pump_in(stdin, move |b| input.write_all(b).is_ok(), || {});
-                }
-            } else {
-                if let (Some(file), Some(out)) = (child.stdout.take(), stdout) {
-                    outputs.push(pump_out(file, out));
-                }
-                if let (Some(file), Some(err)) = (child.stderr.take(), stderr) {
-                    outputs.push(pump_out(file, err));
-                }
-                if let (Some(file), Some(stdin)) = (child.stdin.take(), stdin) {
-                    let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
-                    let closer = file.clone();
-                    pump_in(
-                        stdin,
-                        move |b| {
-                            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                            f.as_mut().is_some_and(|f| f.write_all(b).is_ok())
-                        },
-                        move || {
-                            closer.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        },
-                    );
-                }
-            }
-            if let Some(mut resize) = resize {
-                let control = child.resize_handle();
-                tokio::spawn(async move {
-                    while let Some(size) = resize.recv().await {
-                        if let Some(control) = control.as_ref() {
-                            let _ = corral_runtime::set_window_size(
-                                std::os::fd::AsFd::as_fd(control),
-                                size.width,
-                                size.height,
-                            );
-                        }
-                    }
-                });
+            let outputs = pump_exec_io(&mut child, stdin, stdout, stderr)?;
+            if let Some(resize) = resize {
+                forward_resizes(resize, child.resize_handle());
             }
             // Awaited on the reactor: no thread is held while the process runs; once its pidfd
             // is readable, reaping it does not block.
@@ -323,7 +413,7 @@ impl StreamingBackend {
             .map_err(|e| BackendError::Other(format!("attach to the container's shim: {e}")))?;
             let _connection = CloseOnDrop(reader.socket().try_clone().ok());
             let writer = Arc::new(std::sync::Mutex::new(writer));
-            let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+            let (out_tx, out_rx) = mpsc::channel::<Frame>(16);
             let read_thread = std::thread::spawn(move || {
                 while let Ok(Some(frame)) = reader.next_frame() {
                     let exit = matches!(frame, Frame::Exit(_));
@@ -333,57 +423,12 @@ impl StreamingBackend {
                 }
             });
             if let Some(stdin) = stdin {
-                let w = writer.clone();
-                let closer = writer.clone();
-                pump_in(
-                    stdin,
-                    move |b| {
-                        w.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .send_stdin(b)
-                            .is_ok()
-                    },
-                    move || {
-                        let _ = closer
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .close_stdin();
-                    },
-                );
+                pump_attach_stdin(stdin, writer.clone());
             }
-            if let Some(mut resize) = resize {
-                let w = writer.clone();
-                tokio::spawn(async move {
-                    while let Some(size) = resize.recv().await {
-                        let w = w.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            w.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .resize(size.width, size.height)
-                        })
-                        .await;
-                    }
-                });
+            if let Some(resize) = resize {
+                forward_attach_resizes(resize, writer.clone());
             }
-            let (mut stdout, mut stderr) = (stdout, stderr);
-            while let Some(frame) = out_rx.recv().await {
-                match frame {
-                    Frame::Stdout(data) => {
-                        if let Some(out) = stdout.as_mut() {
-                            let _ = out.write_all(&data).await;
-                            let _ = out.flush().await;
-                        }
-                    }
-                    Frame::Stderr(data) => {
-                        if let Some(err) = stderr.as_mut() {
-                            let _ = err.write_all(&data).await;
-                            let _ = err.flush().await;
-                        }
-                    }
-                    Frame::Exit(_) => break,
-                    _ => {}
-                }
-            }
+            let (stdout, stderr) = forward_frames(out_rx, stdout, stderr).await;
             writer.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
             let _ = tokio::task::spawn_blocking(move || read_thread.join()).await;
             if let Some(mut out) = stdout {
