@@ -12,6 +12,11 @@ use super::lifecycle;
 use super::record::{name_key, ContainerRecord, ContainerState, ShimRef};
 use super::ContainerEnv;
 use crate::error::{CriError, CriResult};
+
+/// The error of a failed CreateContainer step: the step named first, the error's kind kept.
+fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
+    crate::error::during(format!("CreateContainer: {name}"))
+}
 use crate::pod::{SandboxRecord, SandboxState};
 
 /// A validated CreateContainer request.
@@ -137,16 +142,11 @@ impl Plan {
     }
 
     fn build(&self, env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
-        let step = |name: &'static str| {
-            move |e: String| CriError::Internal(format!("CreateContainer: {name}: {e}"))
-        };
         let dir = env.container_dir(&self.id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| step("create container directory")(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(step("create container directory"))?;
 
         let rootfs = dir.join("rootfs");
-        std::fs::create_dir_all(&rootfs)
-            .map_err(|e| step("create rootfs mount point")(e.to_string()))?;
+        std::fs::create_dir_all(&rootfs).map_err(step("create rootfs mount point"))?;
         let userns = self.sandbox.userns();
         if userns.is_some() {
             crate::userns::check_searchable(&rootfs)?;
@@ -156,10 +156,9 @@ impl Plan {
             // image's files are then the pod's root's (see `userns.rs`).
             Some((pin, maps)) => {
                 let view = dir.join(crate::userns::STAGING_DIR).join("store");
-                std::fs::create_dir_all(&view)
-                    .map_err(|e| step("create the image store view")(e.to_string()))?;
+                std::fs::create_dir_all(&view).map_err(step("create the image store view"))?;
                 corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false, true)
-                    .map_err(|e| step("idmap the image store")(e.to_string()))?;
+                    .map_err(step("idmap the image store"))?;
                 env.images
                     .mount_rootfs_through(
                         &self.image.id,
@@ -168,12 +167,12 @@ impl Plan {
                         &view,
                         (maps.uid.host_id, maps.gid.host_id),
                     )
-                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+                    .map_err(step("mount image rootfs"))?;
             }
             None => {
                 env.images
                     .mount_rootfs(&self.image.id, &self.id, &rootfs)
-                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+                    .map_err(step("mount image rootfs"))?;
             }
         }
         record.rootfs_mounted = true;
@@ -183,7 +182,7 @@ impl Plan {
         })?;
         let child = pod_cgroup
             .child(&self.id)
-            .map_err(|e| step("container cgroup path")(e.to_string()))?;
+            .map_err(step("container cgroup path"))?;
         record.cgroups_path = if env.systemd_cgroup {
             child.oci_cgroups_path.clone()
         } else {
@@ -214,10 +213,11 @@ impl Plan {
             apparmor_enabled: env.apparmor,
         })
         .map_err(|e| {
+            // A refusal names the field itself; a host failure gets the step.
             if e.is_invalid_argument() {
-                CriError::InvalidArgument(crate::error::brief(e))
+                CriError::from(e)
             } else {
-                step("generate OCI spec")(crate::error::brief(e))
+                step("generate OCI spec")(e)
             }
         })?;
         record.created_sources = built.mounts_created.clone();
@@ -246,13 +246,11 @@ impl Plan {
         );
         record.stop_signal = stop_signal(&self.config, &settings.stop_signal);
         let spec_json = serde_json::to_vec_pretty(&built.spec)
-            .map_err(|e| step("serialise OCI spec")(e.to_string()))?;
-        std::fs::write(dir.join("config.json"), spec_json)
-            .map_err(|e| step("write config.json")(e.to_string()))?;
+            .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
+        std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
 
         if let Some(parent) = self.log_path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| step("create log directory")(e.to_string()))?;
+            std::fs::create_dir_all(parent).map_err(step("create log directory"))?;
         }
         let runtime = env.runtime(&self.sandbox.runtime_handler)?;
         let memory_dirs = env
@@ -276,7 +274,7 @@ impl Plan {
             stdin_once: self.config.stdin_once,
             cgroup_memory_dirs: memory_dirs,
         })
-        .map_err(|e| step("create container with the OCI runtime")(e.to_string()))?;
+        .map_err(step("create container with the OCI runtime"))?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,

@@ -285,9 +285,9 @@ impl PodManager {
         tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
-            .map_err(|e| {
-                CriError::internal("UpdatePodSandboxResources: apply to the pod cgroup", e)
-            })
+            .map_err(crate::error::during(
+                "UpdatePodSandboxResources: apply to the pod cgroup",
+            ))
     }
 
     /// UpdateRuntimeConfig: the pod CIDR is kept and handed to CNI plugins as `ipRanges`.
