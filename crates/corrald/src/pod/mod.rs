@@ -281,12 +281,18 @@ impl PodManager {
                 "resources, overhead: give at least one of them".into(),
             ));
         };
+        limits.check(&self.env.cgroup_layout).map_err(|e| {
+            CriError::InvalidArgument(format!(
+                "resources (with overhead): {}",
+                crate::error::brief(e)
+            ))
+        })?;
         let units = self.env.systemd.clone();
         tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
             .map_err(crate::error::during(
-                "UpdatePodSandboxResources: apply to the pod cgroup",
+                "UpdatePodSandboxResources: apply resources to the pod cgroup",
             ))
     }
 

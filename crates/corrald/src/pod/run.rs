@@ -137,7 +137,7 @@ impl Plan {
         if let Some(resources) = pod_resources(&self.config) {
             cgroup
                 .apply_with(&resources, env.systemd.as_deref())
-                .map_err(step("apply pod resources"))?;
+                .map_err(step("apply config.linux.resources to the pod cgroup"))?;
         }
 
         let spec = PauseSpec {
