@@ -143,7 +143,7 @@ fn pod_input(
 ) -> PodInput {
     let meta = sandbox.config.metadata.clone().unwrap_or_default();
     let alive = sandbox.pause_alive();
-    let (network, pid, ipc) = sandbox.namespace_modes();
+    let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
     let ready = sandbox.state == SandboxState::Ready && alive;
     PodInput {
         pod: corral_explain::report::PodFacts {

@@ -9,7 +9,7 @@ use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerConfig, NamespaceMode};
 
 use super::lifecycle;
-use super::record::{name_key, ContainerRecord, ContainerState, ShimRef};
+use super::record::{name_key, ContainerRecord, ContainerState, ProcessUser, ShimRef};
 use super::ContainerEnv;
 use crate::error::{CriError, CriResult};
 
@@ -20,7 +20,7 @@ fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
 use crate::pod::{SandboxRecord, SandboxState};
 
 /// A validated CreateContainer request.
-pub(super) struct Plan {
+pub(super) struct ContainerPlan {
     pub id: String,
     pub name: String,
     pub name_key: String,
@@ -32,13 +32,13 @@ pub(super) struct Plan {
     log_path: PathBuf,
 }
 
-impl Plan {
+impl ContainerPlan {
     /// Checks the request against the sandbox and the image store.
     pub fn new(
         env: &ContainerEnv,
         config: ContainerConfig,
         sandbox: SandboxRecord,
-    ) -> CriResult<Plan> {
+    ) -> CriResult<ContainerPlan> {
         let id = crate::pod::new_id()?;
         let rules = ContainerRules {
             runtimes: &env.config.runtimes,
@@ -59,7 +59,7 @@ impl Plan {
             ))
         })?;
         env.runtime(&sandbox.runtime_handler)?;
-        Ok(Plan {
+        Ok(ContainerPlan {
             name,
             name_key: name_key(&sandbox.id, &config),
             pod_sandbox_id: sandbox.id.clone(),
@@ -92,7 +92,7 @@ impl Plan {
             rootfs_mounted: false,
             created_sources: Vec::new(),
             resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()),
-            user: (0, 0, Vec::new()),
+            user: ProcessUser::default(),
             stop_signal: String::new(),
         };
         env.store.put(CONTAINERS, &record.id, &record)?;
@@ -214,11 +214,11 @@ impl Plan {
                 pin,
             )?;
         }
-        record.user = (
-            built.user.uid,
-            built.user.gid,
-            built.user.additional_gids.clone(),
-        );
+        record.user = ProcessUser {
+            uid: built.user.uid,
+            gid: built.user.gid,
+            additional_gids: built.user.additional_gids.clone(),
+        };
         record.stop_signal = stop_signal(&self.config, &settings.stop_signal);
         let spec_json = serde_json::to_vec_pretty(&built.spec)
             .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
@@ -379,7 +379,7 @@ fn check_image_name(name: &str) -> CriResult<()> {
 
 /// What a container needs to know of its pod.
 pub(super) fn sandbox_context(env: &ContainerEnv, sandbox: &SandboxRecord) -> SandboxContext {
-    let (network, pid, ipc) = sandbox.namespace_modes();
+    let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
     let sandbox_dir = env.config.state.join("sandboxes").join(&sandbox.id);
     let hostname = std::fs::read_to_string(sandbox_dir.join("hostname"))
         .map(|s| s.trim().to_string())

@@ -26,7 +26,7 @@ use cri_proto::v1::{
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
-pub use record::{SandboxRecord, SandboxState};
+pub use record::{NamespaceModes, SandboxRecord, SandboxState};
 pub(crate) use run::{new_id, now_nanos};
 
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
@@ -143,7 +143,7 @@ impl PodManager {
         let config = request.config.ok_or_else(|| {
             CriError::InvalidArgument("config: missing pod sandbox config".into())
         })?;
-        let plan = run::Plan::new(&self.env, config, request.runtime_handler)?;
+        let plan = run::SandboxPlan::new(&self.env, config, request.runtime_handler)?;
         let id = plan.id.clone();
         {
             let mut names = lock(&self.names);

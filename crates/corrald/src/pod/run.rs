@@ -9,7 +9,9 @@ use corral_sandbox::sysctl::{self, PrivateNamespaces};
 use corral_store::SANDBOXES;
 use cri_proto::v1::{NamespaceMode, PodSandboxConfig};
 
-use super::record::{name_key, namespace_modes, PauseRef, SandboxRecord, SandboxState};
+use super::record::{
+    name_key, namespace_modes, NamespaceModes, PauseRef, SandboxRecord, SandboxState,
+};
 use super::{teardown, PodEnv};
 use crate::error::{CriError, CriResult};
 
@@ -22,7 +24,7 @@ fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
 const PAUSE_OOM_SCORE_ADJ: i32 = -998;
 
 /// A validated RunPodSandbox request, ready to execute.
-pub(super) struct Plan {
+pub(super) struct SandboxPlan {
     pub id: String,
     pub name_key: String,
     config: PodSandboxConfig,
@@ -38,9 +40,13 @@ pub(super) struct Plan {
     network_config: Option<corral_cni::NetworkConfigList>,
 }
 
-impl Plan {
+impl SandboxPlan {
     /// Checks the request; every refusal names the field and what to do.
-    pub fn new(env: &PodEnv, config: PodSandboxConfig, runtime_handler: String) -> CriResult<Plan> {
+    pub fn new(
+        env: &PodEnv,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> CriResult<SandboxPlan> {
         let id = new_id()?;
         let Checked {
             hostname,
@@ -56,7 +62,7 @@ impl Plan {
             })?),
             _ => None,
         };
-        Ok(Plan {
+        Ok(SandboxPlan {
             id,
             network_config,
             name_key: name_key(&config),
@@ -311,7 +317,7 @@ fn check_config(config: &PodSandboxConfig) -> CriResult<Checked> {
         return invalid("config.metadata.namespace: must not be empty".into());
     }
     check_namespace_modes(config)?;
-    let (network, pid, ipc) = namespace_modes(config);
+    let NamespaceModes { network, pid, ipc } = namespace_modes(config);
     if network == NamespaceMode::Pod {
         check_cni_args(meta)?;
     }
