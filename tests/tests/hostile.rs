@@ -390,3 +390,102 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
     cri::remove_pod(&mut env.rt, &pod_id).await;
     remove_cgroup_dirs(&format!("corral-e2e-{}-hostile", std::process::id()));
 }
+
+/// Mistakes of the request that only a library finds (a limit the cgroup layout cannot
+/// express, a CPU the node lacks, a DNS entry resolv.conf cannot hold, a pod name CNI_ARGS
+/// cannot carry, a malformed image name) reach the client with the caller's code naming the
+/// field, not as Internal (issue 10, item 3), and leave nothing behind.
+#[tokio::test]
+async fn refusals_found_by_libraries_keep_the_callers_code() {
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    let parent = unique_cgroup_parent("kinds");
+    let good = |name: &str| pod_config(name, &parent, (NODE, POD, POD));
+    let swap_below_memory = || LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        memory_swap_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    };
+    let missing_cpu = || LinuxContainerResources {
+        cpuset_cpus: "4095".into(),
+        ..Default::default()
+    };
+
+    let mut swap = good("k1");
+    swap.linux.as_mut().unwrap().resources = Some(swap_below_memory());
+    let mut cpu = good("k2");
+    cpu.linux.as_mut().unwrap().resources = Some(missing_cpu());
+    let mut dns = good("k3");
+    dns.dns_config = Some(DnsConfig {
+        servers: vec!["10.0.0.10 evil".into()],
+        ..Default::default()
+    });
+    let mut cni_args = pod_config("k4;x", &parent, (POD, POD, POD));
+    cni_args.hostname = "k4".into();
+    for (what, config, field) in [
+        (
+            "swap limit below the memory limit",
+            swap,
+            "config.linux.resources",
+        ),
+        ("a CPU the node lacks", cpu, "cpuset.cpus"),
+        ("DNS server with a space", dns, "config.dns_config"),
+        (
+            "pod name CNI_ARGS cannot carry",
+            cni_args,
+            "config.metadata.name",
+        ),
+    ] {
+        refused(
+            what,
+            run_pod(&mut env, config).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+    let pods = env
+        .rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.into_inner().items.is_empty(),
+        "a refused pod was recorded"
+    );
+    assert!(entries(&env.daemon.state().join("sandboxes")).is_empty());
+
+    let pod = good("k5");
+    let pod_id = run_pod(&mut env, pod.clone()).await.unwrap();
+    for (what, resources, field) in [
+        (
+            "resize: swap below memory",
+            swap_below_memory(),
+            "resources",
+        ),
+        ("resize: a CPU the node lacks", missing_cpu(), "cpuset.cpus"),
+    ] {
+        let got = env
+            .rt
+            .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod_id.clone(),
+                resources: Some(resources),
+                overhead: None,
+            })
+            .await
+            .map(|_| String::new());
+        refused(what, got, Code::InvalidArgument, field);
+    }
+    let config = cri::container_config("c", "Not An Image!", &["true"]);
+    let got = cri::try_create(&mut env.rt, &pod_id, &pod, config).await;
+    refused(
+        "malformed image name",
+        got,
+        Code::InvalidArgument,
+        "config.image.image",
+    );
+    assert!(entries(&env.daemon.state().join("containers")).is_empty());
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+    remove_cgroup_dirs(&format!("corral-e2e-{}-kinds", std::process::id()));
+}

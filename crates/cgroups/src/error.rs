@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error_kind::ErrorKind;
+
 /// Result alias for this crate.
 pub type Result<T, E = CgroupError> = std::result::Result<T, E>;
 
@@ -103,6 +105,33 @@ pub enum CgroupError {
 }
 
 impl CgroupError {
+    /// Whose fault the error is. An invalid parent, name or limit is the caller's
+    /// (`InvalidArgument`), and so is a limit the kernel refuses to take (EINVAL or ERANGE on a
+    /// write of an interface file: a cpuset of CPUs the node lacks, an out-of-range value); a
+    /// full disk is `ResourceExhausted`; the rest is the host's.
+    pub fn kind(&self) -> ErrorKind {
+        /// EINVAL and ERANGE on Linux.
+        const EINVAL: i32 = 22;
+        const ERANGE: i32 = 34;
+        match self {
+            CgroupError::InvalidParent { .. }
+            | CgroupError::InvalidName { .. }
+            | CgroupError::InvalidResources { .. } => ErrorKind::InvalidArgument,
+            CgroupError::Io { op, source, .. }
+                if op.starts_with("write")
+                    && matches!(source.raw_os_error(), Some(EINVAL | ERANGE)) =>
+            {
+                ErrorKind::InvalidArgument
+            }
+            CgroupError::Io { source, .. } => ErrorKind::of_io(source),
+            CgroupError::ProcFile { .. }
+            | CgroupError::NoCgroupMounts { .. }
+            | CgroupError::Parse { .. }
+            | CgroupError::Busy { .. }
+            | CgroupError::Systemd { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Builds an [`CgroupError::Io`] for `op` on `path`.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
@@ -110,5 +139,28 @@ impl CgroupError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_requests_and_refused_limits_are_the_callers() {
+        let resources = CgroupError::InvalidResources {
+            reason: "swap below memory".into(),
+        };
+        assert_eq!(resources.kind(), ErrorKind::InvalidArgument);
+        let refused = CgroupError::io(
+            "write",
+            "/sys/fs/cgroup/p/cpuset.cpus",
+            std::io::Error::from_raw_os_error(22),
+        );
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        let full = CgroupError::io("create dir", "/x", std::io::Error::from_raw_os_error(28));
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        let denied = CgroupError::io("write", "/x", std::io::Error::from_raw_os_error(13));
+        assert_eq!(denied.kind(), ErrorKind::Internal);
     }
 }

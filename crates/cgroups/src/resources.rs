@@ -41,6 +41,20 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+impl Resources {
+    /// Checks that the limits can be expressed on `layout`, writing nothing: the refusals
+    /// applying them would make ([`CgroupError::InvalidResources`]), found before any cgroup
+    /// exists. (Values the kernel itself refuses, such as CPUs the node lacks, show only when
+    /// written.)
+    pub fn check(&self, layout: &CgroupLayout) -> Result<()> {
+        let v1_memory = V1MemoryState {
+            current_limit: None,
+            memsw_supported: true,
+        };
+        plan(layout, self, v1_memory).map(drop)
+    }
+}
+
 /// One interface file to write in the pod cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ResourceWrite {
@@ -416,6 +430,25 @@ mod tests {
             pids_limit: Some(100),
             hugepage_limits: vec![("2MB".to_owned(), 4 << 20), ("1GB".to_owned(), 0)],
             unified: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn check_refuses_what_apply_would_refuse_and_passes_the_rest() {
+        for layout in [v1_layout(), v2_layout()] {
+            assert!(everything().check(&layout).is_ok());
+            let swap_below_memory = Resources {
+                memory_limit_bytes: Some(512 << 20),
+                memory_swap_limit_bytes: Some(256 << 20),
+                ..Resources::default()
+            };
+            let err = swap_below_memory.check(&layout).unwrap_err();
+            assert!(matches!(err, CgroupError::InvalidResources { .. }), "{err}");
+            let bad_page = Resources {
+                hugepage_limits: vec![("../2MB".to_owned(), 1)],
+                ..Resources::default()
+            };
+            assert!(bad_page.check(&layout).is_err());
         }
     }
 

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+use corral_error_kind::ErrorKind;
+
 /// Errors from loading CNI configuration and running CNI plugins.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -166,6 +168,36 @@ pub enum CniError {
     },
 }
 
+impl CniError {
+    /// Whose fault the error is. A runtime parameter CNI cannot carry (a pod name with `;` in
+    /// CNI_ARGS) is the caller's (`InvalidArgument`); a network that is not set up on the node
+    /// (no or bad config, a missing plugin) is `FailedPrecondition`, as CRI reports a network
+    /// that is not ready; a plugin that timed out or asked to be retried (CNI code 11) is
+    /// `Unavailable`; a full disk is `ResourceExhausted`; the rest is the host's.
+    pub fn kind(&self) -> ErrorKind {
+        /// The CNI spec's "try again later" error code.
+        const TRY_AGAIN_LATER: u32 = 11;
+        match self {
+            CniError::InvalidRuntimeConf { .. } => ErrorKind::InvalidArgument,
+            CniError::ReadConfigDir { .. }
+            | CniError::InvalidConfig { .. }
+            | CniError::PluginNotFound { .. }
+            | CniError::CheckNotSupported { .. } => ErrorKind::FailedPrecondition,
+            CniError::ReadConfig { source, .. } | CniError::Cache { source, .. } => {
+                ErrorKind::of_io(source)
+            }
+            CniError::Timeout { .. } => ErrorKind::Unavailable,
+            CniError::Plugin { code, .. } if *code == TRY_AGAIN_LATER => ErrorKind::Unavailable,
+            CniError::NoCachedResult { .. } => ErrorKind::NotFound,
+            CniError::Spawn { .. }
+            | CniError::Plugin { .. }
+            | CniError::PluginExit { .. }
+            | CniError::InvalidResult { .. }
+            | CniError::CacheCorrupt { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = CniError> = std::result::Result<T, E>;
 
@@ -182,5 +214,35 @@ fn display_details(details: &str) -> String {
         String::new()
     } else {
         format!(": {details}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_runtime_parameters_are_the_callers_and_plugin_failures_the_hosts() {
+        let args = CniError::InvalidRuntimeConf {
+            field: "CNI_ARGS value",
+            value: "web;x".into(),
+            reason: "must not contain ';'",
+        };
+        assert_eq!(args.kind(), ErrorKind::InvalidArgument);
+        let plugin = |code| CniError::Plugin {
+            network: "net".into(),
+            plugin_type: "bridge".into(),
+            command: "ADD",
+            code,
+            msg: "failed".into(),
+            details: String::new(),
+        };
+        assert_eq!(plugin(11).kind(), ErrorKind::Unavailable);
+        assert_eq!(plugin(7).kind(), ErrorKind::Internal);
+        let missing = CniError::PluginNotFound {
+            plugin_type: "bridge".into(),
+            searched: Vec::new(),
+        };
+        assert_eq!(missing.kind(), ErrorKind::FailedPrecondition);
     }
 }

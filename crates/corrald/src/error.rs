@@ -1,5 +1,12 @@
 //! The errors CRI handlers return, and their one conversion into a gRPC status.
+//!
+//! Library errors become a [`CriError`] through `From`, which asks the error its
+//! [`ErrorKind`] (whose fault it is) and keeps it: a request's mistake found deep in a library
+//! (an invalid cgroup limit, a DNS entry that cannot be written) reaches the client as the
+//! caller's code, not as Internal. Handlers add the step that failed with [`during`], which
+//! prefixes the message and keeps the code.
 
+use corral_error_kind::ErrorKind;
 use tonic::{Code, Status};
 
 /// What went wrong serving a CRI call; each variant maps to one gRPC code.
@@ -23,6 +30,19 @@ pub enum CriError {
     /// The node ran out of a resource (disk space) the request needs; retry once there is room.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A registry refused the credentials, or wanted some and got none.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A registry accepted the credentials but refused access.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Content did not match its digest or size.
+    #[error("{0}")]
+    DataLoss(String),
+    /// Something the runtime depends on (a registry, a CNI plugin, a peer) is unreachable or
+    /// timed out; trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// The runtime failed doing what was asked.
     #[error("{0}")]
     Internal(String),
@@ -32,6 +52,83 @@ impl CriError {
     /// An internal error with the step that failed as its context.
     pub fn internal(step: &str, err: impl std::fmt::Display) -> Self {
         CriError::Internal(format!("{step}: {err}"))
+    }
+
+    /// The error for a library error of `kind` whose message is `message`.
+    pub fn of_kind(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::InvalidArgument => CriError::InvalidArgument(message),
+            ErrorKind::NotFound => CriError::NotFound(message),
+            ErrorKind::AlreadyExists => CriError::AlreadyExists(message),
+            ErrorKind::FailedPrecondition => CriError::FailedPrecondition(message),
+            ErrorKind::ResourceExhausted => CriError::ResourceExhausted(message),
+            ErrorKind::Unauthenticated => CriError::Unauthenticated(message),
+            ErrorKind::PermissionDenied => CriError::PermissionDenied(message),
+            ErrorKind::DataLoss => CriError::DataLoss(message),
+            ErrorKind::Unavailable => CriError::Unavailable(message),
+            ErrorKind::Internal => CriError::Internal(message),
+        }
+    }
+
+    /// The same error with `context` (the step that failed) before its message.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        let prefix = |m: String| format!("{context}: {m}");
+        match self {
+            CriError::InvalidArgument(m) => CriError::InvalidArgument(prefix(m)),
+            CriError::NotFound(m) => CriError::NotFound(prefix(m)),
+            CriError::AlreadyExists(m) => CriError::AlreadyExists(prefix(m)),
+            CriError::FailedPrecondition(m) => CriError::FailedPrecondition(prefix(m)),
+            CriError::DeadlineExceeded(m) => CriError::DeadlineExceeded(prefix(m)),
+            CriError::ResourceExhausted(m) => CriError::ResourceExhausted(prefix(m)),
+            CriError::Unauthenticated(m) => CriError::Unauthenticated(prefix(m)),
+            CriError::PermissionDenied(m) => CriError::PermissionDenied(prefix(m)),
+            CriError::DataLoss(m) => CriError::DataLoss(prefix(m)),
+            CriError::Unavailable(m) => CriError::Unavailable(prefix(m)),
+            CriError::Internal(m) => CriError::Internal(prefix(m)),
+        }
+    }
+}
+
+/// Turns an error into a [`CriError`] that names `step` first and keeps the error's kind:
+/// `.map_err(during("RunPodSandbox: apply pod resources"))`.
+pub fn during<E: Into<CriError>>(step: impl std::fmt::Display) -> impl FnOnce(E) -> CriError {
+    move |err| err.into().context(step)
+}
+
+/// `From` each library error, through its `kind()`; the message is cut by [`brief`], as
+/// library errors echo the values they were given.
+macro_rules! from_library_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for CriError {
+            fn from(err: $error) -> Self {
+                CriError::of_kind(err.kind(), brief(&err))
+            }
+        }
+    )*};
+}
+
+from_library_errors!(
+    corral_cgroups::CgroupError,
+    corral_cni::CniError,
+    corral_explain::ExplainError,
+    corral_image::ImageError,
+    corral_oci::SpecError,
+    corral_runtime::RuntimeError,
+    corral_sandbox::SandboxError,
+    corral_streaming::StreamingError,
+);
+
+/// A failed system call of the host: `ResourceExhausted` on a full disk, else Internal.
+impl From<nix::errno::Errno> for CriError {
+    fn from(err: nix::errno::Errno) -> Self {
+        CriError::from(std::io::Error::from(err))
+    }
+}
+
+/// A host I/O failure: `ResourceExhausted` on a full disk, else Internal.
+impl From<std::io::Error> for CriError {
+    fn from(err: std::io::Error) -> Self {
+        CriError::of_kind(ErrorKind::of_io(&err), brief(&err))
     }
 }
 
@@ -95,6 +192,10 @@ impl From<CriError> for Status {
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CriError::Unauthenticated(_) => Code::Unauthenticated,
+            CriError::PermissionDenied(_) => Code::PermissionDenied,
+            CriError::DataLoss(_) => Code::DataLoss,
+            CriError::Unavailable(_) => Code::Unavailable,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, capped(err.to_string()))
@@ -103,12 +204,12 @@ impl From<CriError> for Status {
 
 impl From<corral_store::StoreError> for CriError {
     fn from(err: corral_store::StoreError) -> Self {
-        if err.is_out_of_space() {
-            return CriError::ResourceExhausted(format!(
+        match err.kind() {
+            ErrorKind::ResourceExhausted => CriError::ResourceExhausted(format!(
                 "metadata store: {err}; free space under the root directory"
-            ));
+            )),
+            kind => CriError::of_kind(kind, format!("metadata store: {err}")),
         }
-        CriError::internal("metadata store", err)
     }
 }
 
@@ -167,5 +268,78 @@ mod tests {
         assert!(status.message().len() < MESSAGE_LIMIT + 64);
         assert!(status.message().starts_with("config.hostname: "));
         assert!(status.message().ends_with("bytes in all)"));
+    }
+
+    /// The code a library error reaches the client with, after a handler named its step.
+    fn code_of(err: impl Into<CriError>) -> Code {
+        Status::from(during("RunPodSandbox: some step")(err)).code()
+    }
+
+    #[test]
+    fn library_errors_keep_their_kind_through_the_step_that_failed() {
+        let limits = corral_cgroups::CgroupError::InvalidResources {
+            reason: "memory_swap_limit_bytes (1) must be -1 or at least memory_limit_bytes (2)"
+                .into(),
+        };
+        let status = Status::from(during("RunPodSandbox: apply pod resources")(limits));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("RunPodSandbox: apply pod resources: invalid cgroup resources: "),
+            "{}",
+            status.message()
+        );
+        let dns = corral_sandbox::SandboxError::InvalidValue {
+            field: "DNS server",
+            value: "1.1.1.1 x".into(),
+            reason: "contains whitespace or control characters",
+        };
+        assert_eq!(code_of(dns), Code::InvalidArgument);
+        let pending = corral_streaming::StreamingError::TooManyPendingRequests { limit: 1000 };
+        assert_eq!(code_of(pending), Code::ResourceExhausted);
+        let timeout = corral_cni::CniError::Timeout {
+            network: "net".into(),
+            plugin_type: "bridge".into(),
+            command: "ADD",
+            seconds: 10.0,
+        };
+        assert_eq!(code_of(timeout), Code::Unavailable);
+        assert_eq!(
+            code_of(std::io::Error::from_raw_os_error(28)),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code_of(std::io::Error::from_raw_os_error(13)),
+            Code::Internal
+        );
+        assert_eq!(code_of(nix::errno::Errno::ENOSPC), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn every_kind_has_its_own_code() {
+        use corral_error_kind::ErrorKind::*;
+        let kinds = [
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            FailedPrecondition,
+            ResourceExhausted,
+            Unauthenticated,
+            PermissionDenied,
+            DataLoss,
+            Unavailable,
+            Internal,
+        ];
+        let codes: std::collections::HashSet<_> = kinds
+            .iter()
+            .map(|kind| Status::from(CriError::of_kind(*kind, "m".into())).code())
+            .collect();
+        assert_eq!(codes.len(), kinds.len());
+        let status = Status::from(CriError::of_kind(NotFound, "m".into()).context("step"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "step: m")
+        );
     }
 }

@@ -89,11 +89,7 @@ fn mode_name(mode: NamespaceMode) -> String {
 }
 
 fn explain_error(err: corral_explain::ExplainError) -> Status {
-    if err.is_invalid_argument() {
-        Status::invalid_argument(err.to_string())
-    } else {
-        Status::internal(err.to_string())
-    }
+    crate::error::CriError::from(err).into()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Response<ExplainResponse>, Status> {
@@ -147,7 +143,7 @@ fn pod_input(
 ) -> PodInput {
     let meta = sandbox.config.metadata.clone().unwrap_or_default();
     let alive = sandbox.pause_alive();
-    let (network, pid, ipc) = sandbox.namespace_modes();
+    let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
     let ready = sandbox.state == SandboxState::Ready && alive;
     PodInput {
         pod: corral_explain::report::PodFacts {

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use corral_image::{ErrorKind, ImageError, ImageRecord, ImageStore, RegistryConfig};
+use corral_image::{ImageError, ImageRecord, ImageStore, RegistryConfig};
 use cri_proto::v1::image_service_server::ImageService;
 use cri_proto::v1::*;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 /// Images sent per `StreamImages` message.
@@ -20,20 +20,9 @@ pub struct ImageServiceImpl {
     images: ImageStore,
 }
 
-/// The one conversion from image-store errors to RPC statuses.
+/// An image-store error as an RPC status, with the code of its kind (see `error.rs`).
 pub fn image_error_status(err: ImageError) -> Status {
-    let code = match err.kind() {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::Unauthenticated => Code::Unauthenticated,
-        ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::DataLoss => Code::DataLoss,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-        ErrorKind::Internal => Code::Internal,
-    };
-    Status::new(code, err.to_string())
+    crate::error::CriError::from(err).into()
 }
 
 impl ImageServiceImpl {
@@ -249,6 +238,7 @@ impl ImageService for ImageServiceImpl {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use tonic::Code;
 
     fn service() -> (tempfile::TempDir, ImageServiceImpl) {
         let dir = tempfile::tempdir().unwrap();

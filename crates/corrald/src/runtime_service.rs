@@ -345,7 +345,7 @@ impl RuntimeService for RuntimeServiceImpl {
             .daemon
             .streaming
             .exec_url(&req)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::from(crate::error::CriError::from(e)))?;
         Ok(Response::new(ExecResponse { url }))
     }
 
@@ -363,7 +363,7 @@ impl RuntimeService for RuntimeServiceImpl {
             .daemon
             .streaming
             .attach_url(&req)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::from(crate::error::CriError::from(e)))?;
         Ok(Response::new(AttachResponse { url }))
     }
 
@@ -390,7 +390,7 @@ impl RuntimeService for RuntimeServiceImpl {
             .daemon
             .streaming
             .port_forward_url(&req)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| Status::from(crate::error::CriError::from(e)))?;
         Ok(Response::new(PortForwardResponse { url }))
     }
 

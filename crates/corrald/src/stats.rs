@@ -425,7 +425,7 @@ fn network_usage(sandbox: &SandboxRecord, now: i64) -> Option<NetworkUsage> {
 /// The interfaces of the pod's network namespace (read through its pause process); `None`
 /// for a pod on the host network or whose pause process is gone.
 pub(crate) fn pod_interfaces(sandbox: &SandboxRecord) -> Option<Vec<InterfaceCounters>> {
-    if sandbox.namespace_modes().0 == NamespaceMode::Node || !sandbox.pause_alive() {
+    if sandbox.namespace_modes().network == NamespaceMode::Node || !sandbox.pause_alive() {
         return None;
     }
     corral_sandbox::net_dev::read_net_dev(sandbox.pause?.pid)

@@ -243,13 +243,10 @@ pub(crate) fn stage_idmapped_mounts(spec: &mut Spec, staging: &Path, pin: &Path)
         // read-only, and locked so in the container's mount namespace.
         let read_only = options.iter().any(|o| o == "ro");
         corral_sandbox::idmap::mount_idmapped(&source, &target, pin, recursive, read_only)
-            .map_err(|e| {
-                let msg = format!("mount {}: {e}", mount.destination().display());
-                match e {
-                    corral_sandbox::SandboxError::Idmap { .. } => CriError::FailedPrecondition(msg),
-                    _ => CriError::internal("CreateContainer: idmap a mount", msg),
-                }
-            })?;
+            .map_err(crate::error::during(format!(
+                "CreateContainer: idmap the mount at {}",
+                mount.destination().display()
+            )))?;
         mount.set_source(Some(target));
         if read_only {
             mount.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error_kind::ErrorKind;
+
 /// Why a pod or a mount could not be explained.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -30,12 +32,18 @@ pub enum ExplainError {
 }
 
 impl ExplainError {
+    /// Whose fault the error is: an invalid field is the caller's, a mount lookup's is its
+    /// own, an unreadable `/proc` file the host's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ExplainError::Invalid { .. } => ErrorKind::InvalidArgument,
+            ExplainError::Mounts(e) => e.kind(),
+            ExplainError::Proc { source, .. } => ErrorKind::of_io(source),
+        }
+    }
+
     /// Whether the caller's request is at fault (gRPC `InvalidArgument`) rather than the host.
     pub fn is_invalid_argument(&self) -> bool {
-        match self {
-            ExplainError::Invalid { .. } => true,
-            ExplainError::Mounts(e) => e.is_invalid_argument(),
-            ExplainError::Proc { .. } => false,
-        }
+        self.kind() == ErrorKind::InvalidArgument
     }
 }

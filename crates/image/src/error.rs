@@ -3,29 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What a caller should tell its own caller: the classes an RPC status code distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request itself is malformed (an unparsable reference, a bad container id).
-    InvalidArgument,
-    /// The image (or the tag in the registry) does not exist.
-    NotFound,
-    /// The registry did not accept the credentials, or wanted some and got none.
-    Unauthenticated,
-    /// The registry accepted the credentials but refused access.
-    PermissionDenied,
-    /// The registry could not be reached or failed; trying again later may work.
-    Unavailable,
-    /// Content did not match its digest or size: corrupted or tampered with.
-    DataLoss,
-    /// The image is well-formed but cannot be used here (unsupported media type, no manifest
-    /// for this platform, unsafe layer entries).
-    FailedPrecondition,
-    /// The node ran out of disk space (or quota) for the image store.
-    ResourceExhausted,
-    /// A local failure: file system, database, a task that died.
-    Internal,
-}
+pub use corral_error_kind::ErrorKind;
 
 /// Errors from the image store, the registry client and the layer unpacker.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +216,7 @@ impl ImageError {
         use ImageError::*;
         let out_of_space = match self {
             Io { source, .. } | LayerArchive { source, .. } => {
-                corral_store::is_out_of_space(source)
+                corral_error_kind::is_out_of_space(source)
             }
             Store(e) => e.is_out_of_space(),
             _ => false,

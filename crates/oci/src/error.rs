@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use corral_error_kind::ErrorKind;
+
 /// Why a CRI container request could not be turned into an OCI spec.
 ///
 /// Every message names the field, mount or file at fault and, where the caller can do
@@ -94,19 +96,26 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    /// Whether the request is at fault (gRPC `InvalidArgument`) rather than the host
-    /// (`Internal`).
-    pub fn is_invalid_argument(&self) -> bool {
+    /// Whose fault the error is: a field, mount, command, capability or seccomp profile the
+    /// request names is the caller's (`InvalidArgument`); a full disk while creating a volume
+    /// directory is `ResourceExhausted`; the rest is the host's.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             SpecError::InvalidField { .. }
             | SpecError::MountRefused { .. }
             | SpecError::NoCommand
             | SpecError::UnknownCapability { .. }
-            | SpecError::SeccompProfile { .. } => true,
-            SpecError::Io { .. }
-            | SpecError::Mountinfo { .. }
-            | SpecError::NoContainingMount { .. } => false,
+            | SpecError::SeccompProfile { .. } => ErrorKind::InvalidArgument,
+            SpecError::Io { source, .. } => ErrorKind::of_io(source),
+            SpecError::Mountinfo { .. } | SpecError::NoContainingMount { .. } => {
+                ErrorKind::Internal
+            }
         }
+    }
+
+    /// Whether the request is at fault (gRPC `InvalidArgument`) rather than the host.
+    pub fn is_invalid_argument(&self) -> bool {
+        self.kind() == ErrorKind::InvalidArgument
     }
 
     /// A [`SpecError::InvalidField`].

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corral_error_kind::ErrorKind;
 use nix::errno::Errno;
 
 /// Everything that can go wrong while driving an OCI runtime or a container's shim.
@@ -113,6 +114,36 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whose fault the error is. A runtime that cannot run on this host is
+    /// `FailedPrecondition`; one that did not answer in time is `Unavailable`; a full disk is
+    /// `ResourceExhausted`; everything else is the host's (`Internal`): the runtime's own
+    /// refusals cannot be told apart from its failures, so requests are checked before they
+    /// reach it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::Unusable { .. } => ErrorKind::FailedPrecondition,
+            RuntimeError::Timeout { .. } => ErrorKind::Unavailable,
+            RuntimeError::Spawn { source, .. }
+            | RuntimeError::LaunchShim { source, .. }
+            | RuntimeError::Io { source, .. } => ErrorKind::of_io(source),
+            RuntimeError::Syscall {
+                source: Errno::ENOSPC | Errno::EDQUOT,
+                ..
+            } => ErrorKind::ResourceExhausted,
+            RuntimeError::Command { .. }
+            | RuntimeError::Output { .. }
+            | RuntimeError::NotSubreaper { .. }
+            | RuntimeError::ShimFailed { .. }
+            | RuntimeError::Control { .. }
+            | RuntimeError::Attach { .. }
+            | RuntimeError::Corrupt { .. }
+            | RuntimeError::Syscall { .. }
+            | RuntimeError::Encode { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
@@ -123,4 +154,25 @@ pub(crate) fn io_error(
 ) -> impl FnOnce(io::Error) -> RuntimeError {
     let path = path.into();
     move |source| RuntimeError::Io { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_disk_an_unusable_or_a_slow_runtime_is_not_internal() {
+        let full = io_error("write", "/x")(io::Error::from_raw_os_error(28));
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        let unusable = RuntimeError::Unusable {
+            runtime: "crun".into(),
+            message: "no cgroup v2".into(),
+        };
+        assert_eq!(unusable.kind(), ErrorKind::FailedPrecondition);
+        let failed = RuntimeError::ShimFailed {
+            id: "c".into(),
+            message: "exit 1".into(),
+        };
+        assert_eq!(failed.kind(), ErrorKind::Internal);
+    }
 }

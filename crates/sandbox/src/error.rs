@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corral_error_kind::ErrorKind;
 use nix::errno::Errno;
 
 use crate::sysctl::SysctlNamespace;
@@ -112,6 +113,41 @@ pub enum SandboxError {
     PinPathExists { path: PathBuf },
 }
 
+impl SandboxError {
+    /// Whose fault the error is. A sysctl, sandbox id or pod file value that cannot be used is
+    /// the caller's (`InvalidArgument`); a mount that cannot be idmapped because its
+    /// filesystem lacks support is `FailedPrecondition`; a full disk is `ResourceExhausted`;
+    /// the rest is the host's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::InvalidSysctlKey { .. }
+            | SandboxError::InvalidSysctlValue { .. }
+            | SandboxError::SysctlNotNamespaced { .. }
+            | SandboxError::SysctlNeedsPrivateNamespace { .. }
+            | SandboxError::InvalidSandboxId { .. }
+            | SandboxError::InvalidValue { .. } => ErrorKind::InvalidArgument,
+            SandboxError::Idmap { .. } => ErrorKind::FailedPrecondition,
+            SandboxError::Io { source, .. } | SandboxError::LaunchPause { source, .. } => {
+                ErrorKind::of_io(source)
+            }
+            SandboxError::Syscall { source, .. } if is_full(*source) => {
+                ErrorKind::ResourceExhausted
+            }
+            SandboxError::Syscall { .. }
+            | SandboxError::Process { .. }
+            | SandboxError::Proc { .. }
+            | SandboxError::PauseFailed { .. }
+            | SandboxError::StopTimedOut { .. }
+            | SandboxError::PinPathExists { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Whether a system call failed for want of space (a tmpfs mount over its memory limit).
+fn is_full(errno: Errno) -> bool {
+    matches!(errno, Errno::ENOSPC | Errno::EDQUOT | Errno::ENOMEM)
+}
+
 /// The crate's result type.
 pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
@@ -131,4 +167,23 @@ pub(crate) fn syscall_error(
 ) -> impl FnOnce(Errno) -> SandboxError {
     let path = path.into();
     move |source| SandboxError::Syscall { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_are_the_callers_and_failed_calls_the_hosts() {
+        let dns = SandboxError::InvalidValue {
+            field: "DNS server",
+            value: "1.1.1.1 x".into(),
+            reason: "contains whitespace or control characters",
+        };
+        assert_eq!(dns.kind(), ErrorKind::InvalidArgument);
+        let full = io_error("write", "/x")(io::Error::from_raw_os_error(28));
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        let mount = syscall_error("mount", "/x")(Errno::EPERM);
+        assert_eq!(mount.kind(), ErrorKind::Internal);
+    }
 }

@@ -32,6 +32,12 @@ impl DnsSettings {
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty() && self.searches.is_empty() && self.options.is_empty()
     }
+
+    /// Checks that every entry can be written as one word of `resolv.conf`, writing nothing:
+    /// the refusals [`PodFiles::write`] would make, found before the pod exists.
+    pub fn check(&self) -> Result<()> {
+        resolv_conf_content(self).map(drop)
+    }
 }
 
 /// The paths of a pod's files in its sandbox directory.
@@ -186,6 +192,18 @@ fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_refuses_what_write_would_refuse() {
+        assert!(dns().check().is_ok());
+        let mut bad = dns();
+        bad.servers.push("10.0.0.1 evil".into());
+        let err = bad.check().unwrap_err();
+        assert!(err.to_string().contains("DNS server"), "{err}");
+        let mut empty = dns();
+        empty.options.push(String::new());
+        assert!(empty.check().is_err());
+    }
 
     fn dns() -> DnsSettings {
         DnsSettings {

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use corral_error_kind::ErrorKind;
+
 use crate::frame::{GoAwayStatus, RstStatus, StreamId};
 
 /// Why a connection stopped carrying frames.
@@ -123,6 +125,25 @@ pub enum SpdyError {
 }
 
 impl SpdyError {
+    /// Whose fault the error is: frames and headers the peer sent that break the protocol are
+    /// the peer's (`InvalidArgument`); a stream or session that went away is `Unavailable`; a
+    /// failure of this side (compression, running out of stream ids) is `Internal`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SpdyError::MalformedFrame { .. }
+            | SpdyError::UnsupportedVersion { .. }
+            | SpdyError::InvalidHeaderBlock { .. }
+            | SpdyError::Decompression { .. }
+            | SpdyError::InvalidHeader { .. }
+            | SpdyError::FrameTooLarge { .. } => ErrorKind::InvalidArgument,
+            SpdyError::StreamReset { .. }
+            | SpdyError::ConnectionClosed(_)
+            | SpdyError::GoingAway => ErrorKind::Unavailable,
+            SpdyError::InvalidStreamState { .. } => ErrorKind::FailedPrecondition,
+            SpdyError::Compression { .. } | SpdyError::StreamIdsExhausted => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn malformed(frame: &'static str, reason: impl Into<String>) -> Self {
         SpdyError::MalformedFrame {
             frame,

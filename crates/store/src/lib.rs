@@ -6,6 +6,7 @@
 //! carry `#[serde(default)]`). Writes happen in transactions: a group of changes made through
 //! [`Store::write`] lands whole or not at all.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,12 +37,15 @@ pub const IMAGES: Table = Table::new("images");
 /// Runtime-wide settings (pod CIDR and the like), keyed by setting name.
 pub const SETTINGS: Table = Table::new("settings");
 
-/// Errors from the metadata store.
+/// Errors from the metadata store. Each names the table (or, for a whole transaction, the
+/// tables it wrote) and the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database file could not be opened or created.
-    #[error("open metadata database {path}: {source}")]
+    /// The database file could not be opened, created or reopened.
+    #[error("{op} metadata database {path}: {source}")]
     Open {
+        /// `open` or `reopen` (after an I/O error poisoned the open database).
+        op: &'static str,
         /// The database file.
         path: PathBuf,
         /// What redb said.
@@ -57,6 +61,16 @@ pub enum StoreError {
         /// What redb said.
         source: Box<redb::Error>,
     },
+    /// A write transaction could not begin or commit.
+    #[error("{op} a write transaction{}: {source}", tables_written(.tables))]
+    Transaction {
+        /// `begin` or `commit`.
+        op: &'static str,
+        /// The tables the transaction wrote (none known when it could not begin).
+        tables: Vec<&'static str>,
+        /// What redb said.
+        source: Box<redb::Error>,
+    },
     /// A record did not serialise or deserialise.
     #[error("record {key} in table {table}: {source}")]
     Codec {
@@ -69,37 +83,44 @@ pub enum StoreError {
     },
 }
 
+fn tables_written(tables: &[&str]) -> String {
+    match tables {
+        [] => String::new(),
+        [one] => format!(" to table {one}"),
+        many => format!(" to tables {}", many.join(", ")),
+    }
+}
+
 impl StoreError {
     /// Whether the database's file system is full (ENOSPC, or EDQUOT over a quota): the
     /// caller's status is then ResourceExhausted rather than Internal.
     pub fn is_out_of_space(&self) -> bool {
         is_out_of_space(self)
     }
+
+    /// Whose fault the error is: a full disk is `ResourceExhausted` (retry once there is room);
+    /// anything else is the host's (`Internal`): a record that does not decode is corrupt
+    /// state, not a bad request.
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_out_of_space() {
+            ErrorKind::ResourceExhausted
+        } else {
+            ErrorKind::Internal
+        }
+    }
 }
 
-/// Whether an error, or one it wraps, is ENOSPC or EDQUOT. Error types that keep the I/O error
-/// only in their message (as some of redb's do) are recognised by the OS error text.
-pub fn is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
-    /// ENOSPC and EDQUOT on Linux (two constants do not warrant a libc dependency).
-    const ENOSPC: i32 = 28;
-    const EDQUOT: i32 = 122;
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT)) {
-                return true;
-            }
-        }
-        let text = e.to_string();
-        if text.contains("(os error 28)") || text.contains("(os error 122)") {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
+pub use corral_error_kind::{is_out_of_space, ErrorKind};
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+fn tx_err(op: &'static str, tables: Vec<&'static str>) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::Transaction {
+        op,
+        tables,
+        source: Box::new(e),
+    }
+}
 
 fn db_err(op: &'static str, table: Table) -> impl FnOnce(redb::Error) -> StoreError {
     move |e| StoreError::Db {
@@ -128,6 +149,7 @@ impl Store {
     /// Opens the database at `path`, creating it (and its parent directory) if missing.
     pub fn open(path: &Path) -> Result<Self> {
         let open_err = |e: redb::DatabaseError| StoreError::Open {
+            op: "open",
             path: path.to_path_buf(),
             source: Box::new(e),
         };
@@ -143,13 +165,16 @@ impl Store {
     }
 
     /// The open database, reopened when a previous I/O error poisoned it or a reopen failed.
-    fn db(&self, table: Table) -> Result<Arc<redb::Database>> {
+    fn db(&self) -> Result<Arc<redb::Database>> {
         let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let db = redb::Database::create(&self.path)
-            .map_err(|e| db_err("reopen", table)(redb::Error::from(e)))?;
+        let db = redb::Database::create(&self.path).map_err(|e| StoreError::Open {
+            op: "reopen",
+            path: self.path.clone(),
+            source: Box::new(e),
+        })?;
         let db = Arc::new(db);
         *slot = Some(db.clone());
         Ok(db)
@@ -166,7 +191,7 @@ impl Store {
     /// Begins a read transaction, reopening a poisoned database once.
     fn begin_read(&self, op: &'static str, table: Table) -> Result<redb::ReadTransaction> {
         // Bound first, so that our handle on a poisoned database is gone before it reopens.
-        let first = self.db(table)?.begin_read();
+        let first = self.db()?.begin_read();
         match first {
             Ok(tx) => Ok(tx),
             Err(e) => {
@@ -175,7 +200,7 @@ impl Store {
                 if !matches!(e, redb::Error::PreviousIo) {
                     return Err(db_err(op, table)(e));
                 }
-                self.db(table)?
+                self.db()?
                     .begin_read()
                     .map_err(|e| db_err(op, table)(e.into()))
             }
@@ -184,18 +209,18 @@ impl Store {
 
     /// Begins a write transaction, reopening a poisoned database once.
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        let first = self.db(SETTINGS)?.begin_write();
+        let first = self.db()?.begin_write();
         match first {
             Ok(tx) => Ok(tx),
             Err(e) => {
                 let e = redb::Error::from(e);
                 self.poisoned(&e);
                 if !matches!(e, redb::Error::PreviousIo) {
-                    return Err(db_err("begin write", SETTINGS)(e));
+                    return Err(tx_err("begin", Vec::new())(e));
                 }
-                self.db(SETTINGS)?
+                self.db()?
                     .begin_write()
-                    .map_err(|e| db_err("begin write", SETTINGS)(e.into()))
+                    .map_err(|e| tx_err("begin", Vec::new())(e.into()))
             }
         }
     }
@@ -246,11 +271,16 @@ impl Store {
     /// is if it returns an error.
     pub fn write<R>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<R>) -> Result<R> {
         let tx = self.begin_write()?;
-        let out = f(&WriteTx { tx: &tx })?;
+        let write = WriteTx {
+            tx: &tx,
+            tables: RefCell::new(Vec::new()),
+        };
+        let out = f(&write)?;
+        let tables = write.tables.into_inner();
         tx.commit().map_err(|e| {
             let e = redb::Error::from(e);
             self.poisoned(&e);
-            db_err("commit", SETTINGS)(e)
+            tx_err("commit", tables)(e)
         })?;
         Ok(out)
     }
@@ -259,9 +289,18 @@ impl Store {
 /// A write transaction handed to the closure of [`Store::write`].
 pub struct WriteTx<'a> {
     tx: &'a redb::WriteTransaction,
+    /// The tables written so far, for the commit's error message.
+    tables: RefCell<Vec<&'static str>>,
 }
 
 impl WriteTx<'_> {
+    fn wrote(&self, table: Table) {
+        let mut tables = self.tables.borrow_mut();
+        if !tables.contains(&table.0) {
+            tables.push(table.0);
+        }
+    }
+
     /// Writes one record, replacing any record with the same key.
     pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Codec {
@@ -275,6 +314,7 @@ impl WriteTx<'_> {
             .map_err(|e| db_err("write", table)(e.into()))?;
         t.insert(key, bytes.as_slice())
             .map_err(|e| db_err("write", table)(e.into()))?;
+        self.wrote(table);
         Ok(())
     }
 
@@ -288,6 +328,7 @@ impl WriteTx<'_> {
             .remove(key)
             .map_err(|e| db_err("delete", table)(e.into()))?
             .is_some();
+        self.wrote(table);
         Ok(existed)
     }
 
@@ -389,6 +430,7 @@ mod tests {
 
 #[cfg(test)]
 mod out_of_space_tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -398,5 +440,34 @@ mod out_of_space_tests {
         let wrapped = std::io::Error::other(format!("write blob: {full}"));
         assert!(is_out_of_space(&wrapped));
         assert!(!is_out_of_space(&std::io::Error::from_raw_os_error(5)));
+    }
+
+    #[test]
+    fn a_failed_commit_names_the_tables_it_wrote_not_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        let written = store
+            .write(|tx| {
+                tx.put(SANDBOXES, "a", &"a")?;
+                tx.put(CONTAINERS, "b", &"b")?;
+                tx.delete(SANDBOXES, "a")?;
+                Ok(tx.tables.borrow().clone())
+            })
+            .unwrap();
+        assert_eq!(written, vec!["sandboxes", "containers"]);
+        let io = || redb::Error::Io(std::io::Error::from_raw_os_error(28));
+        let err = tx_err("commit", written)(io());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("commit a write transaction to tables sandboxes, containers: "),
+            "{text}"
+        );
+        assert!(!text.contains("settings"), "{text}");
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        let err = tx_err("begin", Vec::new())(io());
+        assert!(
+            err.to_string().starts_with("begin a write transaction: "),
+            "{err}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
+use corral_error_kind::ErrorKind;
 use corral_spdy::SpdyError;
 
 /// Errors of the streaming server and client.
@@ -113,6 +114,30 @@ pub enum StreamingError {
 }
 
 impl StreamingError {
+    /// Whose fault the error is: a request or URL that cannot be served is the caller's
+    /// (`InvalidArgument`); too many unused URLs is `ResourceExhausted`; a server that refused
+    /// the upgrade (an unknown or expired token) is `NotFound`; a peer that went away or timed
+    /// out is `Unavailable`; the rest is the host's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamingError::InvalidRequest { .. } | StreamingError::InvalidUrl { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            StreamingError::TooManyPendingRequests { .. } => ErrorKind::ResourceExhausted,
+            StreamingError::UpgradeRefused { status: 404, .. } => ErrorKind::NotFound,
+            StreamingError::Spdy { source, .. } => source.kind(),
+            StreamingError::Http { .. }
+            | StreamingError::Handshake { .. }
+            | StreamingError::Timeout { .. }
+            | StreamingError::UpgradeRefused { .. }
+            | StreamingError::PortForward { .. } => ErrorKind::Unavailable,
+            StreamingError::Io { source, .. } => ErrorKind::of_io(source),
+            StreamingError::Bind { .. }
+            | StreamingError::Random { .. }
+            | StreamingError::RemoteCommand { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn io(op: impl Into<String>, source: io::Error) -> Self {
         StreamingError::Io {
             op: op.into(),

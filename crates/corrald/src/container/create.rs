@@ -9,13 +9,18 @@ use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerConfig, NamespaceMode};
 
 use super::lifecycle;
-use super::record::{name_key, ContainerRecord, ContainerState, ShimRef};
+use super::record::{name_key, ContainerRecord, ContainerState, ProcessUser, ShimRef};
 use super::ContainerEnv;
 use crate::error::{CriError, CriResult};
+
+/// The error of a failed CreateContainer step: the step named first, the error's kind kept.
+fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
+    crate::error::during(format!("CreateContainer: {name}"))
+}
 use crate::pod::{SandboxRecord, SandboxState};
 
 /// A validated CreateContainer request.
-pub(super) struct Plan {
+pub(super) struct ContainerPlan {
     pub id: String,
     pub name: String,
     pub name_key: String,
@@ -27,35 +32,26 @@ pub(super) struct Plan {
     log_path: PathBuf,
 }
 
-impl Plan {
+impl ContainerPlan {
     /// Checks the request against the sandbox and the image store.
     pub fn new(
         env: &ContainerEnv,
         config: ContainerConfig,
         sandbox: SandboxRecord,
-    ) -> CriResult<Plan> {
-        let invalid = |m: String| Err(CriError::InvalidArgument(m));
-        let Some(meta) = config.metadata.as_ref() else {
-            return invalid(
-                "config.metadata: missing; give the container's name and attempt".into(),
-            );
+    ) -> CriResult<ContainerPlan> {
+        let id = crate::pod::new_id()?;
+        let rules = ContainerRules {
+            runtimes: &env.config.runtimes,
+            recursive_read_only: env.features.recursive_read_only(&sandbox.runtime_handler),
         };
-        if meta.name.is_empty() {
-            return invalid("config.metadata.name: must not be empty".into());
-        }
-        if sandbox.state != SandboxState::Ready || !sandbox.pause_alive() {
-            return Err(CriError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready; run a new sandbox for the pod",
-                sandbox.id
-            )));
-        }
-        let image_name = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
-            .unwrap_or_default();
-        if image_name.is_empty() {
-            return invalid("config.image.image: must name an image".into());
+        let default_log = env.container_dir(&id).join("container.log");
+        let Checked {
+            name,
+            image_name,
+            log_path,
+        } = validate(&rules, &config, &sandbox, default_log)?;
+        if !sandbox.pause_alive() {
+            return Err(not_ready(&sandbox));
         }
         let image = env.images.resolve(&image_name).ok_or_else(|| {
             CriError::NotFound(format!(
@@ -63,24 +59,8 @@ impl Plan {
             ))
         })?;
         env.runtime(&sandbox.runtime_handler)?;
-        if let Some(mount) = config.mounts.iter().find(|m| m.recursive_read_only) {
-            if !env.features.recursive_read_only(&sandbox.runtime_handler) {
-                return Err(CriError::FailedPrecondition(format!(
-                    "mounts[{}].recursive_read_only: runtime handler {:?} cannot make recursive \
-                     read-only mounts on this host (it needs an OCI runtime whose `features` \
-                     lists rro, such as runc >= 1.1, and Linux >= 5.12); drop it or use readonly",
-                    mount.container_path, sandbox.runtime_handler
-                )));
-            }
-        }
-        let id = crate::pod::new_id()?;
-        let log_path = log_path(
-            &sandbox.config.log_directory,
-            &config.log_path,
-            env.container_dir(&id).join("container.log"),
-        )?;
-        Ok(Plan {
-            name: meta.name.clone(),
+        Ok(ContainerPlan {
+            name,
             name_key: name_key(&sandbox.id, &config),
             pod_sandbox_id: sandbox.id.clone(),
             id,
@@ -112,7 +92,7 @@ impl Plan {
             rootfs_mounted: false,
             created_sources: Vec::new(),
             resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()),
-            user: (0, 0, Vec::new()),
+            user: ProcessUser::default(),
             stop_signal: String::new(),
         };
         env.store.put(CONTAINERS, &record.id, &record)?;
@@ -137,16 +117,11 @@ impl Plan {
     }
 
     fn build(&self, env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
-        let step = |name: &'static str| {
-            move |e: String| CriError::Internal(format!("CreateContainer: {name}: {e}"))
-        };
         let dir = env.container_dir(&self.id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| step("create container directory")(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(step("create container directory"))?;
 
         let rootfs = dir.join("rootfs");
-        std::fs::create_dir_all(&rootfs)
-            .map_err(|e| step("create rootfs mount point")(e.to_string()))?;
+        std::fs::create_dir_all(&rootfs).map_err(step("create rootfs mount point"))?;
         let userns = self.sandbox.userns();
         if userns.is_some() {
             crate::userns::check_searchable(&rootfs)?;
@@ -156,10 +131,9 @@ impl Plan {
             // image's files are then the pod's root's (see `userns.rs`).
             Some((pin, maps)) => {
                 let view = dir.join(crate::userns::STAGING_DIR).join("store");
-                std::fs::create_dir_all(&view)
-                    .map_err(|e| step("create the image store view")(e.to_string()))?;
+                std::fs::create_dir_all(&view).map_err(step("create the image store view"))?;
                 corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false, true)
-                    .map_err(|e| step("idmap the image store")(e.to_string()))?;
+                    .map_err(step("idmap the image store"))?;
                 env.images
                     .mount_rootfs_through(
                         &self.image.id,
@@ -168,12 +142,12 @@ impl Plan {
                         &view,
                         (maps.uid.host_id, maps.gid.host_id),
                     )
-                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+                    .map_err(step("mount image rootfs"))?;
             }
             None => {
                 env.images
                     .mount_rootfs(&self.image.id, &self.id, &rootfs)
-                    .map_err(|e| step("mount image rootfs")(e.to_string()))?;
+                    .map_err(step("mount image rootfs"))?;
             }
         }
         record.rootfs_mounted = true;
@@ -183,7 +157,7 @@ impl Plan {
         })?;
         let child = pod_cgroup
             .child(&self.id)
-            .map_err(|e| step("container cgroup path")(e.to_string()))?;
+            .map_err(step("container cgroup path"))?;
         record.cgroups_path = if env.systemd_cgroup {
             child.oci_cgroups_path.clone()
         } else {
@@ -214,10 +188,11 @@ impl Plan {
             apparmor_enabled: env.apparmor,
         })
         .map_err(|e| {
+            // A refusal names the field itself; a host failure gets the step.
             if e.is_invalid_argument() {
-                CriError::InvalidArgument(crate::error::brief(e))
+                CriError::from(e)
             } else {
-                step("generate OCI spec")(crate::error::brief(e))
+                step("generate OCI spec")(e)
             }
         })?;
         record.created_sources = built.mounts_created.clone();
@@ -239,20 +214,18 @@ impl Plan {
                 pin,
             )?;
         }
-        record.user = (
-            built.user.uid,
-            built.user.gid,
-            built.user.additional_gids.clone(),
-        );
+        record.user = ProcessUser {
+            uid: built.user.uid,
+            gid: built.user.gid,
+            additional_gids: built.user.additional_gids.clone(),
+        };
         record.stop_signal = stop_signal(&self.config, &settings.stop_signal);
         let spec_json = serde_json::to_vec_pretty(&built.spec)
-            .map_err(|e| step("serialise OCI spec")(e.to_string()))?;
-        std::fs::write(dir.join("config.json"), spec_json)
-            .map_err(|e| step("write config.json")(e.to_string()))?;
+            .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
+        std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
 
         if let Some(parent) = self.log_path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| step("create log directory")(e.to_string()))?;
+            std::fs::create_dir_all(parent).map_err(step("create log directory"))?;
         }
         let runtime = env.runtime(&self.sandbox.runtime_handler)?;
         let memory_dirs = env
@@ -276,7 +249,7 @@ impl Plan {
             stdin_once: self.config.stdin_once,
             cgroup_memory_dirs: memory_dirs,
         })
-        .map_err(|e| step("create container with the OCI runtime")(e.to_string()))?;
+        .map_err(step("create container with the OCI runtime"))?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,
@@ -307,9 +280,106 @@ impl Plan {
     }
 }
 
+/// What CreateContainer's checks need of the daemon: its configuration and what it probed,
+/// as plain data, so that [`validate`] runs without a host.
+pub(super) struct ContainerRules<'a> {
+    /// The configured runtime handlers.
+    pub runtimes: &'a std::collections::BTreeMap<String, crate::config::RuntimeHandler>,
+    /// Whether the pod's runtime handler can make recursive read-only mounts here.
+    pub recursive_read_only: bool,
+}
+
+/// What [`validate`] found valid and worked out.
+pub(super) struct Checked {
+    name: String,
+    image_name: String,
+    log_path: PathBuf,
+}
+
+/// Every check of a CreateContainer request that needs no host, a pure function of the
+/// daemon's rules, the request and its pod's record: metadata, image reference, log path, the
+/// pod's state and runtime handler, recursive read-only mounts. (Mounts, devices, security
+/// and resources are checked by `corral_oci::build_spec`, with its own tests.) Every refusal
+/// names the field; `default_log` is the log path when the request gives none.
+pub(super) fn validate(
+    rules: &ContainerRules<'_>,
+    config: &ContainerConfig,
+    sandbox: &SandboxRecord,
+    default_log: PathBuf,
+) -> CriResult<Checked> {
+    let invalid = |m: String| Err(CriError::InvalidArgument(m));
+    let Some(meta) = config.metadata.as_ref() else {
+        return invalid("config.metadata: missing; give the container's name and attempt".into());
+    };
+    if meta.name.is_empty() {
+        return invalid("config.metadata.name: must not be empty".into());
+    }
+    if sandbox.state != SandboxState::Ready {
+        return Err(not_ready(sandbox));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return invalid("config.image.image: must name an image".into());
+    }
+    check_image_name(&image_name)?;
+    let handler = if sandbox.runtime_handler.is_empty() {
+        crate::config::DEFAULT_HANDLER
+    } else {
+        &sandbox.runtime_handler
+    };
+    if !rules.runtimes.contains_key(handler) {
+        return Err(CriError::FailedPrecondition(format!(
+            "the pod's runtime_handler {} is no longer configured; add [runtimes.{handler}] \
+             back to the configuration or run the pod again with another handler",
+            crate::error::shown(handler)
+        )));
+    }
+    if let Some(mount) = config.mounts.iter().find(|m| m.recursive_read_only) {
+        if !rules.recursive_read_only {
+            return Err(CriError::FailedPrecondition(format!(
+                "mounts[{}].recursive_read_only: runtime handler {:?} cannot make recursive \
+                 read-only mounts on this host (it needs an OCI runtime whose `features` \
+                 lists rro, such as runc >= 1.1, and Linux >= 5.12); drop it or use readonly",
+                mount.container_path, sandbox.runtime_handler
+            )));
+        }
+    }
+    let log_path = log_path(&sandbox.config.log_directory, &config.log_path, default_log)?;
+    Ok(Checked {
+        name: meta.name.clone(),
+        image_name,
+        log_path,
+    })
+}
+
+fn not_ready(sandbox: &SandboxRecord) -> CriError {
+    CriError::FailedPrecondition(format!(
+        "pod sandbox {} is not ready; run a new sandbox for the pod",
+        sandbox.id
+    ))
+}
+
+/// Refuses an image name that is neither a reference nor an image id (or a prefix of one): no
+/// image could have it, and the caller gets the parse error instead of "not found".
+fn check_image_name(name: &str) -> CriResult<()> {
+    let hex = name.trim().strip_prefix("sha256:").unwrap_or(name.trim());
+    let id_like = !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match corral_image::Reference::parse(name.trim()) {
+        Err(e) if !id_like => Err(CriError::InvalidArgument(format!(
+            "config.image.image: {}",
+            crate::error::brief(e)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What a container needs to know of its pod.
 pub(super) fn sandbox_context(env: &ContainerEnv, sandbox: &SandboxRecord) -> SandboxContext {
-    let (network, pid, ipc) = sandbox.namespace_modes();
+    let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
     let sandbox_dir = env.config.state.join("sandboxes").join(&sandbox.id);
     let hostname = std::fs::read_to_string(sandbox_dir.join("hostname"))
         .map(|s| s.trim().to_string())
@@ -432,5 +502,204 @@ mod log_path_tests {
         assert_eq!(got, Some(PathBuf::from("/tmp/c.log")));
         let got = log_path("/l", "", PathBuf::from("/default")).ok();
         assert_eq!(got, Some(PathBuf::from("/default")));
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    #![allow(clippy::unwrap_used)]
+    use cri_proto::v1::{ContainerMetadata, ImageSpec, Mount, PodSandboxConfig};
+
+    use super::*;
+
+    /// A ready pod with handler `runc`, whose log directory is `log_directory`; built from its
+    /// JSON form so that record fields added later (with serde defaults) need no change here.
+    fn sandbox(log_directory: &str, runtime_handler: &str) -> SandboxRecord {
+        let config = PodSandboxConfig {
+            log_directory: log_directory.into(),
+            ..Default::default()
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": "pod0",
+            "config": config,
+            "runtime_handler": runtime_handler,
+            "created_at": 0,
+            "state": "Ready",
+        }))
+        .unwrap()
+    }
+
+    fn container() -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: "busybox:1.36".into(),
+                ..Default::default()
+            }),
+            log_path: "app/0.log".into(),
+            ..Default::default()
+        }
+    }
+
+    fn check(config: &ContainerConfig, sandbox: &SandboxRecord, rro: bool) -> CriResult<Checked> {
+        let runtimes = [(
+            "runc".to_owned(),
+            crate::config::RuntimeHandler {
+                path: "runc".into(),
+                root: None,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let rules = ContainerRules {
+            runtimes: &runtimes,
+            recursive_read_only: rro,
+        };
+        validate(&rules, config, sandbox, PathBuf::from("/default.log"))
+    }
+
+    type Mutation = fn(&mut ContainerConfig, &mut SandboxRecord);
+
+    /// Every refusal of CreateContainer's checks: what is wrong, the code, and the field the
+    /// message must name.
+    const REFUSALS: &[(&str, Mutation, tonic::Code, &str)] = {
+        use tonic::Code::{FailedPrecondition, InvalidArgument};
+        &[
+            (
+                "no metadata",
+                |c, _| c.metadata = None,
+                InvalidArgument,
+                "config.metadata",
+            ),
+            (
+                "empty name",
+                |c, _| c.metadata = Some(ContainerMetadata::default()),
+                InvalidArgument,
+                "config.metadata.name",
+            ),
+            (
+                "no image",
+                |c, _| c.image = None,
+                InvalidArgument,
+                "config.image.image",
+            ),
+            // Answered NotFound ("pull it first") before.
+            (
+                "malformed image reference",
+                |c, _| c.image.as_mut().unwrap().image = "Not An Image!".into(),
+                InvalidArgument,
+                "config.image.image",
+            ),
+            (
+                "log path climbing out",
+                |c, _| c.log_path = "../../etc/x".into(),
+                InvalidArgument,
+                "config.log_path",
+            ),
+            (
+                "absolute log path under a log directory",
+                |c, _| c.log_path = "/etc/x".into(),
+                InvalidArgument,
+                "config.log_path",
+            ),
+            (
+                "NUL in log path",
+                |c, _| c.log_path = "a\0b".into(),
+                InvalidArgument,
+                "config.log_path",
+            ),
+            (
+                "relative log path without a log directory",
+                |c, s| {
+                    s.config.log_directory.clear();
+                    c.log_path = "x.log".into();
+                },
+                InvalidArgument,
+                "config.log_path",
+            ),
+            (
+                "pod with a relative log directory",
+                |_, s| s.config.log_directory = "logs".into(),
+                FailedPrecondition,
+                "log_directory",
+            ),
+            (
+                "pod not ready",
+                |_, s| s.state = SandboxState::NotReady,
+                FailedPrecondition,
+                "pod sandbox pod0",
+            ),
+            // Answered InvalidArgument naming a field CreateContainer does not have before.
+            (
+                "pod's handler no longer configured",
+                |_, s| s.runtime_handler = "kata".into(),
+                FailedPrecondition,
+                "runtime_handler",
+            ),
+            (
+                "recursive read-only mount the runtime cannot make",
+                |c, _| {
+                    c.mounts.push(Mount {
+                        container_path: "/data".into(),
+                        host_path: "/srv".into(),
+                        readonly: true,
+                        recursive_read_only: true,
+                        ..Default::default()
+                    })
+                },
+                FailedPrecondition,
+                "mounts[/data].recursive_read_only",
+            ),
+        ]
+    };
+
+    #[test]
+    fn every_refusal_has_its_code_and_names_the_field() {
+        let mut failures = Vec::new();
+        for (what, mutate, code, field) in REFUSALS {
+            let (mut config, mut pod) = (container(), sandbox("/var/log/pods/p", ""));
+            mutate(&mut config, &mut pod);
+            match check(&config, &pod, false) {
+                Ok(_) => failures.push(format!("{what}: accepted")),
+                Err(err) => {
+                    let status = tonic::Status::from(err);
+                    if status.code() != *code || !status.message().contains(field) {
+                        failures.push(format!(
+                            "{what}: want {code:?} naming {field}, got {:?}: {}",
+                            status.code(),
+                            status.message()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn good_requests_pass_with_their_log_path() {
+        let pod = sandbox("/var/log/pods/p", "runc");
+        let checked = check(&container(), &pod, false).unwrap();
+        assert_eq!(checked.log_path, PathBuf::from("/var/log/pods/p/app/0.log"));
+        assert_eq!(checked.name, "app");
+        let mut by_id = container();
+        by_id.image.as_mut().unwrap().image = format!("sha256:{}", "ab".repeat(32));
+        by_id.log_path.clear();
+        let checked = check(&by_id, &pod, false).unwrap();
+        assert_eq!(checked.log_path, PathBuf::from("/default.log"));
+        let mut rro = container();
+        rro.mounts.push(Mount {
+            container_path: "/data".into(),
+            host_path: "/srv".into(),
+            recursive_read_only: true,
+            ..Default::default()
+        });
+        assert!(check(&rro, &pod, true).is_ok());
+        let mut short_id = container();
+        short_id.image.as_mut().unwrap().image = "0123abc".into();
+        assert!(check(&short_id, &pod, false).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use cri_proto::v1::{ContainerEventType, ExecSyncResponse, LinuxContainerResource
 
 use super::record::{ContainerRecord, ContainerState, ExitRecord, ShimRef};
 use super::ContainerEnv;
-use crate::error::{CriError, CriResult, FirstError};
+use crate::error::{during, CriError, CriResult, FirstError};
 
 /// How long a container gets after SIGKILL before StopContainer reports failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -44,8 +44,7 @@ pub(super) fn refresh(
         return Ok(record);
     }
     let dir = env.container_dir(&record.id);
-    let exit = corral_runtime::read_exit(&dir)
-        .map_err(|e| CriError::internal("read container exit status", e))?;
+    let exit = corral_runtime::read_exit(&dir).map_err(during("read container exit status"))?;
     let exit = match exit {
         Some(info) => Some(exit_record(&info)),
         None if !corral_runtime::shim_alive(&dir) => {
@@ -105,7 +104,7 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
     let started_at = crate::pod::now_nanos();
     env.runtime(&record.runtime_handler)?
         .start(id)
-        .map_err(|e| CriError::internal("StartContainer: OCI runtime start", e))?;
+        .map_err(during("StartContainer: OCI runtime start"))?;
     record.state = ContainerState::Running;
     record.started_at = started_at;
     save(env, &record)?;
@@ -132,7 +131,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
         let signal = corral_runtime::parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
         runtime
             .kill(id, signal, false)
-            .map_err(|e| CriError::internal("StopContainer: send stop signal", e))?;
+            .map_err(during("StopContainer: send stop signal"))?;
         let grace = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
         if wait_exited(&dir, record.shim, grace) {
             refreshed(env, id)?;
@@ -142,7 +141,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     }
     runtime
         .kill(id, libc::SIGKILL, true)
-        .map_err(|e| CriError::internal("StopContainer: SIGKILL", e))?;
+        .map_err(during("StopContainer: SIGKILL"))?;
     if !wait_exited(&dir, record.shim, KILL_WAIT) {
         return Err(CriError::Internal(format!(
             "StopContainer: container {id} still running {KILL_WAIT:?} after SIGKILL"
@@ -322,7 +321,7 @@ pub(super) fn update(
     }
     env.runtime(&record.runtime_handler)?
         .update(id, &oci)
-        .map_err(|e| CriError::internal("UpdateContainerResources: OCI runtime update", e))?;
+        .map_err(during("UpdateContainerResources: OCI runtime update"))?;
     record.resources = Some(resources.clone());
     save(env, &record)
 }
@@ -336,7 +335,7 @@ pub(super) fn reopen_log(env: &ContainerEnv, id: &str) -> CriResult<()> {
         )));
     }
     corral_runtime::reopen_log(&env.container_dir(id), Duration::from_secs(5))
-        .map_err(|e| CriError::internal("ReopenContainerLog", e))
+        .map_err(during("ReopenContainerLog"))
 }
 
 /// ExecSync: the command run in the container with the container's own process settings.
@@ -360,7 +359,7 @@ pub(super) fn exec_sync(
     let out = env
         .runtime(&record.runtime_handler)?
         .exec_sync(id, &process, timeout)
-        .map_err(|e| CriError::internal("ExecSync", e))?;
+        .map_err(during("ExecSync"))?;
     if out.timed_out {
         return Err(CriError::DeadlineExceeded(format!(
             "command {:?} timed out after {timeout_secs}s",

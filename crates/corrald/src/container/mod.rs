@@ -156,7 +156,7 @@ impl ContainerManager {
             .store
             .get::<SandboxRecord>(corral_store::SANDBOXES, &sandbox.id)?
             .ok_or_else(|| CriError::NotFound(format!("pod sandbox {} not found", sandbox.id)))?;
-        let plan = create::Plan::new(&self.env, config, sandbox)?;
+        let plan = create::ContainerPlan::new(&self.env, config, sandbox)?;
         let id = plan.id.clone();
         let key = plan.name_key.clone();
         let pod_sandbox_id = plan.pod_sandbox_id.clone();

@@ -96,9 +96,9 @@ pub struct ContainerRecord {
     /// The resources now applied (as created or last updated).
     #[serde(default)]
     pub resources: Option<LinuxContainerResources>,
-    /// The user the process runs as: uid, gid, supplemental gids.
+    /// The user the process runs as.
     #[serde(default)]
-    pub user: (u32, u32, Vec<u32>),
+    pub user: ProcessUser,
     /// The signal StopContainer sends first (image StopSignal or the config's).
     #[serde(default)]
     pub stop_signal: String,
@@ -115,4 +115,49 @@ impl ContainerRecord {
 pub fn name_key(pod_sandbox_id: &str, config: &ContainerConfig) -> String {
     let m = config.metadata.clone().unwrap_or_default();
     format!("{}_{}_{}", pod_sandbox_id, m.name, m.attempt)
+}
+
+/// The user a container's process runs as, as its OCI spec gives it. Kept in the record as
+/// the array `[uid, gid, [gids...]]` that earlier versions wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u32, u32, Vec<u32>)", into = "(u32, u32, Vec<u32>)")]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Every supplementary group, the primary one included where the spec lists it.
+    pub additional_gids: Vec<u32>,
+}
+
+impl From<(u32, u32, Vec<u32>)> for ProcessUser {
+    fn from((uid, gid, additional_gids): (u32, u32, Vec<u32>)) -> Self {
+        ProcessUser {
+            uid,
+            gid,
+            additional_gids,
+        }
+    }
+}
+
+impl From<ProcessUser> for (u32, u32, Vec<u32>) {
+    fn from(user: ProcessUser) -> Self {
+        (user.uid, user.gid, user.additional_gids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_user_keeps_its_on_disk_form() {
+        let user = ProcessUser {
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![100, 5],
+        };
+        let json = serde_json::to_string(&user).unwrap();
+        assert_eq!(json, "[1000,100,[100,5]]");
+        assert_eq!(serde_json::from_str::<ProcessUser>(&json).unwrap(), user);
+    }
 }

@@ -138,11 +138,11 @@ pub(super) fn status_response(
 
 /// The user the container was created to run as (uid, gid, all its groups).
 fn recorded_user(record: &ContainerRecord) -> LinuxContainerUser {
-    let (uid, gid, groups) = &record.user;
+    let user = &record.user;
     LinuxContainerUser {
-        uid: i64::from(*uid),
-        gid: i64::from(*gid),
-        supplemental_groups: groups.iter().map(|g| i64::from(*g)).collect(),
+        uid: i64::from(user.uid),
+        gid: i64::from(user.gid),
+        supplemental_groups: user.additional_gids.iter().map(|g| i64::from(*g)).collect(),
     }
 }
 

@@ -26,7 +26,7 @@ use cri_proto::v1::{
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
-pub use record::{SandboxRecord, SandboxState};
+pub use record::{NamespaceModes, SandboxRecord, SandboxState};
 pub(crate) use run::{new_id, now_nanos};
 
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
@@ -146,7 +146,7 @@ impl PodManager {
         let config = request.config.ok_or_else(|| {
             CriError::InvalidArgument("config: missing pod sandbox config".into())
         })?;
-        let plan = run::Plan::new(&self.env, config, request.runtime_handler)?;
+        let plan = run::SandboxPlan::new(&self.env, config, request.runtime_handler)?;
         let id = plan.id.clone();
         {
             let mut names = lock(&self.names);
@@ -306,13 +306,19 @@ impl PodManager {
                 "resources, overhead: give at least one of them".into(),
             ));
         };
+        limits.check(&self.env.cgroup_layout).map_err(|e| {
+            CriError::InvalidArgument(format!(
+                "resources (with overhead): {}",
+                crate::error::brief(e)
+            ))
+        })?;
         let units = self.env.systemd.clone();
         tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
-            .map_err(|e| {
-                CriError::internal("UpdatePodSandboxResources: apply to the pod cgroup", e)
-            })
+            .map_err(crate::error::during(
+                "UpdatePodSandboxResources: apply resources to the pod cgroup",
+            ))
     }
 
     /// UpdateRuntimeConfig: the pod CIDR is kept and handed to CNI plugins as `ipRanges`.

@@ -82,7 +82,7 @@ pub struct SandboxRecord {
 
 impl SandboxRecord {
     /// The pod's namespace modes as kubelet asked for them (network, pid, ipc).
-    pub fn namespace_modes(&self) -> (NamespaceMode, NamespaceMode, NamespaceMode) {
+    pub fn namespace_modes(&self) -> NamespaceModes {
         namespace_modes(&self.config)
     }
 
@@ -93,7 +93,7 @@ impl SandboxRecord {
 
     /// The pod's pinned user namespace and its mappings, when it has one.
     pub fn userns(&self) -> Option<(PathBuf, corral_sandbox::UsernsMappings)> {
-        let (network, pid, ipc) = self.namespace_modes();
+        let NamespaceModes { network, pid, ipc } = self.namespace_modes();
         let maps = crate::userns::pod_userns(&self.config, network, pid, ipc).ok()??;
         Some((self.userns_path.clone()?, maps))
     }
@@ -104,8 +104,16 @@ impl SandboxRecord {
     }
 }
 
-/// The pod's namespace modes (network, pid, ipc) from a config; absent means POD.
-pub fn namespace_modes(config: &PodSandboxConfig) -> (NamespaceMode, NamespaceMode, NamespaceMode) {
+/// A pod's network, pid and ipc namespace modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceModes {
+    pub network: NamespaceMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+}
+
+/// The pod's namespace modes from a config; absent means POD.
+pub fn namespace_modes(config: &PodSandboxConfig) -> NamespaceModes {
     let opts = config
         .linux
         .as_ref()
@@ -115,11 +123,11 @@ pub fn namespace_modes(config: &PodSandboxConfig) -> (NamespaceMode, NamespaceMo
         v.and_then(|v| NamespaceMode::try_from(v).ok())
             .unwrap_or(NamespaceMode::Pod)
     };
-    (
-        mode(opts.map(|o| o.network)),
-        mode(opts.map(|o| o.pid)),
-        mode(opts.map(|o| o.ipc)),
-    )
+    NamespaceModes {
+        network: mode(opts.map(|o| o.network)),
+        pid: mode(opts.map(|o| o.pid)),
+        ipc: mode(opts.map(|o| o.ipc)),
+    }
 }
 
 /// `name_namespace_uid_attempt` of a config.

@@ -9,15 +9,22 @@ use corral_sandbox::sysctl::{self, PrivateNamespaces};
 use corral_store::SANDBOXES;
 use cri_proto::v1::{NamespaceMode, PodSandboxConfig};
 
-use super::record::{name_key, namespace_modes, PauseRef, SandboxRecord, SandboxState};
+use super::record::{
+    name_key, namespace_modes, NamespaceModes, PauseRef, SandboxRecord, SandboxState,
+};
 use super::{teardown, PodEnv};
 use crate::error::{CriError, CriResult};
+
+/// The error of a failed RunPodSandbox step: the step named first, the error's kind kept.
+fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
+    crate::error::during(format!("RunPodSandbox: {name}"))
+}
 
 /// `oom_score_adj` of pause processes: kubelet's value for critical node components.
 const PAUSE_OOM_SCORE_ADJ: i32 = -998;
 
 /// A validated RunPodSandbox request, ready to execute.
-pub(super) struct Plan {
+pub(super) struct SandboxPlan {
     pub id: String,
     pub name_key: String,
     config: PodSandboxConfig,
@@ -33,10 +40,14 @@ pub(super) struct Plan {
     network_config: Option<corral_cni::NetworkConfigList>,
 }
 
-impl Plan {
+impl SandboxPlan {
     /// Checks the request; every refusal names the field and what to do.
-    pub fn new(env: &PodEnv, config: PodSandboxConfig, runtime_handler: String) -> CriResult<Plan> {
-        let invalid = |msg: String| Err(CriError::InvalidArgument(msg));
+    pub fn new(
+        env: &PodEnv,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> CriResult<SandboxPlan> {
+        let id = new_id()?;
         let Checked {
             hostname,
             sysctls,
@@ -44,44 +55,14 @@ impl Plan {
             pid,
             ipc,
             userns,
-        } = check_config(&config)?;
-        if !runtime_handler.is_empty() && !env.config.runtimes.contains_key(&runtime_handler) {
-            let known: Vec<&str> = env.config.runtimes.keys().map(String::as_str).collect();
-            return invalid(format!(
-                "runtime_handler: unknown handler {}; configured handlers: {}",
-                crate::error::shown(&runtime_handler),
-                known.join(", ")
-            ));
-        }
-        if userns.is_some() {
-            let handler = if runtime_handler.is_empty() {
-                crate::config::DEFAULT_HANDLER
-            } else {
-                &runtime_handler
-            };
-            if let Some(Err(reason)) = env.userns_support.get(handler) {
-                return Err(CriError::FailedPrecondition(format!(
-                    "config.linux.security_context.namespace_options.userns_options: runtime \
-                     handler {handler:?} cannot run pods with user namespaces here: {reason}"
-                )));
-            }
-        }
-        let id = new_id()?;
-        env.cgroup_driver
-            .pod_relative_path(&cgroup_parent(env, &config, &id))
-            .map_err(|e| {
-                CriError::InvalidArgument(format!(
-                    "config.linux.cgroup_parent: {}",
-                    crate::error::brief(e)
-                ))
-            })?;
+        } = validate(&PodRules::of(env), &config, &runtime_handler, &id)?;
         let network_config = match network {
             NamespaceMode::Pod => Some(super::network_config(env).map_err(|reason| {
                 CriError::FailedPrecondition(format!("pod network is not ready: {reason}"))
             })?),
             _ => None,
         };
-        Ok(Plan {
+        Ok(SandboxPlan {
             id,
             network_config,
             name_key: name_key(&config),
@@ -135,9 +116,6 @@ impl Plan {
     }
 
     fn build(&self, env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
-        let step = |name: &'static str| {
-            move |e: String| CriError::Internal(format!("RunPodSandbox: {name}: {e}"))
-        };
         let dir = sandbox_dir(env, &self.id);
         let dns = self.config.dns_config.as_ref().map(|d| DnsSettings {
             servers: d.servers.clone(),
@@ -146,9 +124,9 @@ impl Plan {
         });
         let files_hostname = self
             .files_hostname()
-            .map_err(|e| step("read the node's hostname")(e.to_string()))?;
+            .map_err(step("read the node's hostname"))?;
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &[])
-            .map_err(|e| step("write pod files")(e.to_string()))?;
+            .map_err(step("write pod files"))?;
 
         let parent = cgroup_parent(env, &self.config, &self.id);
         let cgroup = match env.systemd.as_deref() {
@@ -159,13 +137,13 @@ impl Plan {
                 corral_cgroups::PodCgroup::create(&env.cgroup_layout, env.cgroup_driver, &parent)
             }
         }
-        .map_err(|e| step("create pod cgroup")(e.to_string()))?;
+        .map_err(step("create pod cgroup"))?;
         record.pod_cgroup = Some(cgroup.clone());
         super::owned_cgroups::remember(env, &cgroup)?;
         if let Some(resources) = pod_resources(&self.config) {
             cgroup
                 .apply_with(&resources, env.systemd.as_deref())
-                .map_err(|e| step("apply pod resources")(e.to_string()))?;
+                .map_err(step("apply config.linux.resources to the pod cgroup"))?;
         }
 
         let spec = PauseSpec {
@@ -179,7 +157,7 @@ impl Plan {
             userns: self.userns,
         };
         let pause = corral_sandbox::pause::spawn_pause(&env.pause_binary, &spec)
-            .map_err(|e| step("start pause process")(e.to_string()))?;
+            .map_err(step("start pause process"))?;
         record.pause = Some(PauseRef {
             pid: pause.pid,
             start_time: pause.start_time,
@@ -189,26 +167,25 @@ impl Plan {
             .and_then(|leaf| {
                 cgroup.add_process_with(&leaf.relative_path, pause.pid, env.systemd.as_deref())
             })
-            .map_err(|e| step("move pause process into the pod cgroup")(e.to_string()))?;
+            .map_err(step("move pause process into the pod cgroup"))?;
 
         if self.userns.is_some() {
             let pin = userns_pin_path(env, &self.id);
-            corral_sandbox::userns::pin(pause.pid, &pin)
-                .map_err(|e| step("pin user namespace")(e.to_string()))?;
+            corral_sandbox::userns::pin(pause.pid, &pin).map_err(step("pin user namespace"))?;
             record.userns_path = Some(pin);
         }
 
         if self.ipc == NamespaceMode::Pod {
             let shm = dir.join("shm");
             corral_sandbox::shm::mount_shm(&shm, corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES)
-                .map_err(|e| step("mount /dev/shm")(e.to_string()))?;
+                .map_err(step("mount /dev/shm"))?;
             record.shm_path = Some(shm);
         }
 
         if self.network == NamespaceMode::Pod {
             let pin = netns_pin_path(env, &self.id);
             corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
-                .map_err(|e| step("pin network namespace")(e.to_string()))?;
+                .map_err(step("pin network namespace"))?;
             record.netns_path = Some(pin.clone());
             let net = self.network_config.as_ref().ok_or_else(|| {
                 CriError::Internal("RunPodSandbox: pod network config not loaded".into())
@@ -220,12 +197,12 @@ impl Plan {
             let result = env.cni.add(net, &rt).map_err(|e| {
                 // A failed ADD has already been rolled back (DEL of the whole list).
                 record.cni_network = None;
-                step("set up pod network (CNI ADD)")(e.to_string())
+                step("set up pod network (CNI ADD)")(e)
             })?;
             record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
         }
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
-            .map_err(|e| step("write pod files")(e.to_string()))?;
+            .map_err(step("write pod files"))?;
         Ok(())
     }
 
@@ -239,8 +216,85 @@ impl Plan {
     }
 }
 
+/// What RunPodSandbox's checks need of the daemon: its configuration and what it probed at
+/// start, as plain data, so that [`validate`] runs without a host.
+pub(super) struct PodRules<'a> {
+    /// The configured runtime handlers.
+    pub runtimes: &'a std::collections::BTreeMap<String, crate::config::RuntimeHandler>,
+    /// Per handler: `Ok` when it can run pods with user namespaces, else why not.
+    pub userns_support: &'a std::collections::HashMap<String, Result<(), String>>,
+    /// How pod cgroups are named.
+    pub cgroup_driver: corral_cgroups::CgroupDriver,
+    /// The host's cgroup hierarchies, which decide what limits can be expressed.
+    pub cgroup_layout: &'a corral_cgroups::CgroupLayout,
+}
+
+impl<'a> PodRules<'a> {
+    /// The rules of a running daemon.
+    pub fn of(env: &'a PodEnv) -> Self {
+        PodRules {
+            runtimes: &env.config.runtimes,
+            userns_support: &env.userns_support,
+            cgroup_driver: env.cgroup_driver,
+            cgroup_layout: &env.cgroup_layout,
+        }
+    }
+}
+
+/// Every check of a RunPodSandbox request for the pod `id`, a pure function of the daemon's
+/// rules and the request: the request alone ([`check_config`]), then the runtime handler, user
+/// namespace support, the cgroup parent and the pod's limits against this daemon's
+/// configuration and cgroup layout. Every refusal names the field.
+pub(super) fn validate(
+    rules: &PodRules<'_>,
+    config: &PodSandboxConfig,
+    runtime_handler: &str,
+    id: &str,
+) -> CriResult<Checked> {
+    let checked = check_config(config)?;
+    if !runtime_handler.is_empty() && !rules.runtimes.contains_key(runtime_handler) {
+        let known: Vec<&str> = rules.runtimes.keys().map(String::as_str).collect();
+        return Err(CriError::InvalidArgument(format!(
+            "runtime_handler: unknown handler {}; configured handlers: {}",
+            crate::error::shown(runtime_handler),
+            known.join(", ")
+        )));
+    }
+    if checked.userns.is_some() {
+        let handler = if runtime_handler.is_empty() {
+            crate::config::DEFAULT_HANDLER
+        } else {
+            runtime_handler
+        };
+        if let Some(Err(reason)) = rules.userns_support.get(handler) {
+            return Err(CriError::FailedPrecondition(format!(
+                "config.linux.security_context.namespace_options.userns_options: runtime \
+                 handler {handler:?} cannot run pods with user namespaces here: {reason}"
+            )));
+        }
+    }
+    rules
+        .cgroup_driver
+        .pod_relative_path(&cgroup_parent_for(rules.cgroup_driver, config, id))
+        .map_err(|e| {
+            CriError::InvalidArgument(format!(
+                "config.linux.cgroup_parent: {}",
+                crate::error::brief(e)
+            ))
+        })?;
+    if let Some(limits) = pod_resources(config) {
+        limits.check(rules.cgroup_layout).map_err(|e| {
+            CriError::InvalidArgument(format!(
+                "config.linux.resources (with config.linux.overhead): {}",
+                crate::error::brief(e)
+            ))
+        })?;
+    }
+    Ok(checked)
+}
+
 /// What [`check_config`] found valid and worked out.
-struct Checked {
+pub(super) struct Checked {
     hostname: String,
     sysctls: Vec<(String, String)>,
     network: NamespaceMode,
@@ -263,7 +317,11 @@ fn check_config(config: &PodSandboxConfig) -> CriResult<Checked> {
         return invalid("config.metadata.namespace: must not be empty".into());
     }
     check_namespace_modes(config)?;
-    let (network, pid, ipc) = namespace_modes(config);
+    let NamespaceModes { network, pid, ipc } = namespace_modes(config);
+    if network == NamespaceMode::Pod {
+        check_cni_args(meta)?;
+    }
+    check_dns(config)?;
     if network == NamespaceMode::Container || ipc == NamespaceMode::Container {
         return invalid(
             "config.linux.security_context.namespace_options: network and ipc must be POD or NODE"
@@ -328,6 +386,47 @@ fn check_config(config: &PodSandboxConfig) -> CriResult<Checked> {
     })
 }
 
+/// Refuses metadata that CNI cannot carry in `CNI_ARGS` (`K8S_POD_NAME=...;...`), which
+/// would otherwise fail the pod's network set-up.
+fn check_cni_args(meta: &cri_proto::v1::PodSandboxMetadata) -> CriResult<()> {
+    for (field, value) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if value.contains([';', '\0']) {
+            return Err(CriError::InvalidArgument(format!(
+                "config.metadata.{field}: {} contains ';' or a NUL byte, which CNI_ARGS cannot \
+                 carry to the pod's network plugins",
+                crate::error::shown(value)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses DNS entries that cannot be written into the pod's `resolv.conf`.
+fn check_dns(config: &PodSandboxConfig) -> CriResult<()> {
+    let Some(dns) = config.dns_config.as_ref() else {
+        return Ok(());
+    };
+    dns_settings(dns).check().map_err(|e| {
+        CriError::InvalidArgument(format!(
+            "config.dns_config: {}; give each server, search domain and option as one word",
+            crate::error::brief(e)
+        ))
+    })
+}
+
+/// The CRI DNS config as the pod's files take it.
+fn dns_settings(dns: &cri_proto::v1::DnsConfig) -> DnsSettings {
+    DnsSettings {
+        servers: dns.servers.clone(),
+        searches: dns.searches.clone(),
+        options: dns.options.clone(),
+    }
+}
+
 /// Refuses namespace modes that are not CRI `NamespaceMode` values (instead of taking them
 /// for POD).
 fn check_namespace_modes(config: &PodSandboxConfig) -> CriResult<()> {
@@ -377,6 +476,15 @@ fn check_sysctls(
 /// The cgroup parent kubelet asked for, or, when none is given (as by crictl without one), a
 /// pod cgroup of corral's own: `/corral/pod<id>` (cgroupfs) or `corral-pod<id>.slice` (systemd).
 pub(super) fn cgroup_parent(env: &PodEnv, config: &PodSandboxConfig, id: &str) -> String {
+    cgroup_parent_for(env.cgroup_driver, config, id)
+}
+
+/// [`cgroup_parent`] for the cgroup driver `driver`.
+fn cgroup_parent_for(
+    driver: corral_cgroups::CgroupDriver,
+    config: &PodSandboxConfig,
+    id: &str,
+) -> String {
     let given = config
         .linux
         .as_ref()
@@ -385,8 +493,8 @@ pub(super) fn cgroup_parent(env: &PodEnv, config: &PodSandboxConfig, id: &str) -
     if !given.is_empty() {
         return given;
     }
-    let short = &id[..id.len().min(12)];
-    match env.cgroup_driver {
+    let short = id.get(..12).unwrap_or(id);
+    match driver {
         corral_cgroups::CgroupDriver::Cgroupfs => format!("/corral/pod{short}"),
         corral_cgroups::CgroupDriver::Systemd => format!("corral-pod{short}.slice"),
     }
@@ -523,6 +631,317 @@ mod tests {
         let m = refusal(&config);
         assert!(m.starts_with("config.hostname:"), "{}", &m[..40]);
         assert!(m.len() < 1024, "{} bytes", m.len());
+    }
+
+    /// The rules of a daemon with handlers `runc` and `old` (which cannot run user
+    /// namespaces), the cgroupfs driver and one cgroup v2 hierarchy with every controller.
+    struct TestRules {
+        runtimes: std::collections::BTreeMap<String, crate::config::RuntimeHandler>,
+        userns_support: std::collections::HashMap<String, Result<(), String>>,
+        layout: corral_cgroups::CgroupLayout,
+    }
+
+    impl TestRules {
+        fn new() -> Option<Self> {
+            let handler = |path: &str| crate::config::RuntimeHandler {
+                path: path.into(),
+                root: None,
+            };
+            let all = ["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
+            let layout = corral_cgroups::CgroupLayout::from_hierarchies(vec![
+                corral_cgroups::Hierarchy::new(
+                    corral_cgroups::CgroupVersion::V2,
+                    "/sys/fs/cgroup".into(),
+                    all.iter().map(|c| c.to_string()).collect(),
+                ),
+            ])?;
+            Some(TestRules {
+                runtimes: [("runc", handler("runc")), ("old", handler("runc"))]
+                    .into_iter()
+                    .map(|(name, h)| (name.to_owned(), h))
+                    .collect(),
+                userns_support: [
+                    ("runc".to_owned(), Ok(())),
+                    ("old".to_owned(), Err("the kernel is too old".to_owned())),
+                ]
+                .into_iter()
+                .collect(),
+                layout,
+            })
+        }
+
+        fn rules(&self) -> PodRules<'_> {
+            PodRules {
+                runtimes: &self.runtimes,
+                userns_support: &self.userns_support,
+                cgroup_driver: corral_cgroups::CgroupDriver::Cgroupfs,
+                cgroup_layout: &self.layout,
+            }
+        }
+    }
+
+    fn linux(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::LinuxPodSandboxConfig {
+        config.linux.get_or_insert_with(Default::default)
+    }
+
+    fn security(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::LinuxSandboxSecurityContext {
+        linux(config)
+            .security_context
+            .get_or_insert_with(Default::default)
+    }
+
+    fn namespaces(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::NamespaceOption {
+        security(config)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+    }
+
+    fn resources(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::LinuxContainerResources {
+        linux(config).resources.get_or_insert_with(Default::default)
+    }
+
+    fn own_userns(config: &mut PodSandboxConfig) {
+        let mapping = |host_id| cri_proto::v1::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        };
+        namespaces(config).userns_options = Some(cri_proto::v1::UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![mapping(100_000)],
+            gids: vec![mapping(100_000)],
+        });
+    }
+
+    fn meta(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::PodSandboxMetadata {
+        config.metadata.get_or_insert_with(Default::default)
+    }
+
+    fn dns(config: &mut PodSandboxConfig) -> &mut cri_proto::v1::DnsConfig {
+        config.dns_config.get_or_insert_with(Default::default)
+    }
+
+    type Mutation = fn(&mut PodSandboxConfig, &mut String);
+
+    /// Every refusal of RunPodSandbox's checks: what is wrong, the code, and the field the
+    /// message must name.
+    const REFUSALS: &[(&str, Mutation, tonic::Code, &str)] = {
+        use tonic::Code::{FailedPrecondition, InvalidArgument};
+        &[
+            (
+                "no metadata",
+                |c, _| c.metadata = None,
+                InvalidArgument,
+                "config.metadata",
+            ),
+            (
+                "empty name",
+                |c, _| meta(c).name.clear(),
+                InvalidArgument,
+                "config.metadata.name",
+            ),
+            (
+                "empty namespace",
+                |c, _| meta(c).namespace.clear(),
+                InvalidArgument,
+                "config.metadata.namespace",
+            ),
+            (
+                "unknown network mode",
+                |c, _| namespaces(c).network = 7,
+                InvalidArgument,
+                "namespace_options.network",
+            ),
+            (
+                "CONTAINER network",
+                |c, _| namespaces(c).network = NamespaceMode::Container as i32,
+                InvalidArgument,
+                "config.linux.security_context.namespace_options",
+            ),
+            (
+                "TARGET pid",
+                |c, _| namespaces(c).pid = NamespaceMode::Target as i32,
+                InvalidArgument,
+                "namespace_options.pid",
+            ),
+            (
+                "bad hostname",
+                |c, _| c.hostname = "a b".into(),
+                InvalidArgument,
+                "config.hostname",
+            ),
+            (
+                "global sysctl",
+                |c, _| {
+                    linux(c).sysctls.insert("kernel.panic".into(), "1".into());
+                },
+                InvalidArgument,
+                "config.linux.sysctls",
+            ),
+            (
+                "group without user",
+                |c, _| {
+                    security(c).run_as_group = Some(cri_proto::v1::Int64Value { value: 1 });
+                },
+                InvalidArgument,
+                "run_as_group",
+            ),
+            (
+                "port 0",
+                |c, _| c.port_mappings.push(Default::default()),
+                InvalidArgument,
+                "config.port_mappings[0]",
+            ),
+            (
+                "relative log directory",
+                |c, _| c.log_directory = "logs".into(),
+                InvalidArgument,
+                "config.log_directory",
+            ),
+            (
+                "userns with host network",
+                |c, _| {
+                    own_userns(c);
+                    namespaces(c).network = NamespaceMode::Node as i32;
+                },
+                InvalidArgument,
+                "userns_options",
+            ),
+            (
+                "unknown handler",
+                |_, h| *h = "kata".into(),
+                InvalidArgument,
+                "runtime_handler",
+            ),
+            (
+                "userns on a handler without it",
+                |c, h| {
+                    own_userns(c);
+                    *h = "old".into();
+                },
+                FailedPrecondition,
+                "userns_options",
+            ),
+            (
+                "bad cgroup parent",
+                |c, _| linux(c).cgroup_parent = "relative/x".into(),
+                InvalidArgument,
+                "config.linux.cgroup_parent",
+            ),
+            // Refused only when writing the pod cgroup before, as Internal.
+            (
+                "swap below memory",
+                |c, _| {
+                    resources(c).memory_limit_in_bytes = 512 << 20;
+                    resources(c).memory_swap_limit_in_bytes = 256 << 20;
+                },
+                InvalidArgument,
+                "config.linux.resources",
+            ),
+            (
+                "bad hugepage size",
+                |c, _| {
+                    resources(c)
+                        .hugepage_limits
+                        .push(cri_proto::v1::HugepageLimit {
+                            page_size: "../2MB".into(),
+                            limit: 1,
+                        });
+                },
+                InvalidArgument,
+                "config.linux.resources",
+            ),
+            (
+                "bad unified key",
+                |c, _| {
+                    resources(c)
+                        .unified
+                        .insert("memoryhigh".into(), "1G".into());
+                },
+                InvalidArgument,
+                "config.linux.resources",
+            ),
+            // Refused only when writing resolv.conf before, as Internal.
+            (
+                "DNS server with a space",
+                |c, _| dns(c).servers.push("10.0.0.1 x".into()),
+                InvalidArgument,
+                "config.dns_config",
+            ),
+            (
+                "empty DNS search",
+                |c, _| dns(c).searches.push(String::new()),
+                InvalidArgument,
+                "config.dns_config",
+            ),
+            // Refused only by CNI ADD before, as Internal.
+            (
+                "pod name CNI cannot carry",
+                |c, _| {
+                    c.hostname = "web".into();
+                    meta(c).name = "web;x".into();
+                },
+                InvalidArgument,
+                "config.metadata.name",
+            ),
+            (
+                "pod namespace with NUL",
+                |c, _| {
+                    meta(c).namespace = "a\0b".into();
+                },
+                InvalidArgument,
+                "config.metadata.namespace",
+            ),
+        ]
+    };
+
+    #[test]
+    fn every_refusal_has_its_code_and_names_the_field() {
+        let Some(rules) = TestRules::new() else {
+            panic!("a one-hierarchy layout is valid");
+        };
+        let mut failures = Vec::new();
+        for (what, mutate, code, field) in REFUSALS {
+            let mut config = pod("web");
+            let mut handler = String::new();
+            mutate(&mut config, &mut handler);
+            match validate(&rules.rules(), &config, &handler, "0123456789abcdef") {
+                Ok(_) => failures.push(format!("{what}: accepted")),
+                Err(err) => {
+                    let status = tonic::Status::from(err);
+                    if status.code() != *code || !status.message().contains(field) {
+                        failures.push(format!(
+                            "{what}: want {code:?} naming {field}, got {:?}: {}",
+                            status.code(),
+                            status.message()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn a_plain_pod_and_its_variants_pass() {
+        let Some(rules) = TestRules::new() else {
+            panic!("a one-hierarchy layout is valid");
+        };
+        let mut config = pod("web");
+        own_userns(&mut config);
+        resources(&mut config).memory_limit_in_bytes = 256 << 20;
+        resources(&mut config).memory_swap_limit_in_bytes = 512 << 20;
+        dns(&mut config).servers.push("10.96.0.10".into());
+        dns(&mut config).options.push("ndots:5".into());
+        linux(&mut config).cgroup_parent = "/kubepods/pod1".into();
+        for handler in ["", "runc"] {
+            let checked = validate(&rules.rules(), &config, handler, "0123456789abcdef");
+            assert!(checked.is_ok(), "{handler:?}: {:?}", checked.err());
+        }
+        let mut host = pod("web");
+        namespaces(&mut host).network = NamespaceMode::Node as i32;
+        meta(&mut host).name = "web;x".into();
+        assert!(validate(&rules.rules(), &host, "", "0123456789abcdef").is_ok());
     }
 
     mod hostile {

@@ -54,7 +54,7 @@ pub(super) fn status_response(
     alive: bool,
     verbose: bool,
 ) -> PodSandboxStatusResponse {
-    let (network, pid, ipc) = record.namespace_modes();
+    let super::NamespaceModes { network, pid, ipc } = record.namespace_modes();
     let mut ips = record.ips.iter();
     let status = PodSandboxStatus {
         id: record.id.clone(),
