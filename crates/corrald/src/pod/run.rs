@@ -108,14 +108,17 @@ impl Plan {
             pause: None,
             netns_path: None,
             cni_network: None,
+            cni_config: None,
             ips: Vec::new(),
             pod_cgroup: None,
             shm_path: None,
             userns_path: None,
         };
         env.store.put(SANDBOXES, &record.id, &record)?;
+        crate::crash::point("run_pod:recorded");
         match self.build(env, &mut record) {
             Ok(()) => {
+                crate::crash::point("run_pod:built");
                 record.state = SandboxState::Ready;
                 env.store.put(SANDBOXES, &record.id, &record)?;
                 tracing::info!(pod_id = %record.id, pod = %self.name_key, ips = ?record.ips, "pod sandbox ready");
@@ -124,9 +127,12 @@ impl Plan {
             Err(err) => {
                 tracing::warn!(pod_id = %record.id, error = %err, "RunPodSandbox failed; undoing");
                 if let Err(undo) = teardown::destroy(env, &mut record) {
+                    // The `Creating` record stays, for start-up reconciliation to finish.
                     tracing::error!(pod_id = %record.id, error = %undo, "undoing a failed RunPodSandbox");
-                }
-                if let Err(e) = env.store.delete(SANDBOXES, &record.id) {
+                    if let Err(e) = env.store.put(SANDBOXES, &record.id, &record) {
+                        tracing::error!(pod_id = %record.id, error = %e, "recording what is left of a failed sandbox");
+                    }
+                } else if let Err(e) = env.store.delete(SANDBOXES, &record.id) {
                     tracing::error!(pod_id = %record.id, error = %e, "deleting the record of a failed sandbox");
                 }
                 Err(err)
@@ -149,8 +155,10 @@ impl Plan {
             .map_err(|e| step("read the node's hostname")(e.to_string()))?;
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &[])
             .map_err(|e| step("write pod files")(e.to_string()))?;
+        crate::crash::point("run_pod:files_written");
 
         let parent = cgroup_parent(env, &self.config, &self.id);
+        super::owned_cgroups::intend(env, &parent)?;
         let cgroup = match env.systemd.as_deref() {
             Some(units) => {
                 corral_cgroups::PodCgroup::create_with_systemd(&env.cgroup_layout, &parent, units)
@@ -160,6 +168,7 @@ impl Plan {
             }
         }
         .map_err(|e| step("create pod cgroup")(e.to_string()))?;
+        crate::crash::point("run_pod:cgroup_created");
         record.pod_cgroup = Some(cgroup.clone());
         super::owned_cgroups::remember(env, &cgroup)?;
         if let Some(resources) = pod_resources(&self.config) {
@@ -178,8 +187,9 @@ impl Plan {
             oom_score_adj: PAUSE_OOM_SCORE_ADJ,
             userns: self.userns,
         };
-        let pause = corral_sandbox::pause::spawn_pause(&env.pause_binary, &spec)
+        let pause = corral_sandbox::spawn_pause_owned(&env.pause_binary, &spec, &dir)
             .map_err(|e| step("start pause process")(e.to_string()))?;
+        crate::crash::point("run_pod:pause_started");
         record.pause = Some(PauseRef {
             pid: pause.pid,
             start_time: pause.start_time,
@@ -190,6 +200,7 @@ impl Plan {
                 cgroup.add_process_with(&leaf.relative_path, pause.pid, env.systemd.as_deref())
             })
             .map_err(|e| step("move pause process into the pod cgroup")(e.to_string()))?;
+        crate::crash::point("run_pod:pause_in_cgroup");
 
         if self.userns.is_some() {
             let pin = userns_pin_path(env, &self.id);
@@ -203,6 +214,7 @@ impl Plan {
             corral_sandbox::shm::mount_shm(&shm, corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES)
                 .map_err(|e| step("mount /dev/shm")(e.to_string()))?;
             record.shm_path = Some(shm);
+            crate::crash::point("run_pod:shm_mounted");
         }
 
         if self.network == NamespaceMode::Pod {
@@ -210,18 +222,22 @@ impl Plan {
             corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
                 .map_err(|e| step("pin network namespace")(e.to_string()))?;
             record.netns_path = Some(pin.clone());
+            crate::crash::point("run_pod:netns_pinned");
             let net = self.network_config.as_ref().ok_or_else(|| {
                 CriError::Internal("RunPodSandbox: pod network config not loaded".into())
             })?;
             record.cni_network = Some(net.name().to_string());
+            record.cni_config = Some(net.to_json());
             // Recorded before ADD so that a crash during ADD still leads to a DEL.
             env.store.put(SANDBOXES, &record.id, record)?;
+            crate::crash::point("run_pod:network_recorded");
             let rt = super::teardown::runtime_conf(env, record, &pin);
             let result = env.cni.add(net, &rt).map_err(|e| {
                 // A failed ADD has already been rolled back (DEL of the whole list).
                 record.cni_network = None;
                 step("set up pod network (CNI ADD)")(e.to_string())
             })?;
+            crate::crash::point("run_pod:network_added");
             record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
         }
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
