@@ -480,7 +480,13 @@ impl Rng {
 #[derive(Default)]
 struct Acknowledged {
     pods: BTreeSet<String>,
+    /// Containers by pod.
+    containers: BTreeSet<(String, String)>,
+    /// Pods whose StopPodSandbox was sent: an unanswered removal may have gone far.
+    removing: BTreeSet<String>,
     removed: BTreeSet<String>,
+    /// Every acknowledged RPC.
+    answers: usize,
 }
 
 /// 30 concurrent pod lifecycles (run, create and start a container, and for every other pod
@@ -526,36 +532,66 @@ async fn a_random_kill_during_concurrent_pod_lifecycles_leaks_nothing() {
                 .await?
                 .into_inner()
                 .pod_sandbox_id;
-            acked.lock().unwrap().pods.insert(id.clone());
+            let answered = |f: &dyn Fn(&mut Acknowledged)| {
+                let mut acked = acked.lock().unwrap();
+                f(&mut acked);
+                acked.answers += 1;
+            };
+            answered(&|a| {
+                a.pods.insert(id.clone());
+            });
             let c = cri::try_create(&mut rt, &id, &config, container).await?;
+            answered(&|a| {
+                a.containers.insert((id.clone(), c.clone()));
+            });
             rt.start_container(StartContainerRequest { container_id: c })
                 .await?;
+            answered(&|_| {});
             if remove {
+                acked.lock().unwrap().removing.insert(id.clone());
                 rt.stop_pod_sandbox(StopPodSandboxRequest {
                     pod_sandbox_id: id.clone(),
                 })
                 .await?;
+                answered(&|_| {});
                 rt.remove_pod_sandbox(RemovePodSandboxRequest {
                     pod_sandbox_id: id.clone(),
                 })
                 .await?;
-                acked.lock().unwrap().removed.insert(id);
+                answered(&|a| {
+                    a.removed.insert(id.clone());
+                });
             }
             Ok::<(), tonic::Status>(())
         }));
     }
-    let delay = Duration::from_millis(300 + rng.below(4000));
-    eprintln!("killing corrald after {delay:?}");
+    // A random moment: once a random number of the 120 RPCs is answered, plus a random delay,
+    // so that some pods are acknowledged and others are at any step of their lifecycle.
+    let wanted = usize::try_from(rng.below(110)).unwrap();
+    let delay = Duration::from_millis(rng.below(500));
+    let started = std::time::Instant::now();
+    while acked.lock().unwrap().answers < wanted && started.elapsed() < Duration::from_secs(180) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::time::sleep(delay).await;
+    eprintln!(
+        "killing corrald {:?} after the start, once {wanted} RPCs were answered, plus {delay:?}",
+        started.elapsed()
+    );
     env.daemon.kill9_and_restart();
     for task in tasks {
         let _ = task.await.unwrap();
     }
     env.rt = env.daemon.runtime().await;
 
-    let (pods, removed) = {
+    let (pods, containers, removing, removed) = {
         let acked = acked.lock().unwrap();
-        (acked.pods.clone(), acked.removed.clone())
+        (
+            acked.pods.clone(),
+            acked.containers.clone(),
+            acked.removing.clone(),
+            acked.removed.clone(),
+        )
     };
     eprintln!(
         "{} pods acknowledged, {} of them removed, before the kill",
@@ -572,7 +608,7 @@ async fn a_random_kill_during_concurrent_pod_lifecycles_leaks_nothing() {
         .into_iter()
         .map(|p| p.id)
         .collect();
-    for id in pods.difference(&removed) {
+    for id in pods.difference(&removing) {
         assert!(
             listed.contains(id),
             "acknowledged pod {id} is gone (seed {seed})"
@@ -582,6 +618,13 @@ async fn a_random_kill_during_concurrent_pod_lifecycles_leaks_nothing() {
         assert!(
             !listed.contains(id),
             "removed pod {id} is back (seed {seed})"
+        );
+    }
+    for (pod, container) in containers.iter().filter(|(pod, _)| !removing.contains(pod)) {
+        let listed = pod_containers(&mut env.rt, pod).await;
+        assert!(
+            listed.iter().any(|c| &c.id == container),
+            "acknowledged container {container} of pod {pod} is gone (seed {seed})"
         );
     }
     for id in &listed {

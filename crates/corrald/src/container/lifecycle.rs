@@ -481,22 +481,44 @@ pub(crate) fn parse_signal(name: &str) -> Option<i32> {
 
 /// Start-up: undoes containers a crashed daemon left half-made and returns the name index.
 pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, String>> {
-    let mut names = HashMap::new();
-    for (id, mut record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
-        if record.state == ContainerState::Creating {
-            tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
-            match destroy(env, &mut record) {
-                Ok(()) => {
-                    env.store.delete(CONTAINERS, &id)?;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(container_id = %id, error = %e, "could not undo half-made container");
-                    env.store.put(CONTAINERS, &id, &record)?;
-                }
+    let (half_made, whole): (Vec<_>, Vec<_>) = env
+        .store
+        .list::<ContainerRecord>(CONTAINERS)?
+        .into_iter()
+        .partition(|(_, record)| record.state == ContainerState::Creating);
+    let mut names: HashMap<String, String> = whole
+        .into_iter()
+        .map(|(id, record)| (record.name_key(), id))
+        .collect();
+    // Each undo waits for processes to die; they run side by side, so that many half-made
+    // containers do not hold the CRI socket closed for long.
+    let undone: Vec<(String, ContainerRecord, CriResult<()>)> = std::thread::scope(|scope| {
+        let undos: Vec<_> = half_made
+            .into_iter()
+            .map(|(id, mut record)| {
+                scope.spawn(move || {
+                    tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
+                    let result = destroy(env, &mut record);
+                    (id, record, result)
+                })
+            })
+            .collect();
+        undos
+            .into_iter()
+            .filter_map(|undo| undo.join().ok())
+            .collect()
+    });
+    for (id, record, result) in undone {
+        match result {
+            Ok(()) => {
+                env.store.delete(CONTAINERS, &id)?;
+            }
+            Err(e) => {
+                tracing::error!(container_id = %id, error = %e, "could not undo half-made container");
+                env.store.put(CONTAINERS, &id, &record)?;
+                names.insert(record.name_key(), id);
             }
         }
-        names.insert(record.name_key(), id);
     }
     sweep_orphans(env, &names.values().cloned().collect());
     Ok(names)

@@ -36,6 +36,11 @@ pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
     if cgroup.created_dirs().is_empty() {
         return Ok(());
     }
+    // Usually [`intend`] recorded them all already: no second commit then.
+    let owned: BTreeSet<PathBuf> = env.store.get(SETTINGS, KEY)?.unwrap_or_default();
+    if cgroup.created_dirs().iter().all(|dir| owned.contains(dir)) {
+        return Ok(());
+    }
     env.store.write(|tx| {
         let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
         owned.extend(cgroup.created_dirs().iter().cloned());

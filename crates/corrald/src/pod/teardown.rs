@@ -291,33 +291,53 @@ pub(super) fn runtime_conf(
 /// died as not ready, and returns the name index of the rest.
 pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>> {
     let mut names = HashMap::new();
-    for (id, mut record) in env.store.list::<SandboxRecord>(SANDBOXES)? {
-        match record.state {
-            SandboxState::Creating => {
-                tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
-                if let Err(e) = destroy(env, &mut record) {
-                    tracing::error!(pod_id = %id, error = %e, "could not undo half-made sandbox");
-                    env.store.put(SANDBOXES, &id, &record)?;
-                    names.insert(record.name_key(), id);
-                    continue;
-                }
+    let (half_made, whole): (Vec<_>, Vec<_>) = env
+        .store
+        .list::<SandboxRecord>(SANDBOXES)?
+        .into_iter()
+        .partition(|(_, record)| record.state == SandboxState::Creating);
+    // Each undo waits for processes and CNI plugins; they run side by side, so that many
+    // half-made sandboxes do not hold the CRI socket closed for long.
+    let undone: Vec<(String, SandboxRecord, CriResult<()>)> = std::thread::scope(|scope| {
+        let undos: Vec<_> = half_made
+            .into_iter()
+            .map(|(id, mut record)| {
+                scope.spawn(move || {
+                    tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
+                    let result = destroy(env, &mut record);
+                    (id, record, result)
+                })
+            })
+            .collect();
+        undos
+            .into_iter()
+            .filter_map(|undo| undo.join().ok())
+            .collect()
+    });
+    for (id, record, result) in undone {
+        match result {
+            Ok(()) => {
                 env.store.delete(SANDBOXES, &id)?;
             }
-            SandboxState::Ready if !record.pause_alive() => {
-                tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
-                record.state = SandboxState::NotReady;
+            Err(e) => {
+                tracing::error!(pod_id = %id, error = %e, "could not undo half-made sandbox");
                 env.store.put(SANDBOXES, &id, &record)?;
-                env.events.sandbox(
-                    &id,
-                    cri_proto::v1::ContainerEventType::ContainerStoppedEvent,
-                    None,
-                );
-                names.insert(record.name_key(), id);
-            }
-            _ => {
                 names.insert(record.name_key(), id);
             }
         }
+    }
+    for (id, mut record) in whole {
+        if record.state == SandboxState::Ready && !record.pause_alive() {
+            tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
+            record.state = SandboxState::NotReady;
+            env.store.put(SANDBOXES, &id, &record)?;
+            env.events.sandbox(
+                &id,
+                cri_proto::v1::ContainerEventType::ContainerStoppedEvent,
+                None,
+            );
+        }
+        names.insert(record.name_key(), id);
     }
     let known: HashSet<String> = names.values().cloned().collect();
     sweep_orphans(env, &known);
