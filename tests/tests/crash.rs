@@ -222,7 +222,7 @@ fn pod(env: &ContainerEnv, name: &str, cgroup_tag: &str) -> PodSandboxConfig {
 }
 
 fn sleeper(image: &str) -> ContainerConfig {
-    cri::container_config("c", image, &["sleep", "600"])
+    cri::container_config("c", image, &["sleep", "100000"])
 }
 
 async fn pod_containers(rt: &mut cri::Rt, pod_id: &str) -> Vec<Container> {
