@@ -64,6 +64,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The bridge and subnet of this daemon's CNI network.
     pub net: net::TestNetwork,
+    /// Environment variables corrald gets at its next starts (see [`Daemon::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -148,6 +150,7 @@ impl Daemon {
             dir,
             child: None,
             net,
+            env: Vec::new(),
         };
         daemon.spawn();
         daemon
@@ -165,6 +168,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("spawn corrald");
         self.child = Some(child);
@@ -243,6 +247,31 @@ impl Daemon {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again: the daemon is running");
         self.spawn();
+    }
+
+    /// Sets (`Some`) or unsets (`None`) an environment variable of corrald for its next starts.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself; returns how it ended, or `None`
+    /// (the daemon still running) when it did not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().unwrap();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the daemon with SIGKILL (no chance to clean up) and starts it again.

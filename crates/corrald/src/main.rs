@@ -8,6 +8,7 @@ mod authority;
 mod checkpoint;
 mod config;
 mod container;
+mod crash;
 mod cri_metrics;
 mod deadline;
 mod error;

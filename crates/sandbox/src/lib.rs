@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod files;
+pub mod find;
 pub mod idmap;
 pub mod layout;
 pub mod mounts;
@@ -28,7 +29,7 @@ pub use files::{DnsSettings, PodFiles};
 pub use layout::{SandboxPaths, StateLayout};
 pub use namespace::{ns_file_of, ns_inode, ns_inode_of_path};
 pub use netns::NetnsPin;
-pub use pause::{find_binary, spawn_pause, PauseProcess, PauseSpec};
+pub use pause::{find_binary, spawn_pause, spawn_pause_owned, PauseProcess, PauseSpec};
 pub use process::reap_if_child;
 pub use sysctl::{PrivateNamespaces, SysctlNamespace};
 pub use userns::{IdMapping, UsernsMappings};

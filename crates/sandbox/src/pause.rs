@@ -108,7 +108,22 @@ pub struct PauseProcess {
 /// not our child afterwards unless this process is a child subreaper (see
 /// [`crate::reap_if_child`]).
 pub fn spawn_pause(binary: &Path, spec: &PauseSpec) -> Result<PauseProcess> {
-    let output = Command::new(binary)
+    spawn(binary, spec, None)
+}
+
+/// [`spawn_pause`] with the pause marked as `owner`'s (`CORRAL_OWNER=<owner>` in its
+/// environment), so that [`crate::find::owned_under`] finds it even when its pid was never
+/// recorded (a daemon killed while the launcher ran).
+pub fn spawn_pause_owned(binary: &Path, spec: &PauseSpec, owner: &Path) -> Result<PauseProcess> {
+    spawn(binary, spec, Some(owner))
+}
+
+fn spawn(binary: &Path, spec: &PauseSpec, owner: Option<&Path>) -> Result<PauseProcess> {
+    let mut command = Command::new(binary);
+    if let Some(owner) = owner {
+        command.env(crate::find::OWNER_ENV, owner);
+    }
+    let output = command
         .args(spec.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -96,8 +96,10 @@ impl ContainerPlan {
             stop_signal: String::new(),
         };
         env.store.put(CONTAINERS, &record.id, &record)?;
+        crate::crash::point("create_container:recorded");
         match self.build(env, &mut record) {
             Ok(()) => {
+                crate::crash::point("create_container:shim_launched");
                 record.state = ContainerState::Created;
                 env.store.put(CONTAINERS, &record.id, &record)?;
                 tracing::info!(container_id = %record.id, pod_id = %record.pod_sandbox_id, name = %self.name, "container created");
@@ -106,9 +108,12 @@ impl ContainerPlan {
             Err(err) => {
                 tracing::warn!(container_id = %record.id, error = %err, "CreateContainer failed; undoing");
                 if let Err(undo) = lifecycle::destroy(env, &mut record) {
+                    // The `Creating` record stays, for start-up reconciliation to finish.
                     tracing::error!(container_id = %record.id, error = %undo, "undoing a failed CreateContainer");
-                }
-                if let Err(e) = env.store.delete(CONTAINERS, &record.id) {
+                    if let Err(e) = env.store.put(CONTAINERS, &record.id, &record) {
+                        tracing::error!(container_id = %record.id, error = %e, "recording what is left of a failed container");
+                    }
+                } else if let Err(e) = env.store.delete(CONTAINERS, &record.id) {
                     tracing::error!(container_id = %record.id, error = %e, "deleting the record of a failed container");
                 }
                 Err(err)
@@ -151,6 +156,7 @@ impl ContainerPlan {
             }
         }
         record.rootfs_mounted = true;
+        crate::crash::point("create_container:rootfs_mounted");
 
         let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
             CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
@@ -223,6 +229,7 @@ impl ContainerPlan {
         let spec_json = serde_json::to_vec_pretty(&built.spec)
             .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
         std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
+        crate::crash::point("create_container:spec_written");
 
         if let Some(parent) = self.log_path.parent() {
             std::fs::create_dir_all(parent).map_err(step("create log directory"))?;

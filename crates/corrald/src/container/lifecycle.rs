@@ -1,5 +1,12 @@
 //! Start, stop, remove, update, exec, log reopening of containers, the undo of a failed create,
 //! and the start-up reconciliation. Blocking code: runs on `spawn_blocking` threads.
+//!
+//! A `Creating` record may not name everything its CreateContainer made (a crash between making
+//! a resource and recording it), so its teardown also looks where the id says things would be:
+//! a shim launch still under way (its processes name the container directory in their
+//! arguments) is let finish, then the runtime's container, the shim, the rootfs mount and the
+//! container cgroup go whether recorded or not. At start-up, container directories with no
+//! record at all are removed the same way.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,7 +16,7 @@ use corral_process::Pidfd;
 use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerEventType, ExecSyncResponse, LinuxContainerResources};
 
-use super::record::{ContainerRecord, ContainerState, ExitRecord, ShimRef};
+use super::record::{ContainerRecord, ContainerState, ExitRecord, ProcessUser, ShimRef};
 use super::ContainerEnv;
 use crate::error::{during, CriError, CriResult, FirstError};
 
@@ -102,9 +109,16 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
     // Taken before the runtime starts the process: a container that exits at once has its
     // exit (and finished_at) recorded by the shim before `start` returns here.
     let started_at = crate::pod::now_nanos();
-    env.runtime(&record.runtime_handler)?
-        .start(id)
-        .map_err(during("StartContainer: OCI runtime start"))?;
+    let runtime = env.runtime(&record.runtime_handler)?;
+    if let Err(e) = runtime.start(id) {
+        // A start a killed daemon made but never recorded: the runtime has it running.
+        let running = matches!(runtime.state(id), Ok(Some(state)) if state.status == "running");
+        if !running {
+            return Err(during("StartContainer: OCI runtime start")(e));
+        }
+        tracing::info!(container_id = %id, "container was started before a restart; recording it");
+    }
+    crate::crash::point("start_container:started");
     record.state = ContainerState::Running;
     record.started_at = started_at;
     save(env, &record)?;
@@ -196,6 +210,7 @@ pub(super) fn remove(env: &ContainerEnv, id: &str) -> CriResult<Option<String>> 
         save(env, &record)?;
         return Err(e);
     }
+    crate::crash::point("remove_container:destroyed");
     env.store.delete(CONTAINERS, id)?;
     if matches!(
         record.state,
@@ -221,7 +236,13 @@ pub(super) fn remove(env: &ContainerEnv, id: &str) -> CriResult<Option<String>> 
 pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
     let mut errors = FirstError::default();
     let dir = env.container_dir(&record.id);
-    if let Some(shim) = record.shim {
+    let unrecorded = record.state == ContainerState::Creating;
+    if unrecorded && record.shim.is_none() {
+        settle_launch(&dir);
+    }
+    let launched = record.shim.is_some()
+        || (unrecorded && dir.join(corral_runtime::state_dir::SHIM_PID_FILE).exists());
+    if launched {
         match env.runtime(&record.runtime_handler) {
             Ok(runtime) => {
                 if corral_runtime::shim_alive(&dir) {
@@ -230,7 +251,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
                             .kill(&record.id, libc::SIGKILL, true)
                             .map_err(|e| CriError::internal("kill container", e)),
                     );
-                    if !wait_exited(&dir, Some(shim), KILL_WAIT) {
+                    if !wait_exited(&dir, record.shim, KILL_WAIT) {
                         errors.note(Err(CriError::Internal(format!(
                             "container {} still running after SIGKILL",
                             record.id
@@ -245,19 +266,32 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             }
             Err(e) => errors.note(Err(e)),
         }
-        if let Ok(Some(pidfd)) = Pidfd::open_identity(shim.identity()) {
-            let _ = pidfd.wait_for_exit(SHIM_EXIT_WAIT);
-        }
-        if let Err(e) = corral_sandbox::reap_if_child(shim.pid) {
-            tracing::debug!(pid = shim.pid, error = %e, "reaping shim");
+        if let Some(shim) = record.shim {
+            if let Ok(Some(pidfd)) = Pidfd::open_identity(shim.identity()) {
+                let _ = pidfd.wait_for_exit(SHIM_EXIT_WAIT);
+            }
+            if let Err(e) = corral_sandbox::reap_if_child(shim.pid) {
+                tracing::debug!(pid = shim.pid, error = %e, "reaping shim");
+            }
+        } else {
+            // A shim a killed daemon launched but never recorded: no identity to wait on.
+            let deadline = Instant::now() + SHIM_EXIT_WAIT;
+            while corral_runtime::shim_alive(&dir) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
-    if record.rootfs_mounted {
+    if unrecorded {
+        errors.note(kill_naming(&dir));
+    }
+    crate::crash::point("remove_container:killed");
+    if record.rootfs_mounted || unrecorded {
         match env.images.unmount_rootfs(&dir.join("rootfs")) {
             Ok(()) => record.rootfs_mounted = false,
             Err(e) => errors.note(Err(CriError::internal("unmount container rootfs", e))),
         }
     }
+    crate::crash::point("remove_container:rootfs_unmounted");
     // Idmapped copies of the mount sources (pods with a user namespace).
     errors.note(crate::userns::unmount_staged(
         &dir.join(crate::userns::STAGING_DIR),
@@ -270,6 +304,9 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
     // Sources made for missing host paths go again, if still empty.
     for source in record.created_sources.drain(..).rev() {
         let _ = std::fs::remove_dir(&source);
+    }
+    if record.cgroup_relative.as_os_str().is_empty() && unrecorded {
+        record.cgroup_relative = derived_cgroup(env, record).unwrap_or_default();
     }
     if !record.cgroup_relative.as_os_str().is_empty() {
         let dirs: Vec<_> = env
@@ -295,6 +332,68 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
         }
     }
     errors.into_result()
+}
+
+/// How long a shim launch a killed daemon left under way may take to finish.
+const LAUNCH_SETTLE: Duration = Duration::from_secs(30);
+
+/// Waits until a shim launch no record names has finished: the runtime created the container
+/// (`container.pid` written) or every process naming the container directory is gone.
+fn settle_launch(dir: &Path) {
+    let deadline = Instant::now() + LAUNCH_SETTLE;
+    loop {
+        if dir
+            .join(corral_runtime::state_dir::CONTAINER_PID_FILE)
+            .exists()
+        {
+            return;
+        }
+        match corral_sandbox::find::naming(dir) {
+            Ok(found) if found.is_empty() => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot look for the shim");
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(dir = %dir.display(), "a shim launch did not finish; killing it");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILLs what still names the container directory (a shim or runtime call no record
+/// names).
+fn kill_naming(dir: &Path) -> CriResult<()> {
+    let found = corral_sandbox::find::naming(dir)
+        .map_err(|e| CriError::internal("look for the shim", e))?;
+    let mut errors = FirstError::default();
+    for process in found {
+        tracing::info!(pid = process.process.pid, dir = %dir.display(), "killing a process of a container no record names");
+        errors.note(
+            process
+                .process
+                .stop(Duration::ZERO)
+                .map_err(|e| CriError::internal("kill shim", e)),
+        );
+        if let Err(e) = corral_sandbox::reap_if_child(process.process.pid) {
+            tracing::debug!(pid = process.process.pid, error = %e, "reaping shim");
+        }
+    }
+    errors.into_result()
+}
+
+/// The container's cgroup from its pod's: `<pod cgroup>/<id>` (what CreateContainer gives the
+/// runtime), for a record that never got it.
+fn derived_cgroup(env: &ContainerEnv, record: &ContainerRecord) -> Option<std::path::PathBuf> {
+    let sandbox: crate::pod::SandboxRecord = env
+        .store
+        .get(corral_store::SANDBOXES, &record.pod_sandbox_id)
+        .ok()??;
+    let child = sandbox.pod_cgroup?.child(&record.id).ok()?;
+    Some(child.relative_path)
 }
 
 /// UpdateContainerResources.
@@ -391,22 +490,89 @@ pub(crate) fn exec_process(
 
 /// Start-up: undoes containers a crashed daemon left half-made and returns the name index.
 pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, String>> {
-    let mut names = HashMap::new();
-    for (id, mut record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
-        if record.state == ContainerState::Creating {
-            tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
-            match destroy(env, &mut record) {
-                Ok(()) => {
-                    env.store.delete(CONTAINERS, &id)?;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(container_id = %id, error = %e, "could not undo half-made container");
-                    env.store.put(CONTAINERS, &id, &record)?;
-                }
+    let (half_made, whole): (Vec<_>, Vec<_>) = env
+        .store
+        .list::<ContainerRecord>(CONTAINERS)?
+        .into_iter()
+        .partition(|(_, record)| record.state == ContainerState::Creating);
+    let mut names: HashMap<String, String> = whole
+        .into_iter()
+        .map(|(id, record)| (record.name_key(), id))
+        .collect();
+    // Each undo waits for processes to die; they run side by side, so that many half-made
+    // containers do not hold the CRI socket closed for long.
+    let undone: Vec<(String, ContainerRecord, CriResult<()>)> = std::thread::scope(|scope| {
+        let undos: Vec<_> = half_made
+            .into_iter()
+            .map(|(id, mut record)| {
+                scope.spawn(move || {
+                    tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
+                    let result = destroy(env, &mut record);
+                    (id, record, result)
+                })
+            })
+            .collect();
+        undos
+            .into_iter()
+            .filter_map(|undo| undo.join().ok())
+            .collect()
+    });
+    for (id, record, result) in undone {
+        match result {
+            Ok(()) => {
+                env.store.delete(CONTAINERS, &id)?;
+            }
+            Err(e) => {
+                tracing::error!(container_id = %id, error = %e, "could not undo half-made container");
+                env.store.put(CONTAINERS, &id, &record)?;
+                names.insert(record.name_key(), id);
             }
         }
-        names.insert(record.name_key(), id);
     }
+    sweep_orphans(env, &names.values().cloned().collect());
     Ok(names)
+}
+
+/// Start-up: removes container directories (and what is in them: shim, runtime state, rootfs
+/// mount, idmapped views) under ids that have no record, as a `Creating` container's.
+fn sweep_orphans(env: &ContainerEnv, known: &std::collections::HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(env.config.state.join("containers")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if known.contains(&id) {
+            continue;
+        }
+        tracing::info!(container_id = %id, "removing a container no record names");
+        let mut record = orphan_record(env, &id);
+        if let Err(e) = destroy(env, &mut record) {
+            tracing::warn!(container_id = %id, error = %e, "removing an orphaned container");
+        }
+    }
+}
+
+/// A `Creating` record naming nothing but the id, so that [`destroy`] looks for everything.
+fn orphan_record(env: &ContainerEnv, id: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.to_owned(),
+        pod_sandbox_id: String::new(),
+        config: Default::default(),
+        image_name: String::new(),
+        image_id: String::new(),
+        runtime_handler: String::new(),
+        created_at: 0,
+        started_at: 0,
+        state: ContainerState::Creating,
+        shim: None,
+        exit: None,
+        log_path: env.container_dir(id).join("container.log"),
+        cgroups_path: String::new(),
+        cgroup_relative: std::path::PathBuf::new(),
+        rootfs_mounted: true,
+        created_sources: Vec::new(),
+        resources: None,
+        user: ProcessUser::default(),
+        stop_signal: String::new(),
+    }
 }

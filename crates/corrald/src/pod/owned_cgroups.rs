@@ -6,6 +6,10 @@
 //! directory of that set on its cgroup path that nothing uses any more is removed. Directories
 //! kubelet (or anyone else) created are never in the set and never removed. With the systemd
 //! driver under systemd, the pod slices corral started are kept the same way, by unit name.
+//!
+//! The directories a pod cgroup will add are put in the set *before* they are made
+//! ([`intend`]), so that a daemon killed between making them and recording the pod's cgroup
+//! still knows them at start-up ([`release_unrecorded`]).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -32,6 +36,11 @@ pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
     if cgroup.created_dirs().is_empty() {
         return Ok(());
     }
+    // Usually [`intend`] recorded them all already: no second commit then.
+    let owned: BTreeSet<PathBuf> = env.store.get(SETTINGS, KEY)?.unwrap_or_default();
+    if cgroup.created_dirs().iter().all(|dir| owned.contains(dir)) {
+        return Ok(());
+    }
     env.store.write(|tx| {
         let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
         owned.extend(cgroup.created_dirs().iter().cloned());
@@ -40,18 +49,85 @@ pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
     Ok(())
 }
 
+/// Write-ahead: records the directories of the pod cgroup `cgroup_parent` that do not exist yet
+/// (cgroupfs writes only; systemd makes its own), before [`PodCgroup::create`] makes them.
+pub(super) fn intend(env: &PodEnv, cgroup_parent: &str) -> CriResult<()> {
+    if env.systemd.is_some() {
+        return Ok(());
+    }
+    let Ok(relative) = env.cgroup_driver.pod_relative_path(cgroup_parent) else {
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    for hierarchy in env.cgroup_layout.hierarchies() {
+        let mut dir = hierarchy.mount_point().to_path_buf();
+        for component in relative.components() {
+            dir.push(component);
+            if !dir.exists() {
+                missing.push(dir.clone());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    env.store.write(|tx| {
+        let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
+        owned.extend(missing.iter().cloned());
+        tx.put(SETTINGS, KEY, &owned)
+    })?;
+    Ok(())
+}
+
+/// The cgroups of a sandbox whose record never got its pod cgroup (a crash between making it
+/// and recording it): the pause's leaf `<pod cgroup>/<id>`, whose path the id gives, then the
+/// directories [`intend`] recorded on the pod cgroup's path, when nothing uses them.
+pub(super) fn release_unrecorded(env: &PodEnv, cgroup_parent: &str, id: &str) -> CriResult<()> {
+    if env.systemd.is_some() {
+        return Ok(());
+    }
+    let (Ok(pod), Ok(leaf)) = (
+        env.cgroup_driver.pod_relative_path(cgroup_parent),
+        env.cgroup_driver.child_path(cgroup_parent, id),
+    ) else {
+        return Ok(());
+    };
+    let hierarchies = env.cgroup_layout.hierarchies();
+    let leaves: Vec<PathBuf> = hierarchies
+        .iter()
+        .map(|h| h.dir(&leaf.relative_path))
+        .collect();
+    // The pause was just killed: its leaf empties a moment after it exits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let gone = corral_cgroups::remove_unused_dirs(leaves.clone())
+            .map_err(|e| CriError::internal("remove pause cgroup", e))?;
+        if gone.len() == leaves.len() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pod_dirs: Vec<PathBuf> = hierarchies.iter().map(|h| h.dir(&pod)).collect();
+    release_dirs(env, &pod_dirs, &[])
+}
+
 /// Removes the directories corral created on `cgroup`'s path that are no longer used, and
 /// forgets them.
 pub(super) fn release(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
     release_slice(env, cgroup)?;
+    release_dirs(env, &cgroup.dirs(), cgroup.created_dirs())
+}
+
+/// Removes the directories of the set on the path of `pod_dirs` (and `created`) that nothing
+/// uses, and forgets them.
+fn release_dirs(env: &PodEnv, pod_dirs: &[PathBuf], created: &[PathBuf]) -> CriResult<()> {
     let owned: BTreeSet<PathBuf> = env.store.get(SETTINGS, KEY)?.unwrap_or_default();
-    let pod_dirs = cgroup.dirs();
     let mut candidates: BTreeSet<PathBuf> = owned
         .into_iter()
         .filter(|dir| pod_dirs.iter().any(|pod_dir| pod_dir.starts_with(dir)))
         .collect();
     // Records made before this set existed still know what they created.
-    candidates.extend(cgroup.created_dirs().iter().cloned());
+    candidates.extend(created.iter().cloned());
     let gone = corral_cgroups::remove_unused_dirs(candidates.into_iter().collect())
         .map_err(|e| CriError::internal("remove pod cgroup", e))?;
     if gone.is_empty() {

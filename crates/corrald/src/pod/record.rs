@@ -66,6 +66,11 @@ pub struct SandboxRecord {
     /// The CNI network the pod is attached to.
     #[serde(default)]
     pub cni_network: Option<String>,
+    /// That network's config list as ADD got it, recorded before ADD so that a DEL after a
+    /// crash during ADD (nothing cached yet) still finds the plugins, whatever the conf dir
+    /// says by then.
+    #[serde(default)]
+    pub cni_config: Option<serde_json::Value>,
     /// The pod's IPs, first the primary one.
     #[serde(default)]
     pub ips: Vec<String>,

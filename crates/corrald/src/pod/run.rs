@@ -89,14 +89,17 @@ impl SandboxPlan {
             pause: None,
             netns_path: None,
             cni_network: None,
+            cni_config: None,
             ips: Vec::new(),
             pod_cgroup: None,
             shm_path: None,
             userns_path: None,
         };
         env.store.put(SANDBOXES, &record.id, &record)?;
+        crate::crash::point("run_pod:recorded");
         match self.build(env, &mut record) {
             Ok(()) => {
+                crate::crash::point("run_pod:built");
                 record.state = SandboxState::Ready;
                 env.store.put(SANDBOXES, &record.id, &record)?;
                 tracing::info!(pod_id = %record.id, pod = %self.name_key, ips = ?record.ips, "pod sandbox ready");
@@ -105,9 +108,12 @@ impl SandboxPlan {
             Err(err) => {
                 tracing::warn!(pod_id = %record.id, error = %err, "RunPodSandbox failed; undoing");
                 if let Err(undo) = teardown::destroy(env, &mut record) {
+                    // The `Creating` record stays, for start-up reconciliation to finish.
                     tracing::error!(pod_id = %record.id, error = %undo, "undoing a failed RunPodSandbox");
-                }
-                if let Err(e) = env.store.delete(SANDBOXES, &record.id) {
+                    if let Err(e) = env.store.put(SANDBOXES, &record.id, &record) {
+                        tracing::error!(pod_id = %record.id, error = %e, "recording what is left of a failed sandbox");
+                    }
+                } else if let Err(e) = env.store.delete(SANDBOXES, &record.id) {
                     tracing::error!(pod_id = %record.id, error = %e, "deleting the record of a failed sandbox");
                 }
                 Err(err)
@@ -127,8 +133,10 @@ impl SandboxPlan {
             .map_err(step("read the node's hostname"))?;
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &[])
             .map_err(step("write pod files"))?;
+        crate::crash::point("run_pod:files_written");
 
         let parent = cgroup_parent(env, &self.config, &self.id);
+        super::owned_cgroups::intend(env, &parent)?;
         let cgroup = match env.systemd.as_deref() {
             Some(units) => {
                 corral_cgroups::PodCgroup::create_with_systemd(&env.cgroup_layout, &parent, units)
@@ -138,6 +146,7 @@ impl SandboxPlan {
             }
         }
         .map_err(step("create pod cgroup"))?;
+        crate::crash::point("run_pod:cgroup_created");
         record.pod_cgroup = Some(cgroup.clone());
         super::owned_cgroups::remember(env, &cgroup)?;
         if let Some(resources) = pod_resources(&self.config) {
@@ -156,8 +165,9 @@ impl SandboxPlan {
             oom_score_adj: PAUSE_OOM_SCORE_ADJ,
             userns: self.userns,
         };
-        let pause = corral_sandbox::pause::spawn_pause(&env.pause_binary, &spec)
+        let pause = corral_sandbox::pause::spawn_pause_owned(&env.pause_binary, &spec, &dir)
             .map_err(step("start pause process"))?;
+        crate::crash::point("run_pod:pause_started");
         record.pause = Some(PauseRef {
             pid: pause.pid,
             start_time: pause.start_time,
@@ -168,6 +178,7 @@ impl SandboxPlan {
                 cgroup.add_process_with(&leaf.relative_path, pause.pid, env.systemd.as_deref())
             })
             .map_err(step("move pause process into the pod cgroup"))?;
+        crate::crash::point("run_pod:pause_in_cgroup");
 
         if self.userns.is_some() {
             let pin = userns_pin_path(env, &self.id);
@@ -180,6 +191,7 @@ impl SandboxPlan {
             corral_sandbox::shm::mount_shm(&shm, corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES)
                 .map_err(step("mount /dev/shm"))?;
             record.shm_path = Some(shm);
+            crate::crash::point("run_pod:shm_mounted");
         }
 
         if self.network == NamespaceMode::Pod {
@@ -187,18 +199,22 @@ impl SandboxPlan {
             corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
                 .map_err(step("pin network namespace"))?;
             record.netns_path = Some(pin.clone());
+            crate::crash::point("run_pod:netns_pinned");
             let net = self.network_config.as_ref().ok_or_else(|| {
                 CriError::Internal("RunPodSandbox: pod network config not loaded".into())
             })?;
             record.cni_network = Some(net.name().to_string());
+            record.cni_config = Some(net.to_json());
             // Recorded before ADD so that a crash during ADD still leads to a DEL.
             env.store.put(SANDBOXES, &record.id, record)?;
+            crate::crash::point("run_pod:network_recorded");
             let rt = super::teardown::runtime_conf(env, record, &pin);
             let result = env.cni.add(net, &rt).map_err(|e| {
                 // A failed ADD has already been rolled back (DEL of the whole list).
                 record.cni_network = None;
                 step("set up pod network (CNI ADD)")(e)
             })?;
+            crate::crash::point("run_pod:network_added");
             record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
         }
         PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)

@@ -1,8 +1,14 @@
 //! StopPodSandbox, RemovePodSandbox, the undo of a failed RunPodSandbox, and the start-up
 //! reconciliation. Every step tolerates its resource being gone already, so each operation is
 //! idempotent and survives a daemon restart at any point.
+//!
+//! A `Creating` record may not name everything its RunPodSandbox made (a crash between making a
+//! resource and recording it), so its teardown also looks where the id says things would be:
+//! the pause by its `CORRAL_OWNER` mark, the shm mount, the netns pin, the pause's cgroup leaf
+//! and the pod cgroup directories recorded before they were made. At start-up, what lies in the
+//! state directory under an id with no record at all is removed too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +21,8 @@ use crate::error::{CriError, CriResult, FirstError};
 
 /// How long the pause process gets to exit on SIGTERM before SIGKILL.
 const PAUSE_GRACE: Duration = Duration::from_secs(2);
+/// How long CNI plugins a killed daemon left running get to finish before DEL.
+const CNI_SETTLE: Duration = Duration::from_secs(30);
 
 /// StopPodSandbox: the pause process stopped, the network torn down, shm unmounted.
 pub(super) fn stop(env: &PodEnv, id: &str) -> CriResult<()> {
@@ -50,6 +58,11 @@ pub(super) fn remove(env: &PodEnv, id: &str) -> CriResult<Option<String>> {
 /// resources go so that a retry does not repeat finished steps.
 pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
     let released = release_runtime_resources(env, record);
+    crate::crash::point("remove_pod:released");
+    if record.pod_cgroup.is_none() && record.state == SandboxState::Creating {
+        let parent = super::run::cgroup_parent(env, &record.config, &record.id);
+        super::owned_cgroups::release_unrecorded(env, &parent, &record.id)?;
+    }
     if let Some(cgroup) = record.pod_cgroup.as_ref() {
         let leaf = cgroup
             .child(&record.id)
@@ -60,6 +73,7 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
         super::owned_cgroups::release(env, cgroup)?;
     }
     record.pod_cgroup = None;
+    crate::crash::point("remove_pod:cgroups_removed");
     let dir = sandbox_dir(env, &record.id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
@@ -71,6 +85,7 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
             ))
         }
     }
+    crate::crash::point("remove_pod:files_removed");
     released
 }
 
@@ -79,6 +94,11 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
 /// record once done, so a retry repeats only what failed.
 fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
     let mut errors = FirstError::default();
+    // What a `Creating` record does not name may still exist where the id says.
+    let unrecorded = record.state == SandboxState::Creating;
+    if record.pause.is_none() && unrecorded {
+        errors.note(stop_marked_pauses(&sandbox_dir(env, &record.id)));
+    }
     if let Some(pause) = record.pause {
         errors.note(
             pause
@@ -90,27 +110,43 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
             tracing::debug!(pid = pause.pid, error = %e, "reaping pause process");
         }
     }
+    crate::crash::point("stop_pod:pause_stopped");
     if let Some(network) = record.cni_network.clone() {
         let pin = record
             .netns_path
             .clone()
             .unwrap_or_else(|| netns_pin_path(env, &record.id));
+        if unrecorded {
+            settle_cni(&pin);
+        }
         let rt = runtime_conf(env, record, &pin);
-        match cni_del(env, &network, &rt) {
-            Ok(()) => record.cni_network = None,
+        match cni_del(env, &network, record.cni_config.as_ref(), &rt) {
+            Ok(()) => {
+                record.cni_network = None;
+                record.cni_config = None;
+                crate::crash::point("stop_pod:network_removed");
+            }
             Err(e) => errors.note(Err(CriError::internal(
                 "tear down pod network (CNI DEL)",
                 e,
             ))),
         }
     }
-    if let Some(shm) = record.shm_path.clone() {
+    let shm = record
+        .shm_path
+        .clone()
+        .or_else(|| unrecorded.then(|| sandbox_dir(env, &record.id).join("shm")));
+    if let Some(shm) = shm {
         match corral_sandbox::shm::unmount(&shm) {
             Ok(()) => record.shm_path = None,
             Err(e) => errors.note(Err(CriError::internal("unmount /dev/shm", e))),
         }
     }
-    if let Some(pin) = record.netns_path.clone() {
+    let netns = record
+        .netns_path
+        .clone()
+        .or_else(|| unrecorded.then(|| netns_pin_path(env, &record.id)));
+    if let Some(pin) = netns {
         match corral_sandbox::netns::NetnsPin::unpin(&pin) {
             Ok(()) => record.netns_path = None,
             Err(e) => errors.note(Err(CriError::internal("unpin network namespace", e))),
@@ -128,15 +164,72 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
     errors.into_result()
 }
 
-/// CNI DEL with the network config the pod was attached with (cached at ADD), so that a changed
-/// or removed config in the conf dir still tears down what was made.
-fn cni_del(env: &PodEnv, network: &str, rt: &corral_cni::RuntimeConf) -> corral_cni::Result<()> {
+/// Stops the pauses marked as `dir`'s. A launcher a killed daemon left may still fork its
+/// pause after a look, so looks repeat until one finds nothing.
+fn stop_marked_pauses(dir: &Path) -> CriResult<()> {
+    for _ in 0..5 {
+        let found = corral_sandbox::find::owned_under(dir)
+            .map_err(|e| CriError::internal("look for the pause process", e))?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        stop_found(found)?;
+    }
+    Err(CriError::Internal(format!(
+        "pause processes of {} keep appearing",
+        dir.display()
+    )))
+}
+
+/// Waits (up to [`CNI_SETTLE`]) for CNI plugins a killed daemon left running on the netns pin
+/// `pin` to finish, so that the DEL that follows does not race an ADD still under way.
+fn settle_cni(pin: &Path) {
+    let deadline = std::time::Instant::now() + CNI_SETTLE;
+    while std::time::Instant::now() < deadline {
+        match corral_sandbox::find::env_under("CNI_NETNS", pin) {
+            Ok(found) if !found.is_empty() => std::thread::sleep(Duration::from_millis(50)),
+            _ => return,
+        }
+    }
+    tracing::warn!(pin = %pin.display(), "CNI plugins still run; deleting the network anyway");
+}
+
+fn stop_found(found: Vec<corral_sandbox::find::Found>) -> CriResult<()> {
+    let mut errors = FirstError::default();
+    for pause in found {
+        tracing::info!(pid = pause.process.pid, owner = %pause.path.display(), "stopping a pause no record names");
+        errors.note(
+            pause
+                .process
+                .stop(PAUSE_GRACE)
+                .map_err(|e| CriError::internal("stop pause process", e)),
+        );
+        if let Err(e) = corral_sandbox::reap_if_child(pause.process.pid) {
+            tracing::debug!(pid = pause.process.pid, error = %e, "reaping pause process");
+        }
+    }
+    errors.into_result()
+}
+
+/// CNI DEL with the network config the pod was attached with (cached at ADD, else recorded
+/// before ADD), so that a changed or removed config in the conf dir still tears down what was
+/// made. DEL without a cached result still frees host-local's IP: it releases by container id.
+fn cni_del(
+    env: &PodEnv,
+    network: &str,
+    recorded: Option<&serde_json::Value>,
+    rt: &corral_cni::RuntimeConf,
+) -> corral_cni::Result<()> {
     let cached = env
         .cni
         .cached_attachment(network, &rt.container_id, &rt.if_name)?;
-    let net = match cached {
-        Some(attachment) => attachment.network,
-        None => match corral_cni::CniConfig::load(&env.config.cni_conf_dir)? {
+    let recorded = recorded
+        .and_then(|json| corral_cni::NetworkConfigList::from_json(json.clone()).ok())
+        .filter(|net| net.name() == network);
+    let net = match (cached, recorded) {
+        (Some(attachment), _) => attachment.network,
+        (None, Some(net)) => net,
+        (None, None) => match corral_cni::CniConfig::load(&env.config.cni_conf_dir)? {
             Some(net) if net.name() == network => net,
             // Nothing cached and no such network: ADD never completed a plugin.
             _ => return Ok(()),
@@ -186,33 +279,113 @@ pub(super) fn runtime_conf(
 /// died as not ready, and returns the name index of the rest.
 pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>> {
     let mut names = HashMap::new();
-    for (id, mut record) in env.store.list::<SandboxRecord>(SANDBOXES)? {
-        match record.state {
-            SandboxState::Creating => {
-                tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
-                if let Err(e) = destroy(env, &mut record) {
-                    tracing::error!(pod_id = %id, error = %e, "could not undo half-made sandbox");
-                    env.store.put(SANDBOXES, &id, &record)?;
-                    names.insert(record.name_key(), id);
-                    continue;
-                }
+    let (half_made, whole): (Vec<_>, Vec<_>) = env
+        .store
+        .list::<SandboxRecord>(SANDBOXES)?
+        .into_iter()
+        .partition(|(_, record)| record.state == SandboxState::Creating);
+    // Each undo waits for processes and CNI plugins; they run side by side, so that many
+    // half-made sandboxes do not hold the CRI socket closed for long.
+    let undone: Vec<(String, SandboxRecord, CriResult<()>)> = std::thread::scope(|scope| {
+        let undos: Vec<_> = half_made
+            .into_iter()
+            .map(|(id, mut record)| {
+                scope.spawn(move || {
+                    tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
+                    let result = destroy(env, &mut record);
+                    (id, record, result)
+                })
+            })
+            .collect();
+        undos
+            .into_iter()
+            .filter_map(|undo| undo.join().ok())
+            .collect()
+    });
+    for (id, record, result) in undone {
+        match result {
+            Ok(()) => {
                 env.store.delete(SANDBOXES, &id)?;
             }
-            SandboxState::Ready if !record.pause_alive() => {
-                tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
-                record.state = SandboxState::NotReady;
+            Err(e) => {
+                tracing::error!(pod_id = %id, error = %e, "could not undo half-made sandbox");
                 env.store.put(SANDBOXES, &id, &record)?;
-                env.events.sandbox(
-                    &id,
-                    cri_proto::v1::ContainerEventType::ContainerStoppedEvent,
-                    None,
-                );
-                names.insert(record.name_key(), id);
-            }
-            _ => {
                 names.insert(record.name_key(), id);
             }
         }
     }
+    for (id, mut record) in whole {
+        if record.state == SandboxState::Ready && !record.pause_alive() {
+            tracing::warn!(pod_id = %id, "pause process is gone; sandbox is not ready");
+            record.state = SandboxState::NotReady;
+            env.store.put(SANDBOXES, &id, &record)?;
+            env.events.sandbox(
+                &id,
+                cri_proto::v1::ContainerEventType::ContainerStoppedEvent,
+                None,
+            );
+        }
+        names.insert(record.name_key(), id);
+    }
+    let known: HashSet<String> = names.values().cloned().collect();
+    sweep_orphans(env, &known);
     Ok(names)
+}
+
+/// Start-up: removes what lies in the state directory under a sandbox id that has no record
+/// (left by a daemon that lost the record, or by a version of corrald before write-ahead
+/// records): netns and userns pins, sandbox directories with their shm mount, marked pauses.
+/// Best effort: each failure is logged and the rest goes on.
+fn sweep_orphans(env: &PodEnv, known: &HashSet<String>) {
+    let orphans = |dir: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| !known.contains(e.file_name().to_string_lossy().as_ref()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let state = &env.config.state;
+    let sandboxes = state.join("sandboxes");
+    let marked = corral_sandbox::find::owned_under(&sandboxes).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot look for pause processes");
+        Vec::new()
+    });
+    let orphaned_pauses = marked
+        .into_iter()
+        .filter(|pause| {
+            let id = pause
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            id.is_some_and(|id| !known.contains(&id))
+        })
+        .collect();
+    if let Err(e) = stop_found(orphaned_pauses) {
+        tracing::warn!(error = %e, "stopping orphaned pauses");
+    }
+    for pin in orphans(&state.join("netns")) {
+        tracing::info!(pin = %pin.display(), "unpinning the netns of a sandbox no record names");
+        if let Err(e) = corral_sandbox::netns::NetnsPin::unpin(&pin) {
+            tracing::warn!(pin = %pin.display(), error = %e, "unpinning an orphaned netns");
+        }
+    }
+    for pin in orphans(&state.join("userns")) {
+        tracing::info!(pin = %pin.display(), "unpinning the userns of a sandbox no record names");
+        if let Err(e) = corral_sandbox::userns::unpin(&pin) {
+            tracing::warn!(pin = %pin.display(), error = %e, "unpinning an orphaned userns");
+        }
+    }
+    for dir in orphans(&sandboxes) {
+        tracing::info!(dir = %dir.display(), "removing the directory of a sandbox no record names");
+        let removed = corral_sandbox::shm::unmount(&dir.join("shm"))
+            .map_err(|e| e.to_string())
+            .and_then(|()| std::fs::remove_dir_all(&dir).map_err(|e| e.to_string()));
+        if let Err(e) = removed {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing an orphaned sandbox directory");
+        }
+    }
 }

@@ -1,0 +1,77 @@
+//! Test-only crash points: `CORRAL_CRASH_AT=<step>` makes corrald kill itself with SIGKILL the
+//! first time it reaches the named step, so that the end-to-end tests (`tests/tests/crash.rs`)
+//! can prove that a restarted corrald undoes whatever the dead one left half-made.
+//!
+//! The points are compiled into every build and inert unless the variable is set: the e2e
+//! suite runs the very binaries `cargo build` makes (a cargo feature would either be on in
+//! every workspace build through feature unification or need a second corrald build), and a
+//! point costs one read of a process-wide `OnceLock`. SIGKILL rather than `abort()`: it is what
+//! the tests simulate (an operator's or the OOM killer's `kill -9`), runs no handler and writes
+//! no core file.
+//!
+//! Step names are `<rpc>:<what has just been done>`; [`STEPS`] lists them all.
+
+use std::sync::OnceLock;
+
+/// Every crash point, in the order the RPCs reach them.
+pub(crate) const STEPS: &[&str] = &[
+    "run_pod:recorded",
+    "run_pod:files_written",
+    "run_pod:cgroup_created",
+    "run_pod:pause_started",
+    "run_pod:pause_in_cgroup",
+    "run_pod:shm_mounted",
+    "run_pod:netns_pinned",
+    "run_pod:network_recorded",
+    "run_pod:network_added",
+    "run_pod:built",
+    "create_container:recorded",
+    "create_container:rootfs_mounted",
+    "create_container:spec_written",
+    "create_container:shim_launched",
+    "start_container:started",
+    "stop_pod:pause_stopped",
+    "stop_pod:network_removed",
+    "remove_pod:released",
+    "remove_pod:cgroups_removed",
+    "remove_pod:files_removed",
+    "remove_container:killed",
+    "remove_container:rootfs_unmounted",
+    "remove_container:destroyed",
+];
+
+/// The environment variable naming the step to crash at.
+pub(crate) const ENV: &str = "CORRAL_CRASH_AT";
+
+/// Kills this process with SIGKILL when `CORRAL_CRASH_AT` names `step`; otherwise does nothing.
+pub(crate) fn point(step: &str) {
+    debug_assert!(STEPS.contains(&step), "crash point {step} is not in STEPS");
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        let at = std::env::var(ENV).ok().filter(|s| !s.is_empty());
+        if let Some(at) = &at {
+            tracing::warn!(step = %at, "{ENV} is set: corrald kills itself at this step (tests only)");
+        }
+        at
+    });
+    if armed.as_deref() == Some(step) {
+        tracing::warn!(step, "crash point reached; killing corrald with SIGKILL");
+        // Nothing to clean up by design; if raise somehow returns, abort is as abrupt.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_unique_and_well_formed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for step in STEPS {
+            assert!(seen.insert(step), "{step} twice");
+            assert!(step.split_once(':').is_some(), "{step}");
+        }
+    }
+}
