@@ -139,6 +139,76 @@ impl OciRuntime {
         self.run("start", id, &[]).map(drop)
     }
 
+    /// Freezes the container's processes (`pause`).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.run("pause", id, &[]).map(drop)
+    }
+
+    /// Thaws a paused container (`resume`).
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.run("resume", id, &[]).map(drop)
+    }
+
+    /// Checkpoints the running container with CRIU (`criu` is its binary): its images go to
+    /// `image_path`, CRIU's work files and `dump.log` to `work_path` (both created by the
+    /// runtime). The container goes on running with `leave_running`, else it is stopped.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        criu: &Path,
+        image_path: &Path,
+        work_path: &Path,
+        leave_running: bool,
+    ) -> Result<()> {
+        let mut command = self.command();
+        command
+            .arg("--criu")
+            .arg(criu)
+            .arg("checkpoint")
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--work-path")
+            .arg(work_path);
+        if leave_running {
+            command.arg("--leave-running");
+        }
+        command.arg(id);
+        self.run_command(command, "checkpoint", id).map(drop)
+    }
+
+    /// The `restore` command that corral-shim runs in place of [`Self::create_command`] for a
+    /// container restored from checkpoint images at `image_path` (CRIU's work files go to
+    /// `work_path`). The restored process takes the command's stdio where it had pipes, and runs
+    /// once the command returns (`--detach`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_command(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log_file: &Path,
+        criu: &Path,
+        image_path: &Path,
+        work_path: &Path,
+    ) -> Command {
+        let mut command = self.command();
+        command
+            .arg("--log")
+            .arg(log_file)
+            .args(["--log-format", "json", "--criu"])
+            .arg(criu)
+            .args(["restore", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--work-path")
+            .arg(work_path)
+            .arg(id);
+        command
+    }
+
     /// Sends `signal` to the container's init (to all its processes with `all`). A container that
     /// is not running or not known is not an error: there is nothing left to signal.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
@@ -198,6 +268,11 @@ impl OciRuntime {
         } else {
             cmd.args(args);
         }
+        self.run_command(cmd, command, id)
+    }
+
+    /// Runs `cmd` (the runtime's `command` for container `id`) as [`Self::run`] does.
+    fn run_command(&self, mut cmd: Command, command: &'static str, id: &str) -> Result<Vec<u8>> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 use corral_oci::{ImageSettings, SandboxContext, SpecInput};
-use corral_runtime::ShimConfig;
+use corral_runtime::{RestoreFrom, ShimConfig};
 use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerConfig, NamespaceMode};
 
 use super::lifecycle;
 use super::record::{name_key, ContainerRecord, ContainerState, ShimRef};
 use super::ContainerEnv;
+use crate::checkpoint::archive;
 use crate::error::{CriError, CriResult};
 use crate::pod::{SandboxRecord, SandboxState};
 
@@ -25,6 +26,8 @@ pub(super) struct Plan {
     image: corral_image::ImageRecord,
     image_name: String,
     log_path: PathBuf,
+    /// The checkpoint archive the container is restored from, if it is.
+    restore: Option<PathBuf>,
 }
 
 impl Plan {
@@ -35,7 +38,7 @@ impl Plan {
         sandbox: SandboxRecord,
     ) -> CriResult<Plan> {
         let invalid = |m: String| Err(CriError::InvalidArgument(m));
-        let Some(meta) = config.metadata.as_ref() else {
+        let Some(meta) = config.metadata.clone() else {
             return invalid(
                 "config.metadata: missing; give the container's name and attempt".into(),
             );
@@ -57,6 +60,14 @@ impl Plan {
         if image_name.is_empty() {
             return invalid("config.image.image: must name an image".into());
         }
+        // An image given as the path of a checkpoint archive: restore from it (as CRI-O does).
+        let (config, image_name, restore) = if is_archive_path(&image_name) {
+            let archive = PathBuf::from(&image_name);
+            let (config, image_name) = restore_config(config, &archive)?;
+            (config, image_name, Some(archive))
+        } else {
+            (config, image_name, None)
+        };
         let image = env.images.resolve(&image_name).ok_or_else(|| {
             CriError::NotFound(format!(
                 "image {image_name:?} not found; pull it first (PullImage / corralctl pull)"
@@ -89,6 +100,7 @@ impl Plan {
             image,
             image_name,
             log_path,
+            restore,
         })
     }
 
@@ -114,6 +126,7 @@ impl Plan {
             resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()),
             user: (0, 0, Vec::new()),
             stop_signal: String::new(),
+            restored: false,
         };
         env.store.put(CONTAINERS, &record.id, &record)?;
         match self.build(env, &mut record) {
@@ -140,6 +153,14 @@ impl Plan {
         let step = |name: &'static str| {
             move |e: String| CriError::Internal(format!("CreateContainer: {name}: {e}"))
         };
+        if self.restore.is_some() {
+            if let Some(reason) = crate::checkpoint::criu_unavailable(&env.config.criu_path) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "config.image.image: cannot restore a checkpoint: CRIU cannot work on this \
+                     host: {reason}"
+                )));
+            }
+        }
         let dir = env.container_dir(&self.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| step("create container directory")(e.to_string()))?;
@@ -177,6 +198,14 @@ impl Plan {
             }
         }
         record.rootfs_mounted = true;
+        if let Some(path) = &self.restore {
+            let unpacked = dir.join(RESTORE_DIR);
+            archive::unpack(path, &unpacked)
+                .map_err(|e| CriError::InvalidArgument(format!("config.image.image: {e}")))?;
+            archive::apply_rootfs_diff(&unpacked, &rootfs).map_err(|e| {
+                step("apply the checkpoint's root filesystem changes")(e.to_string())
+            })?;
+        }
 
         let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
             CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
@@ -264,9 +293,13 @@ impl Plan {
             .collect();
         // Recorded before the shim starts: a crash during create still leads to a cleanup.
         env.store.put(CONTAINERS, &record.id, record)?;
+        let restore = self.restore.as_ref().map(|_| RestoreFrom {
+            images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
+            criu: env.config.criu_path.clone(),
+        });
         let shim = corral_runtime::launch_shim(&ShimConfig {
             shim_binary: env.shim_binary.clone(),
-            runtime,
+            runtime: runtime.clone(),
             container_id: self.id.clone(),
             bundle: dir.clone(),
             state_dir: dir.clone(),
@@ -275,13 +308,27 @@ impl Plan {
             stdin: self.config.stdin,
             stdin_once: self.config.stdin_once,
             cgroup_memory_dirs: memory_dirs,
+            restore,
         })
-        .map_err(|e| step("create container with the OCI runtime")(e.to_string()))?;
+        .map_err(|e| match self.restore {
+            Some(_) => step("restore the container from its checkpoint")(format!(
+                "{e}{}",
+                crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
+            )),
+            None => step("create container with the OCI runtime")(e.to_string()),
+        })?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,
             container_pid: shim.container_pid,
         });
+        if self.restore.is_some() {
+            // Restored running; held still until StartContainer resumes it.
+            runtime
+                .pause(&self.id)
+                .map_err(|e| step("pause the restored container")(e.to_string()))?;
+            record.restored = true;
+        }
         Ok(())
     }
 
@@ -305,6 +352,50 @@ impl Plan {
             ))),
         }
     }
+}
+
+/// Where, in the container's directory, a checkpoint archive is unpacked for a restore.
+const RESTORE_DIR: &str = "restore";
+
+/// Whether a CreateContainer image names a checkpoint archive: an absolute path to a file
+/// (image references never start with `/`).
+fn is_archive_path(image: &str) -> bool {
+    image.starts_with('/') && std::path::Path::new(image).is_file()
+}
+
+/// The config a container restored from `archive` is created with: the checkpointed
+/// container's, with the request's metadata, labels, annotations and log path; and the image
+/// it was made from.
+fn restore_config(
+    request: ContainerConfig,
+    archive: &std::path::Path,
+) -> CriResult<(ContainerConfig, String)> {
+    let dump = archive::read_config(archive).map_err(|e| {
+        CriError::InvalidArgument(format!(
+            "config.image.image: {e}; give an image, or the path of an archive \
+             CheckpointContainer wrote"
+        ))
+    })?;
+    let Some(mut config) = dump.corral_container_config else {
+        return Err(CriError::InvalidArgument(format!(
+            "config.image.image: {}: its {} has no corralContainerConfig; corral restores \
+             only archives it wrote",
+            archive.display(),
+            archive::CONFIG_DUMP
+        )));
+    };
+    if config.tty {
+        return Err(CriError::FailedPrecondition(format!(
+            "config.image.image: {}: the checkpointed container has a terminal, which corral \
+             cannot restore",
+            archive.display()
+        )));
+    }
+    config.metadata = request.metadata;
+    config.labels.extend(request.labels);
+    config.annotations.extend(request.annotations);
+    config.log_path = request.log_path;
+    Ok((config, dump.rootfs_image_name))
 }
 
 /// What a container needs to know of its pod.

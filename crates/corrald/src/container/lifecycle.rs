@@ -82,7 +82,7 @@ fn exit_record(info: &corral_runtime::ExitInfo) -> ExitRecord {
 }
 
 /// The record of `id`, refreshed.
-pub(super) fn refreshed(env: &ContainerEnv, id: &str) -> CriResult<ContainerRecord> {
+pub(crate) fn refreshed(env: &ContainerEnv, id: &str) -> CriResult<ContainerRecord> {
     refresh(env, load(env, id)?)
 }
 
@@ -101,9 +101,16 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
     // Taken before the runtime starts the process: a container that exits at once has its
     // exit (and finished_at) recorded by the shim before `start` returns here.
     let started_at = crate::pod::now_nanos();
-    env.runtime(&record.runtime_handler)?
-        .start(id)
-        .map_err(|e| CriError::internal("StartContainer: OCI runtime start", e))?;
+    let runtime = env.runtime(&record.runtime_handler)?;
+    if record.restored {
+        runtime
+            .resume(id)
+            .map_err(|e| CriError::internal("StartContainer: resume the restored container", e))?;
+    } else {
+        runtime
+            .start(id)
+            .map_err(|e| CriError::internal("StartContainer: OCI runtime start", e))?;
+    }
     record.state = ContainerState::Running;
     record.started_at = started_at;
     save(env, &record)?;
