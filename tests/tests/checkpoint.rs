@@ -218,6 +218,27 @@ async fn round_trip(name: &str, modes: (i32, i32, i32)) {
     let (stopped, _) = cri::status(&mut env.rt, &restored).await;
     assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
 
+    // The archive restores again; a restored container that never started (held paused) is
+    // removed like any other.
+    let again_cfg =
+        cri::container_config(&format!("{name}-again"), &archive.to_string_lossy(), &[]);
+    let again = cri::create(&mut env.rt, &pod2_id, &pod2, again_cfg).await;
+    env.rt
+        .remove_container(RemoveContainerRequest {
+            container_id: again.clone(),
+        })
+        .await
+        .expect("RemoveContainer of a restored container never started");
+    let gone = env
+        .rt
+        .container_status(ContainerStatusRequest {
+            container_id: again,
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(gone.code(), Code::NotFound);
+
     cri::remove_pod(&mut env.rt, &pod2_id).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
