@@ -151,7 +151,8 @@ impl OciRuntime {
 
     /// Checkpoints the running container with CRIU (`criu` is its binary): its images go to
     /// `image_path`, CRIU's work files and `dump.log` to `work_path` (both created by the
-    /// runtime). The container goes on running with `leave_running`, else it is stopped.
+    /// runtime). The container goes on running with `leave_running`, else it is stopped. The
+    /// runtime is killed after `timeout`.
     pub fn checkpoint(
         &self,
         id: &str,
@@ -159,6 +160,7 @@ impl OciRuntime {
         image_path: &Path,
         work_path: &Path,
         leave_running: bool,
+        timeout: Duration,
     ) -> Result<()> {
         let mut command = self.command();
         command
@@ -173,7 +175,8 @@ impl OciRuntime {
             command.arg("--leave-running");
         }
         command.arg(id);
-        self.run_command(command, "checkpoint", id).map(drop)
+        self.run_command(command, "checkpoint", id, timeout)
+            .map(drop)
     }
 
     /// The `restore` command that corral-shim runs in place of [`Self::create_command`] for a
@@ -268,11 +271,18 @@ impl OciRuntime {
         } else {
             cmd.args(args);
         }
-        self.run_command(cmd, command, id)
+        self.run_command(cmd, command, id, COMMAND_TIMEOUT)
     }
 
-    /// Runs `cmd` (the runtime's `command` for container `id`) as [`Self::run`] does.
-    fn run_command(&self, mut cmd: Command, command: &'static str, id: &str) -> Result<Vec<u8>> {
+    /// Runs `cmd` (the runtime's `command` for container `id`) as [`Self::run`] does, killing it
+    /// after `timeout`.
+    fn run_command(
+        &self,
+        mut cmd: Command,
+        command: &'static str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -283,14 +293,14 @@ impl OciRuntime {
             source,
         };
         let mut child = cmd.spawn().map_err(spawn_error)?;
-        let captured = capture_child(&mut child).map_err(spawn_error)?;
+        let captured = capture_child(&mut child, timeout).map_err(spawn_error)?;
         let status = child.wait().map_err(spawn_error)?;
         if captured.timed_out {
             return Err(RuntimeError::Timeout {
                 binary: self.binary.clone(),
                 command,
                 id: id.to_owned(),
-                waited: COMMAND_TIMEOUT,
+                waited: timeout,
             });
         }
         if !status.success() {
@@ -332,8 +342,8 @@ impl OciRuntime {
     }
 }
 
-/// Captures a runtime command's output (killing it after [`COMMAND_TIMEOUT`]); the caller reaps it.
-fn capture_child(child: &mut std::process::Child) -> std::io::Result<Captured> {
+/// Captures a runtime command's output (killing it after `timeout`); the caller reaps it.
+fn capture_child(child: &mut std::process::Child, timeout: Duration) -> std::io::Result<Captured> {
     let pipe = |fd: Option<OwnedFd>| fd.map(std::fs::File::from);
     let stdout = pipe(child.stdout.take().map(OwnedFd::from));
     let stderr = pipe(child.stderr.take().map(OwnedFd::from));
@@ -350,7 +360,7 @@ fn capture_child(child: &mut std::process::Child) -> std::io::Result<Captured> {
         stdout,
         stderr,
         COMMAND_OUTPUT_LIMIT,
-        Some(COMMAND_TIMEOUT),
+        Some(timeout),
     )
 }
 

@@ -16,6 +16,7 @@ pub mod archive;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use cri_proto::v1::CheckpointContainerRequest;
 
@@ -35,11 +36,12 @@ pub async fn checkpoint(
     request: CheckpointContainerRequest,
 ) -> Result<(), tonic::Status> {
     let location = check_location(&request.location)?;
+    let timeout = check_timeout(request.timeout)?;
     let criu = daemon.config.criu_path.clone();
     daemon
         .containers
         .with_container(&request.container_id, move |env, id| {
-            checkpoint_blocking(env, id, &location, &criu)
+            checkpoint_blocking(env, id, &location, &criu, timeout)
         })
         .await?;
     Ok(())
@@ -74,11 +76,25 @@ fn check_location(location: &str) -> CriResult<PathBuf> {
     }
 }
 
+/// How long the runtime may take to checkpoint: the request's seconds, 0 for the runtime
+/// commands' default.
+fn check_timeout(seconds: i64) -> CriResult<Duration> {
+    match u64::try_from(seconds) {
+        Ok(0) => Ok(corral_runtime::COMMAND_TIMEOUT),
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => Err(CriError::InvalidArgument(format!(
+            "timeout: {seconds} is negative; give seconds, or 0 for the default ({}s)",
+            corral_runtime::COMMAND_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 fn checkpoint_blocking(
     env: &ContainerEnv,
     id: &str,
     location: &Path,
     criu: &Path,
+    timeout: Duration,
 ) -> CriResult<()> {
     let record = crate::container::refreshed(env, id)?;
     if record.state != ContainerState::Running {
@@ -104,7 +120,7 @@ fn checkpoint_blocking(
         .map_err(|e| CriError::internal("CheckpointContainer: scratch directory", e))?;
     let images = scratch.path().join(archive::CHECKPOINT_DIR);
     let work = scratch.path().join("work");
-    if let Err(e) = runtime.checkpoint(id, criu, &images, &work, true) {
+    if let Err(e) = runtime.checkpoint(id, criu, &images, &work, true, timeout) {
         return Err(CriError::Internal(format!(
             "CheckpointContainer: {e}{}",
             criu_log_errors(&work.join(archive::DUMP_LOG))
@@ -225,6 +241,16 @@ mod tests {
         match check_location(location) {
             Err(CriError::InvalidArgument(m)) => m,
             other => panic!("expected InvalidArgument for {location:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timeouts_are_seconds_with_zero_for_the_default() {
+        assert_eq!(check_timeout(0).ok(), Some(corral_runtime::COMMAND_TIMEOUT));
+        assert_eq!(check_timeout(7).ok(), Some(Duration::from_secs(7)));
+        match check_timeout(-1) {
+            Err(CriError::InvalidArgument(m)) => assert!(m.starts_with("timeout:"), "{m}"),
+            other => panic!("expected InvalidArgument, got {other:?}"),
         }
     }
 
