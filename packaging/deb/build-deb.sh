@@ -63,7 +63,7 @@ Maintainer: corral developers <corral@localhost>
 Installed-Size: $installed_kb
 Depends: libc6 (>= 2.34), runc, containernetworking-plugins, iptables
 Recommends: crun
-Suggests: cri-tools
+Suggests: cri-tools, criu
 Section: admin
 Priority: optional
 Description: Kubernetes container runtime (CRI v1)

@@ -293,6 +293,11 @@ impl ContainerEnv {
 /// Sets up a [`ContainerEnv`], or `None` (with the reason printed) when the registry or busybox
 /// is not installed.
 pub async fn container_env() -> Option<ContainerEnv> {
+    container_env_with(crate::DaemonOptions::default()).await
+}
+
+/// [`container_env`] with a daemon started with `opts`.
+pub async fn container_env_with(opts: crate::DaemonOptions) -> Option<ContainerEnv> {
     if let Some(reason) = crate::registry::skip_reason() {
         eprintln!("skipped: {reason}");
         return None;
@@ -304,7 +309,7 @@ pub async fn container_env() -> Option<ContainerEnv> {
         "1",
         crate::images::default_config(),
     );
-    let daemon = crate::Daemon::start(crate::DaemonOptions::default());
+    let daemon = crate::Daemon::start(opts);
     let mut imgs = daemon.images().await;
     pull(&mut imgs, &image).await;
     let rt = daemon.runtime().await;

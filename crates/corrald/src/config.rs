@@ -60,6 +60,10 @@ pub struct Flags {
     /// 0: never [default: 14400, kubelet's streaming idle timeout].
     #[arg(long)]
     pub stream_idle_timeout: Option<u64>,
+    /// The CRIU binary the OCI runtime checkpoints and restores containers with; a bare name
+    /// is looked up on PATH [default: criu].
+    #[arg(long)]
+    pub criu_path: Option<PathBuf>,
 }
 
 /// The cgroup driver, as named in flags and the config file.
@@ -116,6 +120,7 @@ struct FileConfig {
     metrics_address: Option<String>,
     max_streams_per_container: Option<usize>,
     stream_idle_timeout: Option<u64>,
+    criu_path: Option<PathBuf>,
     disable_v1alpha2: Option<bool>,
     #[serde(default)]
     runtimes: BTreeMap<String, RuntimeHandler>,
@@ -150,6 +155,8 @@ pub struct Config {
     pub max_streams_per_container: usize,
     /// Seconds an exec/attach session may stay idle before it is closed (0: never).
     pub stream_idle_timeout: u64,
+    /// The CRIU binary for checkpoint and restore.
+    pub criu_path: PathBuf,
     /// Whether the old `runtime.v1alpha2` API is turned off.
     pub disable_v1alpha2: bool,
     /// OCI runtime handlers by name; `runc` is always present.
@@ -232,6 +239,10 @@ impl Config {
                 .stream_idle_timeout
                 .or(file.stream_idle_timeout)
                 .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT),
+            criu_path: flags
+                .criu_path
+                .or(file.criu_path)
+                .unwrap_or_else(|| "criu".into()),
             disable_v1alpha2: file.disable_v1alpha2.unwrap_or(false),
             runtimes,
             registry: file.registry,

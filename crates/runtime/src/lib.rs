@@ -54,7 +54,7 @@ pub use exec::{ExecChild, ExecIo, ExecOutput, EXEC_OUTPUT_LIMIT};
 pub use exit::{read_exit, write_exit, ExitInfo};
 pub use lookup::{on_path, parse_signal};
 pub use runtime::{runtime_message, OciRuntime, RuntimeState, COMMAND_TIMEOUT};
-pub use shim::{launch_shim, LaunchReport, ShimConfig, ShimProcess};
+pub use shim::{launch_shim, LaunchReport, RestoreFrom, ShimConfig, ShimProcess};
 pub use state_dir::{read_container_pid, shim_alive, ProcessIdentity};
 
 /// Sets a terminal's window size (`TIOCSWINSZ`) on the descriptor `fd`.

@@ -140,6 +140,79 @@ impl OciRuntime {
         self.run("start", id, &[]).map(drop)
     }
 
+    /// Freezes the container's processes (`pause`).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.run("pause", id, &[]).map(drop)
+    }
+
+    /// Thaws a paused container (`resume`).
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.run("resume", id, &[]).map(drop)
+    }
+
+    /// Checkpoints the running container with CRIU (`criu` is its binary): its images go to
+    /// `image_path`, CRIU's work files and `dump.log` to `work_path` (both created by the
+    /// runtime). The container goes on running with `leave_running`, else it is stopped. The
+    /// runtime is killed after `timeout`.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        criu: &Path,
+        image_path: &Path,
+        work_path: &Path,
+        leave_running: bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut command = self.command();
+        command
+            .arg("--criu")
+            .arg(criu)
+            .arg("checkpoint")
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--work-path")
+            .arg(work_path);
+        if leave_running {
+            command.arg("--leave-running");
+        }
+        command.arg(id);
+        self.run_command(command, "checkpoint", id, timeout)
+            .map(drop)
+    }
+
+    /// The `restore` command that corral-shim runs in place of [`Self::create_command`] for a
+    /// container restored from checkpoint images at `image_path` (CRIU's work files go to
+    /// `work_path`). The restored process takes the command's stdio where it had pipes, and runs
+    /// once the command returns (`--detach`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_command(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log_file: &Path,
+        criu: &Path,
+        image_path: &Path,
+        work_path: &Path,
+    ) -> Command {
+        let mut command = self.command();
+        command
+            .arg("--log")
+            .arg(log_file)
+            .args(["--log-format", "json", "--criu"])
+            .arg(criu)
+            .args(["restore", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--work-path")
+            .arg(work_path)
+            .arg(id);
+        command
+    }
+
     /// Sends `signal` to the container's init (to all its processes with `all`). A container that
     /// is not running or not known is not an error: there is nothing left to signal.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
@@ -199,6 +272,18 @@ impl OciRuntime {
         } else {
             cmd.args(args);
         }
+        self.run_command(cmd, command, id, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `cmd` (the runtime's `command` for container `id`) as [`Self::run`] does, killing it
+    /// after `timeout`.
+    fn run_command(
+        &self,
+        mut cmd: Command,
+        command: &'static str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -209,14 +294,14 @@ impl OciRuntime {
             source,
         };
         let mut child = cmd.spawn().map_err(spawn_error)?;
-        let captured = capture_child(&mut child).map_err(spawn_error)?;
+        let captured = capture_child(&mut child, timeout).map_err(spawn_error)?;
         let status = child.wait().map_err(spawn_error)?;
         if captured.timed_out {
             return Err(RuntimeError::Timeout {
                 binary: self.binary.clone(),
                 command,
                 id: id.to_owned(),
-                waited: COMMAND_TIMEOUT,
+                waited: timeout,
             });
         }
         if !status.success() {
@@ -258,8 +343,8 @@ impl OciRuntime {
     }
 }
 
-/// Captures a runtime command's output (killing it after [`COMMAND_TIMEOUT`]); the caller reaps it.
-fn capture_child(child: &mut std::process::Child) -> std::io::Result<Captured> {
+/// Captures a runtime command's output (killing it after `timeout`); the caller reaps it.
+fn capture_child(child: &mut std::process::Child, timeout: Duration) -> std::io::Result<Captured> {
     let pipe = |fd: Option<OwnedFd>| fd.map(std::fs::File::from);
     let stdout = pipe(child.stdout.take().map(OwnedFd::from));
     let stderr = pipe(child.stderr.take().map(OwnedFd::from));
@@ -276,7 +361,7 @@ fn capture_child(child: &mut std::process::Child) -> std::io::Result<Captured> {
         stdout,
         stderr,
         COMMAND_OUTPUT_LIMIT,
-        Some(COMMAND_TIMEOUT),
+        Some(timeout),
     )
 }
 

@@ -36,6 +36,17 @@ pub struct ShimConfig {
     pub stdin_once: bool,
     /// The container's memory cgroup directories (v1 and/or v2), for its OOM kill count.
     pub cgroup_memory_dirs: Vec<PathBuf>,
+    /// Restore the container from checkpoint images instead of creating it afresh.
+    pub restore: Option<RestoreFrom>,
+}
+
+/// Where a restored container's checkpoint comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    /// CRIU's checkpoint images (the archive's `checkpoint/` directory).
+    pub images: PathBuf,
+    /// The CRIU binary the runtime runs.
+    pub criu: PathBuf,
 }
 
 impl ShimConfig {
@@ -55,6 +66,10 @@ impl ShimConfig {
         pair("--runtime-root", self.runtime.root.clone().into());
         for dir in &self.cgroup_memory_dirs {
             pair("--memory-cgroup", dir.clone().into());
+        }
+        if let Some(restore) = &self.restore {
+            pair("--restore-from", restore.images.clone().into());
+            pair("--criu", restore.criu.clone().into());
         }
         for (wanted, flag) in [
             (self.runtime.systemd_cgroup, "--systemd-cgroup"),
@@ -252,6 +267,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             cgroup_memory_dirs: Vec::new(),
+            restore: None,
         };
         let error = launch_shim(&cfg).unwrap_err();
         assert_eq!(

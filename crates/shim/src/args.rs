@@ -5,12 +5,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use corral_runtime::OciRuntime;
+use corral_runtime::{OciRuntime, RestoreFrom};
 
 /// Usage text printed for `--help`.
 pub const USAGE: &str = "usage: corral-shim --id ID --bundle DIR --state-dir DIR --log-path FILE \
 --runtime PATH --runtime-root DIR [--runtime-name NAME] [--systemd-cgroup] [--tty] [--stdin] \
-[--stdin-once] [--memory-cgroup DIR]... [--create-timeout SECONDS]";
+[--stdin-once] [--memory-cgroup DIR]... [--create-timeout SECONDS] \
+[--restore-from DIR --criu PATH]";
 
 /// How long `<runtime> create` may take unless told otherwise.
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -28,6 +29,9 @@ pub struct ShimArgs {
     pub stdin_once: bool,
     pub memory_cgroups: Vec<PathBuf>,
     pub create_timeout: Duration,
+    /// `--restore-from`: restore the container from these checkpoint images (with the CRIU
+    /// binary `--criu`) instead of creating it.
+    pub restore: Option<RestoreFrom>,
     /// `--help` was given: print usage and do nothing else.
     pub help: bool,
 }
@@ -60,6 +64,8 @@ impl ShimArgs {
         let mut memory_cgroups = Vec::new();
         let mut create_timeout = DEFAULT_CREATE_TIMEOUT;
         let mut help = false;
+        let mut restore_from = None;
+        let mut criu = None;
 
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
@@ -80,6 +86,8 @@ impl ShimArgs {
                 "--runtime-name" => runtime_name = Some(utf8(&flag, value()?)?),
                 "--runtime-root" => runtime_root = Some(absolute(&flag, value()?)?),
                 "--memory-cgroup" => memory_cgroups.push(absolute(&flag, value()?)?),
+                "--restore-from" => restore_from = Some(absolute(&flag, value()?)?),
+                "--criu" => criu = Some(PathBuf::from(value()?)),
                 "--create-timeout" => {
                     let text = utf8(&flag, value()?)?;
                     let seconds: u64 = text
@@ -123,6 +131,7 @@ impl ShimArgs {
                 stdin_once,
                 memory_cgroups,
                 create_timeout,
+                restore: None,
                 help,
             });
         }
@@ -135,6 +144,11 @@ impl ShimArgs {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "runtime".to_owned()),
+        };
+        let restore = match (restore_from, criu) {
+            (Some(images), Some(criu)) => Some(RestoreFrom { images, criu }),
+            (None, None) => None,
+            _ => return Err(arg_error("--restore-from and --criu go together")),
         };
         Ok(ShimArgs {
             id,
@@ -152,6 +166,7 @@ impl ShimArgs {
             stdin_once,
             memory_cgroups,
             create_timeout,
+            restore,
             help,
         })
     }
@@ -235,6 +250,10 @@ mod tests {
                 "/sys/fs/cgroup/memory/pod/abc123".into(),
                 "/sys/fs/cgroup/unified/pod/abc123".into(),
             ],
+            restore: Some(RestoreFrom {
+                images: "/run/corral/containers/abc123/restore/checkpoint".into(),
+                criu: "criu".into(),
+            }),
         };
         let args = ShimArgs::parse(config.to_args()).unwrap();
         assert_eq!(args.id, config.container_id);
@@ -245,12 +264,14 @@ mod tests {
         assert!(args.tty && args.stdin && args.stdin_once && !args.help);
         assert_eq!(args.memory_cgroups, config.cgroup_memory_dirs);
         assert_eq!(args.create_timeout, DEFAULT_CREATE_TIMEOUT);
+        assert_eq!(args.restore, config.restore);
 
         let plain = ShimConfig {
             tty: false,
             stdin: false,
             stdin_once: false,
             cgroup_memory_dirs: Vec::new(),
+            restore: None,
             runtime: OciRuntime {
                 systemd_cgroup: false,
                 ..config.runtime.clone()
@@ -260,6 +281,7 @@ mod tests {
         let args = ShimArgs::parse(plain.to_args()).unwrap();
         assert!(!args.tty && !args.stdin && !args.stdin_once && !args.runtime.systemd_cgroup);
         assert!(args.memory_cgroups.is_empty());
+        assert!(args.restore.is_none());
     }
 
     #[test]

@@ -18,6 +18,9 @@ use nix::unistd::pipe2;
 
 use crate::args::ShimArgs;
 
+/// Where, in the state directory, CRIU writes its work files (`restore.log`) during a restore.
+const RESTORE_WORK_DIR: &str = "restore-work";
+
 /// The shim's side of the container's stdio.
 #[derive(Debug)]
 pub enum ContainerIo {
@@ -55,7 +58,11 @@ pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError
     for stale in [&pid_file, &log_file] {
         remove_if_present(stale).map_err(CreateError::Shim)?;
     }
-    let io = if args.tty {
+    let io = if args.tty && args.restore.is_some() {
+        return Err(CreateError::Shim(
+            "a container with a terminal cannot be restored from a checkpoint".into(),
+        ));
+    } else if args.tty {
         create_with_terminal(args, &pid_file, &log_file)?
     } else {
         create_with_pipes(args, &pid_file, &log_file)?
@@ -84,9 +91,21 @@ fn create_with_pipes(
     } else {
         (Stdio::null(), None)
     };
-    let mut command = args
-        .runtime
-        .create_command(&args.id, &args.bundle, pid_file, log_file, None);
+    // A restored container takes these pipes as the stdio it had pipes for when checkpointed.
+    let mut command = match &args.restore {
+        Some(restore) => args.runtime.restore_command(
+            &args.id,
+            &args.bundle,
+            pid_file,
+            log_file,
+            &restore.criu,
+            &restore.images,
+            &args.state_dir.join(RESTORE_WORK_DIR),
+        ),
+        None => args
+            .runtime
+            .create_command(&args.id, &args.bundle, pid_file, log_file, None),
+    };
     command
         .stdin(stdin_read)
         .stdout(Stdio::from(stdout_write))

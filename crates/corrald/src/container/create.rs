@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 use corral_oci::{ImageSettings, SandboxContext, SpecInput};
-use corral_runtime::ShimConfig;
+use corral_runtime::{RestoreFrom, ShimConfig};
 use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerConfig, NamespaceMode};
 
 use super::lifecycle;
 use super::record::{name_key, ContainerRecord, ContainerState, ProcessUser, ShimRef};
 use super::ContainerEnv;
+use crate::checkpoint::archive;
 use crate::error::{CriError, CriResult};
 
 /// The error of a failed CreateContainer step: the step named first, the error's kind kept.
@@ -30,6 +31,8 @@ pub(super) struct ContainerPlan {
     image: corral_image::ImageRecord,
     image_name: String,
     log_path: PathBuf,
+    /// The checkpoint archive the container is restored from, if it is.
+    restore: Option<PathBuf>,
 }
 
 impl ContainerPlan {
@@ -53,6 +56,14 @@ impl ContainerPlan {
         if !sandbox.pause_alive() {
             return Err(not_ready(&sandbox));
         }
+        // An image given as the path of a checkpoint archive: restore from it (as CRI-O does).
+        let (config, image_name, restore) = if is_archive_path(&image_name) {
+            let archive = PathBuf::from(&image_name);
+            let (config, image_name) = restore_config(config, &archive)?;
+            (config, image_name, Some(archive))
+        } else {
+            (config, image_name, None)
+        };
         let image = env.images.resolve(&image_name).ok_or_else(|| {
             CriError::NotFound(format!(
                 "image {image_name:?} not found; pull it first (PullImage / corralctl pull)"
@@ -69,6 +80,7 @@ impl ContainerPlan {
             image,
             image_name,
             log_path,
+            restore,
         })
     }
 
@@ -94,6 +106,7 @@ impl ContainerPlan {
             resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()),
             user: ProcessUser::default(),
             stop_signal: String::new(),
+            restored: false,
         };
         env.store.put(CONTAINERS, &record.id, &record)?;
         crate::crash::point("create_container:recorded");
@@ -122,6 +135,14 @@ impl ContainerPlan {
     }
 
     fn build(&self, env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
+        if self.restore.is_some() {
+            if let Some(reason) = crate::checkpoint::criu_unavailable(&env.config.criu_path) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "config.image.image: cannot restore a checkpoint: CRIU cannot work on this \
+                     host: {reason}"
+                )));
+            }
+        }
         let dir = env.container_dir(&self.id);
         std::fs::create_dir_all(&dir).map_err(step("create container directory"))?;
 
@@ -157,6 +178,16 @@ impl ContainerPlan {
         }
         record.rootfs_mounted = true;
         crate::crash::point("create_container:rootfs_mounted");
+        if let Some(path) = &self.restore {
+            let unpacked = dir.join(RESTORE_DIR);
+            archive::unpack(path, &unpacked)
+                .map_err(|e| CriError::InvalidArgument(format!("config.image.image: {e}")))?;
+            archive::apply_rootfs_diff(&unpacked, &rootfs).map_err(|e| {
+                CriError::Internal(format!(
+                    "CreateContainer: apply the checkpoint's root filesystem changes: {e}"
+                ))
+            })?;
+        }
 
         let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
             CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
@@ -244,9 +275,13 @@ impl ContainerPlan {
             .collect();
         // Recorded before the shim starts: a crash during create still leads to a cleanup.
         env.store.put(CONTAINERS, &record.id, record)?;
+        let restore = self.restore.as_ref().map(|_| RestoreFrom {
+            images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
+            criu: env.config.criu_path.clone(),
+        });
         let shim = corral_runtime::launch_shim(&ShimConfig {
             shim_binary: env.shim_binary.clone(),
-            runtime,
+            runtime: runtime.clone(),
             container_id: self.id.clone(),
             bundle: dir.clone(),
             state_dir: dir.clone(),
@@ -255,13 +290,27 @@ impl ContainerPlan {
             stdin: self.config.stdin,
             stdin_once: self.config.stdin_once,
             cgroup_memory_dirs: memory_dirs,
+            restore,
         })
-        .map_err(step("create container with the OCI runtime"))?;
+        .map_err(|e| match self.restore {
+            Some(_) => CriError::Internal(format!(
+                "CreateContainer: restore the container from its checkpoint: {e}{}",
+                crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
+            )),
+            None => step("create container with the OCI runtime")(e),
+        })?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,
             container_pid: shim.container_pid,
         });
+        if self.restore.is_some() {
+            // Restored running; held still until StartContainer resumes it.
+            runtime
+                .pause(&self.id)
+                .map_err(step("pause the restored container"))?;
+            record.restored = true;
+        }
         Ok(())
     }
 
@@ -332,7 +381,10 @@ pub(super) fn validate(
     if image_name.is_empty() {
         return invalid("config.image.image: must name an image".into());
     }
-    check_image_name(&image_name)?;
+    // An absolute path names a checkpoint archive to restore from, not an image reference.
+    if !image_name.starts_with('/') {
+        check_image_name(&image_name)?;
+    }
     let handler = if sandbox.runtime_handler.is_empty() {
         crate::config::DEFAULT_HANDLER
     } else {
@@ -382,6 +434,50 @@ fn check_image_name(name: &str) -> CriResult<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Where, in the container's directory, a checkpoint archive is unpacked for a restore.
+const RESTORE_DIR: &str = "restore";
+
+/// Whether a CreateContainer image names a checkpoint archive: an absolute path to a file
+/// (image references never start with `/`).
+fn is_archive_path(image: &str) -> bool {
+    image.starts_with('/') && std::path::Path::new(image).is_file()
+}
+
+/// The config a container restored from `archive` is created with: the checkpointed
+/// container's, with the request's metadata, labels, annotations and log path; and the image
+/// it was made from.
+fn restore_config(
+    request: ContainerConfig,
+    archive: &std::path::Path,
+) -> CriResult<(ContainerConfig, String)> {
+    let dump = archive::read_config(archive).map_err(|e| {
+        CriError::InvalidArgument(format!(
+            "config.image.image: {e}; give an image, or the path of an archive \
+             CheckpointContainer wrote"
+        ))
+    })?;
+    let Some(mut config) = dump.corral_container_config else {
+        return Err(CriError::InvalidArgument(format!(
+            "config.image.image: {}: its {} has no corralContainerConfig; corral restores \
+             only archives it wrote",
+            archive.display(),
+            archive::CONFIG_DUMP
+        )));
+    };
+    if config.tty {
+        return Err(CriError::FailedPrecondition(format!(
+            "config.image.image: {}: the checkpointed container has a terminal, which corral \
+             cannot restore",
+            archive.display()
+        )));
+    }
+    config.metadata = request.metadata;
+    config.labels.extend(request.labels);
+    config.annotations.extend(request.annotations);
+    config.log_path = request.log_path;
+    Ok((config, dump.rootfs_image_name))
 }
 
 /// What a container needs to know of its pod.

@@ -90,7 +90,7 @@ fn exit_record(info: &corral_runtime::ExitInfo) -> ExitRecord {
 }
 
 /// The record of `id`, refreshed.
-pub(super) fn refreshed(env: &ContainerEnv, id: &str) -> CriResult<ContainerRecord> {
+pub(crate) fn refreshed(env: &ContainerEnv, id: &str) -> CriResult<ContainerRecord> {
     refresh(env, load(env, id)?)
 }
 
@@ -110,7 +110,11 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
     // exit (and finished_at) recorded by the shim before `start` returns here.
     let started_at = crate::pod::now_nanos();
     let runtime = env.runtime(&record.runtime_handler)?;
-    if let Err(e) = runtime.start(id) {
+    if record.restored {
+        runtime
+            .resume(id)
+            .map_err(during("StartContainer: resume the restored container"))?;
+    } else if let Err(e) = runtime.start(id) {
         // A start a killed daemon made but never recorded: the runtime has it running.
         let running = matches!(runtime.state(id), Ok(Some(state)) if state.status == "running");
         if !running {
@@ -574,5 +578,6 @@ fn orphan_record(env: &ContainerEnv, id: &str) -> ContainerRecord {
         resources: None,
         user: ProcessUser::default(),
         stop_signal: String::new(),
+        restored: false,
     }
 }

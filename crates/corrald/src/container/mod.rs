@@ -29,6 +29,7 @@ use crate::error::{CriError, CriResult};
 use crate::ids::lock;
 use crate::pod::SandboxRecord;
 pub(crate) use lifecycle::exec_process;
+pub(crate) use lifecycle::refreshed;
 pub use record::{ContainerRecord, ContainerState};
 
 /// Everything the container lifecycle needs, shared with blocking tasks.
@@ -448,6 +449,16 @@ impl ContainerManager {
         tokio::task::spawn_blocking(move || f(&env, &id))
             .await
             .map_err(|e| CriError::internal("container task", e))?
+    }
+
+    /// Runs `f` on a blocking thread holding the container's pod's lock and its own
+    /// (CheckpointContainer).
+    pub(crate) async fn with_container<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&ContainerEnv, &str) -> CriResult<T> + Send + 'static,
+    ) -> CriResult<T> {
+        self.blocking(id, f).await
     }
 
     /// What the runtime handlers support here.

@@ -102,6 +102,10 @@ pub struct ContainerRecord {
     /// The signal StopContainer sends first (image StopSignal or the config's).
     #[serde(default)]
     pub stop_signal: String,
+    /// Restored from a checkpoint archive: the runtime restored the process at create and
+    /// paused it; StartContainer resumes it.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 impl ContainerRecord {

@@ -183,6 +183,7 @@ impl Fixture {
             cgroup_memory_dirs: vec![Path::new("/sys/fs/cgroup/memory")
                 .join(&cgroup_parent)
                 .join(&id)],
+            restore: None,
         };
         Fixture {
             dir,
