@@ -212,6 +212,7 @@ impl Plan {
             mountinfo: std::path::Path::new("/proc/self/mountinfo"),
             seccomp_localhost_root: None,
             apparmor_enabled: env.apparmor,
+            cgroup_v2: env.cgroup_layout.mode() == corral_cgroups::CgroupMode::V2,
         })
         .map_err(|e| {
             if e.is_invalid_argument() {

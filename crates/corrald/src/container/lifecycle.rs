@@ -300,6 +300,16 @@ pub(super) fn update(
         corral_oci::drop_unenforceable(&mut oci, &host)
             .map_err(|e| CriError::InvalidArgument(format!("linux: {e}")))?;
     }
+    if let Some(dir) = env
+        .cgroup_layout
+        .unified()
+        .filter(|_| env.cgroup_layout.mode() == corral_cgroups::CgroupMode::V2)
+        .map(|h| h.dir(&record.cgroup_relative))
+    {
+        corral_oci::hugepage_limits_to_unified(&mut oci, |size| {
+            dir.join(format!("hugetlb.{size}.rsvd.max")).exists()
+        });
+    }
     env.runtime(&record.runtime_handler)?
         .update(id, &oci)
         .map_err(|e| CriError::internal("UpdateContainerResources: OCI runtime update", e))?;
