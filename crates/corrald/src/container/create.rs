@@ -283,6 +283,18 @@ impl Plan {
             start_time: shim.shim_start_time,
             container_pid: shim.container_pid,
         });
+        if let Some(resources) = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+        {
+            // runc already wrote the file: a failure here only loses it at systemd's next reload.
+            if let Err(e) = super::lifecycle::io_weight_to_systemd(env, record, &resources.unified)
+            {
+                tracing::warn!(container_id = %self.id, error = %e, "io.weight not handed to systemd");
+            }
+        }
         Ok(())
     }
 
