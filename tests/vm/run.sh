@@ -41,6 +41,11 @@ trap 'rm -rf "$share"' EXIT
 cp "$deb" "$share/"
 cp "$here/suite.sh" "$share/suite.sh"
 "$here/busybox-image.sh" "$share/busybox.tar"
+# The kubelet case runs the real-clients work's kubelet (scripts/build-kubelet.sh caches it).
+kubelet="${CORRAL_KUBELET:-/var/cache/corral-ci/kubelet-1.20.5+really1.20.2-1.1+deb12u1/kubelet}"
+if [ -x "$kubelet" ] && { [ ${#cases[@]} = 0 ] || [[ " ${cases[*]} " == *" kubelet "* ]]; }; then
+  cp "$kubelet" "$share/kubelet"
+fi
 printf 'exec bash /mnt/share/suite.sh %s\n' "${cases[*]:-}" >"$share/run.sh"
 
 append="root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 quiet cryptomgr.notests"
@@ -57,7 +62,7 @@ if [ "$shell" = 1 ]; then
 fi
 
 mkdir -p "$results"
-rm -f "$results"/{console.log,output.log,corrald.journal,rc,timings} "$results"/*.json
+rm -f "$results"/{console.log,output.log,corrald.journal,kubelet.journal,rc,timings} "$results"/*.json
 start=$SECONDS
 log "booting $(cat "$image/kernel-version") under TCG (console: $results/console.log)"
 nice -n 10 timeout "${CORRAL_VM_TIMEOUT:-1200}" "$qemu" "${qemu_args[@]}" </dev/null >"$results/console.log" 2>&1 &
@@ -72,7 +77,7 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
 done
 wait "$qemu_pid" || log "qemu exited with $? (124: timed out)"
 total=$((SECONDS - start))
-for f in output.log corrald.journal rc "$share"/*.json; do
+for f in output.log corrald.journal kubelet.journal rc "$share"/*.json; do
   f="$(basename "$f")"
   [ ! -e "$share/$f" ] || cp "$share/$f" "$results/$f"
 done

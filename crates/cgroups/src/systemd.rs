@@ -162,14 +162,36 @@ pub(crate) fn resource_properties(
     if let Some(pids) = resources.pids_limit.filter(|p| *p != 0) {
         props.push(("TasksMax", PropertyValue::U64(unlimited(pids))));
     }
+    let mut unified = resources.unified.clone();
+    let io_weight = unified.get(IO_WEIGHT_FILE).filter(|_| v2);
+    if let Some(weight) = io_weight_property(io_weight.map(String::as_str)) {
+        unified.remove(IO_WEIGHT_FILE);
+        props.push(weight);
+    }
     let rest = Resources {
         cpuset_cpus: resources.cpuset_cpus.clone(),
         cpuset_mems: resources.cpuset_mems.clone(),
         hugepage_limits: resources.hugepage_limits.clone(),
-        unified: resources.unified.clone(),
+        unified,
         ..Resources::default()
     };
     (props, rest)
+}
+
+/// cgroup v2's I/O weight file.
+pub const IO_WEIGHT_FILE: &str = "io.weight";
+
+/// `IOWeight` for a `unified` `io.weight` value (`N` or `default N`, 1..=10000), which the
+/// CRI can only carry as a raw file. Written behind systemd's back it would not last: the VM
+/// suite saw `systemctl daemon-reload` reset a container scope's `io.weight` to systemd's
+/// default, since runc's systemd driver maps `unified` CPU, memory and pids files to
+/// properties but not this one. `None` when there is no value or it does not parse (then it
+/// stays a file write, and a bad value fails there with the kernel's error).
+pub fn io_weight_property(io_weight: Option<&str>) -> Option<UnitProperty> {
+    let value = io_weight?.trim();
+    let weight = value.strip_prefix("default ").unwrap_or(value).trim();
+    let weight: u64 = weight.parse().ok().filter(|w| (1..=10_000).contains(w))?;
+    Some(("IOWeight", PropertyValue::U64(weight)))
 }
 
 /// The systemd manager on the system bus (zbus, blocking: callers are on blocking threads).
@@ -494,6 +516,33 @@ mod tests {
         );
         let none = resource_properties(&layout, &Resources::default()).0;
         assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn a_unified_io_weight_becomes_io_weight() {
+        let io = |v: &str| io_weight_property(Some(v));
+        assert_eq!(
+            io("default 200"),
+            Some(("IOWeight", PropertyValue::U64(200)))
+        );
+        assert_eq!(io("50"), Some(("IOWeight", PropertyValue::U64(50))));
+        for bad in ["0", "10001", "8:0 100", "default x", ""] {
+            assert_eq!(io(bad), None, "{bad}");
+        }
+        assert_eq!(io_weight_property(None), None);
+        let layout = MockCgroupFs::v2().layout();
+        let resources = Resources {
+            unified: [
+                ("io.weight".to_string(), "default 300".to_string()),
+                ("memory.high".to_string(), "1G".to_string()),
+            ]
+            .into(),
+            ..Resources::default()
+        };
+        let (props, rest) = resource_properties(&layout, &resources);
+        assert_eq!(find(&props, "IOWeight"), Some(PropertyValue::U64(300)));
+        // Left to systemd, not written to the file as well; the rest still is.
+        assert_eq!(rest.unified.keys().collect::<Vec<_>>(), ["memory.high"]);
     }
 
     #[test]

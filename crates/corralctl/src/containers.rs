@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cri_proto::v1::{
     Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, LinuxContainerResources,
-    ListContainersRequest, ListContainersResponse, ListPodSandboxRequest, PodSandboxConfig,
-    PullImageRequest, RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
-    UpdateContainerResourcesRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, HugepageLimit,
+    LinuxContainerResources, ListContainersRequest, ListContainersResponse, ListPodSandboxRequest,
+    PodSandboxConfig, PullImageRequest, RemoveContainerRequest, StartContainerRequest,
+    StopContainerRequest, UpdateContainerResourcesRequest,
 };
 
 use crate::client::Cri;
@@ -160,6 +160,12 @@ pub struct UpdateArgs {
     /// Memory nodes the container may use.
     #[arg(long)]
     pub cpuset_mems: Option<String>,
+    /// A cgroup v2 interface file to set, KEY=VALUE (e.g. pids.max=64); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub unified: Vec<String>,
+    /// A hugepage limit, PAGE_SIZE=BYTES (e.g. 2MB=4194304); repeatable.
+    #[arg(long, value_name = "PAGE_SIZE=BYTES")]
+    pub hugepage_limit: Vec<String>,
     /// Container IDs or unique prefixes.
     #[arg(required = true)]
     pub ids: Vec<String>,
@@ -689,12 +695,36 @@ fn requested_resources(args: &UpdateArgs) -> Result<LinuxContainerResources> {
         cpu_shares: args.cpu_share.unwrap_or(0),
         cpuset_cpus: args.cpuset_cpus.clone().unwrap_or_default(),
         cpuset_mems: args.cpuset_mems.clone().unwrap_or_default(),
+        unified: args
+            .unified
+            .iter()
+            .map(|pair| key_value(pair, "--unified"))
+            .collect::<Result<_>>()?,
+        hugepage_limits: args
+            .hugepage_limit
+            .iter()
+            .map(|pair| {
+                let (page_size, limit) = key_value(pair, "--hugepage-limit")?;
+                let limit = limit.parse().with_context(|| {
+                    format!("--hugepage-limit {pair}: the limit is a number of bytes")
+                })?;
+                Ok(HugepageLimit { page_size, limit })
+            })
+            .collect::<Result<_>>()?,
         ..Default::default()
     };
     if resources == LinuxContainerResources::default() {
-        bail!("nothing to update: give at least one of --memory, --cpu-quota, --cpu-period, --cpu-share, --cpuset-cpus, --cpuset-mems");
+        bail!("nothing to update: give at least one of --memory, --cpu-quota, --cpu-period, --cpu-share, --cpuset-cpus, --cpuset-mems, --unified, --hugepage-limit");
     }
     Ok(resources)
+}
+
+/// `KEY=VALUE` of `flag`, split.
+fn key_value(pair: &str, flag: &str) -> Result<(String, String)> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => bail!("{flag} {pair}: expected KEY=VALUE"),
+    }
 }
 
 /// A process exit status from a command's exit code (codes outside 0..=255 become 255).
@@ -849,6 +879,8 @@ mod tests {
             cpu_share: None,
             cpuset_cpus: None,
             cpuset_mems: None,
+            unified: Vec::new(),
+            hugepage_limit: Vec::new(),
             ids: vec!["x".into()],
         };
         let resources = requested_resources(&args).expect("valid");
@@ -862,6 +894,32 @@ mod tests {
             ..args
         };
         assert!(requested_resources(&nothing).is_err());
+    }
+
+    #[test]
+    fn update_sends_unified_files_and_hugepage_limits() {
+        let args = |unified: &str, hugepage: &str| UpdateArgs {
+            memory: None,
+            cpu_quota: None,
+            cpu_period: None,
+            cpu_share: None,
+            cpuset_cpus: None,
+            cpuset_mems: None,
+            unified: vec![unified.into()],
+            hugepage_limit: vec![hugepage.into()],
+            ids: vec!["x".into()],
+        };
+        let resources = requested_resources(&args("pids.max=64", "2MB=4194304")).expect("valid");
+        assert_eq!(
+            resources.unified.get("pids.max").map(String::as_str),
+            Some("64")
+        );
+        assert_eq!(resources.hugepage_limits[0].page_size, "2MB");
+        assert_eq!(resources.hugepage_limits[0].limit, 4 << 20);
+        for (unified, hugepage) in [("pids.max", "2MB=1"), ("=1", "2MB=1"), ("a=1", "2MB=lots")] {
+            let err = requested_resources(&args(unified, hugepage)).expect_err("refused");
+            assert!(err.to_string().contains("--"), "{err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod images;
 mod logs;
 mod output;
 mod pods;
+mod stats;
 mod status;
 mod streams;
 mod terminal;
@@ -106,6 +107,12 @@ enum Command {
     Metricsp(events::MetricspArgs),
     /// Checkpoint running containers into an archive (--export).
     Checkpoint(events::CheckpointArgs),
+    /// Resource usage of containers (ContainerStats, ListContainerStats).
+    Stats(stats::StatsArgs),
+    /// Resource usage of pod sandboxes (PodSandboxStats, ListPodSandboxStats).
+    Statsp(stats::StatspArgs),
+    /// Change a pod sandbox's pod-level limits (UpdatePodSandboxResources).
+    Updatep(stats::UpdatepArgs),
 }
 
 fn main() -> ExitCode {
@@ -159,6 +166,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Events(args) => events::events(cri, args).await?,
         Command::Metricsp(args) => events::metricsp(cri, args).await?,
         Command::Checkpoint(args) => events::checkpoint(cri, args).await?,
+        Command::Stats(args) => stats::stats(cri, args).await?,
+        Command::Statsp(args) => stats::statsp(cri, args).await?,
+        Command::Updatep(args) => stats::updatep(cri, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

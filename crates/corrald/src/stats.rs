@@ -20,10 +20,10 @@ use corral_sandbox::net_dev::InterfaceCounters;
 use corral_store::CONTAINERS;
 use cri_proto::v1::{
     ContainerAttributes, ContainerFilter, ContainerStateValue, ContainerStats,
-    ContainerStatsFilter, CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats,
-    MemoryUsage, NamespaceMode, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
-    PodSandboxFilter, PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter, ProcessUsage,
-    PsiData, PsiStats, SwapUsage, UInt64Value,
+    ContainerStatsFilter, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
+    LinuxPodSandboxStats, MemoryUsage, NamespaceMode, NetworkInterfaceUsage, NetworkUsage,
+    PodSandboxAttributes, PodSandboxFilter, PodSandboxStateValue, PodSandboxStats,
+    PodSandboxStatsFilter, ProcessUsage, PsiData, PsiStats, SwapUsage, UInt64Value,
 };
 
 use crate::container::{ContainerEnv, ContainerRecord};
@@ -261,7 +261,7 @@ impl Collector {
             memory: cgroup.and_then(|c| memory_usage(layout, c, now)),
             writable_layer: self.writable_layer(&record.id, now),
             swap: cgroup.and_then(|c| swap_usage(layout, c, now)),
-            io: None,
+            io: cgroup.and_then(|c| io_usage(layout, c, now)),
         }
     }
 
@@ -280,7 +280,7 @@ impl Collector {
                 })
             }),
             containers: containers.iter().map(|c| self.container(c)).collect(),
-            io: None,
+            io: cgroup.and_then(|c| io_usage(c.layout(), c.relative_path(), now)),
         };
         PodSandboxStats {
             attributes: Some(PodSandboxAttributes {
@@ -364,6 +364,15 @@ fn memory_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<Memo
     Some(usage)
 }
 
+/// The I/O of the cgroup at `relative`: its I/O pressure (`io.pressure`, cgroup v2 with PSI),
+/// the only thing the CRI's `IoUsage` carries.
+fn io_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<IoUsage> {
+    Some(IoUsage {
+        timestamp: now,
+        psi: Some(psi(layout, relative, "io")?),
+    })
+}
+
 /// The pressure stall information of `resource` for the cgroup, in the CRI's shape (totals in
 /// microseconds as the kernel counts them).
 fn psi(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<PsiStats> {
@@ -438,6 +447,37 @@ mod tests {
     use super::*;
 
     const SECOND: i64 = 1_000_000_000;
+
+    #[test]
+    fn io_usage_is_the_io_pressure_of_a_v2_cgroup() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = CgroupLayout::from_hierarchies(vec![corral_cgroups::Hierarchy::new(
+            corral_cgroups::CgroupVersion::V2,
+            root.path().to_path_buf(),
+            vec!["io".into()],
+        )])
+        .unwrap();
+        let dir = root.path().join("pod/c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let rel = Path::new("pod/c1");
+        assert_eq!(
+            io_usage(&layout, rel, 7),
+            None,
+            "no io.pressure: no IoUsage"
+        );
+        std::fs::write(
+            dir.join("io.pressure"),
+            "some avg10=0.50 avg60=0.10 avg300=0.00 total=4321\n\
+             full avg10=0.25 avg60=0.00 avg300=0.00 total=1234\n",
+        )
+        .unwrap();
+        let io = io_usage(&layout, rel, 7).unwrap();
+        assert_eq!(io.timestamp, 7);
+        let psi = io.psi.unwrap();
+        assert_eq!(psi.some.unwrap().total, 4321);
+        let full = psi.full.unwrap();
+        assert_eq!((full.total, full.avg10), (1234, 0.25));
+    }
 
     #[test]
     fn the_first_cpu_sample_rates_zero() {

@@ -47,7 +47,7 @@ pub use capabilities::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 pub use enforce::drop_unenforceable;
 pub use error::SpecError;
 pub use propagation::{mountinfo_propagation, Propagation};
-pub use resources::linux_resources;
+pub use resources::{hugepage_limits_to_unified, linux_resources};
 pub use seccomp::{default_seccomp_profile, load_profile, runtime_default_profile};
 pub use security::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use user::ResolvedUser;
@@ -142,6 +142,9 @@ pub struct SpecInput<'a> {
     pub seccomp_localhost_root: Option<&'a Path>,
     /// Whether the host has AppArmor (`/sys/module/apparmor/parameters/enabled` is `Y`).
     pub apparmor_enabled: bool,
+    /// Whether the host's cgroups are pure v2: an unprivileged container then gets a cgroup
+    /// namespace of its own (see [`namespaces::container_namespaces`]).
+    pub cgroup_v2: bool,
 }
 
 /// A generated spec and what building it found or did.
@@ -185,8 +188,11 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         None => sandbox.pid,
     };
     let target_id = namespace_options.map_or("", |o| o.target_id.as_str());
-    let namespaces =
+    let mut namespaces =
         namespaces::container_namespaces(sandbox, pid_mode, input.target_pid, target_id)?;
+    if input.cgroup_v2 && !privileged {
+        namespaces.push(namespaces::cgroup_namespace());
+    }
 
     let args = process::process_args(config, input.image)?;
     let cwd = process::working_dir(config, input.image)?;

@@ -96,6 +96,15 @@ pub(crate) fn container_namespaces(
     Ok(namespaces)
 }
 
+/// A new cgroup namespace, rooted at the container's cgroup: on cgroup v2 hosts every
+/// unprivileged container gets one, as containerd's and CRI-O's do, so that it sees its own
+/// cgroup as `/` (`/proc/self/cgroup` reads `0::/`, `/sys/fs/cgroup` is its own cgroup) and
+/// not the node's cgroup tree. On v1 and hybrid hosts, and for privileged containers, the
+/// host's is kept (what runtimes do there; tools in privileged pods expect the host's paths).
+pub(crate) fn cgroup_namespace() -> LinuxNamespace {
+    namespace(LinuxNamespaceType::Cgroup, None)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -91,6 +91,32 @@ pub fn linux_resources(resources: &LinuxContainerResources) -> Result<LinuxResou
     Ok(oci)
 }
 
+/// Rewrites `resources` for `runc update` on a cgroup v2 host: runc applies `unified` there
+/// but ignores `hugepageLimits` in an update, so each hugepage limit moves to `unified` as
+/// `hugetlb.<size>.max`, and `hugetlb.<size>.rsvd.max` too where `has_rsvd(size)` says the
+/// cgroup has that file (runc sets both when it creates a container). A value the caller
+/// already put in `unified` wins.
+pub fn hugepage_limits_to_unified(resources: &mut LinuxResources, has_rsvd: impl Fn(&str) -> bool) {
+    let Some(limits) = resources.hugepage_limits().clone() else {
+        return;
+    };
+    let mut unified = resources.unified().clone().unwrap_or_default();
+    for limit in limits {
+        let size = limit.page_size();
+        let mut files = vec![format!("hugetlb.{size}.max")];
+        if has_rsvd(size) {
+            files.push(format!("hugetlb.{size}.rsvd.max"));
+        }
+        for file in files {
+            unified
+                .entry(file)
+                .or_insert_with(|| limit.limit().to_string());
+        }
+    }
+    resources.set_hugepage_limits(None);
+    resources.set_unified(Some(unified));
+}
+
 fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
@@ -271,5 +297,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(own_oom_limits(dir.path()), (-250, true));
+    }
+
+    #[test]
+    fn hugepage_limits_go_to_unified_for_an_update() {
+        let cri = LinuxContainerResources {
+            hugepage_limits: vec![
+                HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 2 << 20,
+                },
+                HugepageLimit {
+                    page_size: "1GB".into(),
+                    limit: 0,
+                },
+            ],
+            unified: [("hugetlb.1GB.max".to_string(), "max".to_string())].into(),
+            ..Default::default()
+        };
+        let mut oci = linux_resources(&cri).unwrap();
+        hugepage_limits_to_unified(&mut oci, |size| size == "2MB");
+        assert_eq!(oci.hugepage_limits(), &None);
+        let unified = oci.unified().clone().unwrap();
+        assert_eq!(unified["hugetlb.2MB.max"], "2097152");
+        assert_eq!(unified["hugetlb.2MB.rsvd.max"], "2097152");
+        // The caller's own value is kept; no rsvd file for 1GB.
+        assert_eq!(unified["hugetlb.1GB.max"], "max");
+        assert!(!unified.contains_key("hugetlb.1GB.rsvd.max"));
+
+        let mut none = linux_resources(&LinuxContainerResources::default()).unwrap();
+        hugepage_limits_to_unified(&mut none, |_| true);
+        assert_eq!(none.unified(), &None);
     }
 }

@@ -97,6 +97,7 @@ impl Fixture {
             mountinfo: &self.mountinfo,
             seccomp_localhost_root: None,
             apparmor_enabled: false,
+            cgroup_v2: false,
         })
     }
 }
@@ -734,6 +735,7 @@ fn localhost_seccomp_and_the_profile_root() {
         mountinfo: &f.mountinfo,
         seccomp_localhost_root: Some(&elsewhere),
         apparmor_enabled: false,
+        cgroup_v2: false,
     })
     .unwrap_err();
     assert!(matches!(err, SpecError::SeccompProfile { .. }), "{err}");
@@ -763,6 +765,7 @@ fn apparmor_is_set_only_when_the_host_has_it() {
         mountinfo: &f.mountinfo,
         seccomp_localhost_root: None,
         apparmor_enabled: enabled,
+        cgroup_v2: false,
     };
     let on = build_spec(&input(true)).unwrap();
     assert_eq!(
@@ -787,4 +790,44 @@ fn errors_split_into_invalid_argument_and_internal() {
         io.to_string(),
         format!("read /x: {}", std::io::Error::from_raw_os_error(libc::EIO))
     );
+}
+
+#[test]
+fn unprivileged_containers_on_cgroup_v2_get_their_own_cgroup_namespace() {
+    let mut f = Fixture::new();
+    let has_cgroupns = |config: &ContainerConfig, f: &Fixture, cgroup_v2: bool| {
+        let built = build_spec(&SpecInput {
+            container_id: "c1",
+            config,
+            sandbox: &f.sandbox,
+            image: &f.image,
+            rootfs: &f.rootfs,
+            cgroups_path: String::new(),
+            target_pid: None,
+            mountinfo: &f.mountinfo,
+            seccomp_localhost_root: None,
+            apparmor_enabled: false,
+            cgroup_v2,
+        })
+        .unwrap();
+        let namespaces = linux(&built).namespaces().clone().unwrap();
+        let cgroup: Vec<_> = namespaces
+            .iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::Cgroup)
+            .collect();
+        assert!(cgroup.len() <= 1, "{namespaces:?}");
+        // A new namespace, not one joined by path.
+        cgroup.first().map(|n| n.path().is_none())
+    };
+    assert_eq!(has_cgroupns(&basic_config(), &f, true), Some(true));
+    assert_eq!(has_cgroupns(&basic_config(), &f, false), None);
+    privileged_pod(&mut f);
+    let privileged = with_security(
+        basic_config(),
+        LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(has_cgroupns(&privileged, &f, true), None);
 }

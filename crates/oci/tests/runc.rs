@@ -176,6 +176,7 @@ impl Lab {
             mountinfo: Path::new("/proc/self/mountinfo"),
             seccomp_localhost_root: None,
             apparmor_enabled: false,
+            cgroup_v2: false,
         })
         .unwrap();
         self.created_dirs

@@ -223,6 +223,7 @@ impl ContainerPlan {
             mountinfo: std::path::Path::new("/proc/self/mountinfo"),
             seccomp_localhost_root: None,
             apparmor_enabled: env.apparmor,
+            cgroup_v2: env.cgroup_layout.mode() == corral_cgroups::CgroupMode::V2,
         })
         .map_err(|e| {
             // A refusal names the field itself; a host failure gets the step.
@@ -310,6 +311,18 @@ impl ContainerPlan {
                 .pause(&self.id)
                 .map_err(step("pause the restored container"))?;
             record.restored = true;
+        }
+        if let Some(resources) = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+        {
+            // runc already wrote the file: a failure here only loses it at systemd's next reload.
+            if let Err(e) = super::lifecycle::io_weight_to_systemd(env, record, &resources.unified)
+            {
+                tracing::warn!(container_id = %self.id, error = %e, "io.weight not handed to systemd");
+            }
         }
         Ok(())
     }

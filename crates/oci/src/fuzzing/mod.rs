@@ -89,6 +89,7 @@ impl Fixture {
             mountinfo: &self.mountinfo,
             seccomp_localhost_root: Some(Path::new("/var/lib/kubelet/seccomp")),
             apparmor_enabled: false,
+            cgroup_v2: false,
         })
     }
 }
