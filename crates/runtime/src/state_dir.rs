@@ -2,7 +2,12 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{io_error, Result, RuntimeError};
 
@@ -88,6 +93,33 @@ impl ProcessIdentity {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit (or become a zombie); returns whether it
+    /// has. A process that is already gone, or whose pid now belongs to another, has exited.
+    pub fn wait_for_exit(&self, timeout: Duration) -> io::Result<bool> {
+        let pidfd = match crate::capture::pidfd_open(self.pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        // Opened after the start time was taken: if the pid still has that start time, the
+        // pidfd refers to this very process.
+        if !self.is_alive() {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait = PollTimeout::try_from(remaining).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, wait) {
+                Ok(0) if remaining.is_zero() => return Ok(false),
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => return Ok(true),
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
     /// `PID START_TIME\n`.
     pub fn to_line(&self) -> String {
         format!("{} {}\n", self.pid, self.start_time)
@@ -144,6 +176,29 @@ pub fn shim_alive(state_dir: &Path) -> bool {
         Err(error) => {
             tracing::warn!(%error, "cannot read the shim's pid file; taking the shim as gone");
             false
+        }
+    }
+}
+
+/// Waits up to `timeout` for the shim of this state directory to exit; returns whether it is
+/// gone (also when there was none). Woken by the shim's pidfd the moment it exits, rather than
+/// by a polling tick: the shim exits right after recording the container's exit, so this is
+/// how long a stop or a removal waits for it.
+pub fn wait_for_shim_exit(state_dir: &Path, timeout: Duration) -> bool {
+    let shim = match read_shim_pid(state_dir) {
+        Ok(Some(shim)) => shim,
+        Ok(None) => return true,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the shim's pid file; taking the shim as gone");
+            return true;
+        }
+    };
+    match shim.wait_for_exit(timeout) {
+        Ok(gone) => gone,
+        Err(error) => {
+            // No pidfd: fall back on the process table.
+            tracing::debug!(%error, pid = shim.pid, "cannot wait on the shim's pidfd");
+            !shim.is_alive()
         }
     }
 }

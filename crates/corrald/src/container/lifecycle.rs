@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral_store::CONTAINERS;
 use cri_proto::v1::{ContainerEventType, ExecSyncResponse, LinuxContainerResources};
@@ -128,8 +128,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     let dir = env.container_dir(id);
     if timeout_secs > 0 {
         let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
-        runtime
-            .kill(id, signal, false)
+        signal_container(env, &runtime, &record, signal, false)
             .map_err(|e| CriError::internal("StopContainer: send stop signal", e))?;
         let grace = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
         if wait_exited(&dir, grace) {
@@ -138,8 +137,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
         }
         tracing::info!(container_id = %id, ?grace, "container did not stop in time; sending SIGKILL");
     }
-    runtime
-        .kill(id, libc::SIGKILL, true)
+    signal_container(env, &runtime, &record, libc::SIGKILL, true)
         .map_err(|e| CriError::internal("StopContainer: SIGKILL", e))?;
     if !wait_exited(&dir, KILL_WAIT) {
         return Err(CriError::Internal(format!(
@@ -150,20 +148,34 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     Ok(())
 }
 
-/// Waits until the shim has recorded the exit or is gone.
-fn wait_exited(dir: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if corral_runtime::read_exit(dir).ok().flatten().is_some()
-            || !corral_runtime::shim_alive(dir)
-        {
-            return true;
+/// Sends `signal` to the container's init (to all its processes with `all`): straight through
+/// a pidfd when the process is proven to be the init (no `<runtime> kill` to start, see
+/// [`corral_runtime::signal_init`]), else through the runtime.
+fn signal_container(
+    env: &ContainerEnv,
+    runtime: &corral_runtime::OciRuntime,
+    record: &ContainerRecord,
+    signal: i32,
+    all: bool,
+) -> corral_runtime::Result<()> {
+    let dir = env.container_dir(&record.id);
+    match corral_runtime::signal_init(&dir, &record.cgroup_relative, signal, all) {
+        Ok(corral_runtime::Signalled::Sent) => Ok(()),
+        // The init is gone; without `all` there is nothing left to signal.
+        Ok(corral_runtime::Signalled::Gone) if !all => Ok(()),
+        Ok(_) => runtime.kill(&record.id, signal, all),
+        Err(error) => {
+            tracing::debug!(container_id = %record.id, %error, "signalling the init directly failed; asking the runtime");
+            runtime.kill(&record.id, signal, all)
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the shim has recorded the exit or is gone: the shim exits right after recording
+/// the exit, and its pidfd wakes this up the moment it does.
+fn wait_exited(dir: &Path, timeout: Duration) -> bool {
+    corral_runtime::read_exit(dir).ok().flatten().is_some()
+        || corral_runtime::wait_for_shim_exit(dir, timeout)
 }
 
 /// RemoveContainer: returns the name key when there was a container.
@@ -206,8 +218,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             Ok(runtime) => {
                 if corral_runtime::shim_alive(&dir) {
                     errors.note(
-                        runtime
-                            .kill(&record.id, libc::SIGKILL, true)
+                        signal_container(env, &runtime, record, libc::SIGKILL, true)
                             .map_err(|e| CriError::internal("kill container", e)),
                     );
                     if !wait_exited(&dir, KILL_WAIT) {
@@ -225,10 +236,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             }
             Err(e) => errors.note(Err(e)),
         }
-        let deadline = Instant::now() + SHIM_EXIT_WAIT;
-        while corral_runtime::shim_alive(&dir) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        corral_runtime::wait_for_shim_exit(&dir, SHIM_EXIT_WAIT);
         if let Err(e) = corral_sandbox::reap_if_child(shim.pid) {
             tracing::debug!(pid = shim.pid, error = %e, "reaping shim");
         }
