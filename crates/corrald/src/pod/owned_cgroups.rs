@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use corral_cgroups::PodCgroup;
-use corral_store::SETTINGS;
+use corral_store::{WriteTx, SETTINGS};
 
 use super::PodEnv;
 use crate::error::{CriError, CriResult};
@@ -20,24 +20,23 @@ const KEY: &str = "created_cgroup_dirs";
 /// The systemd pod slices corral started (systemd driver), by unit name.
 const SLICES_KEY: &str = "started_systemd_slices";
 
-/// Records the directories `cgroup`'s creation made.
-pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
+/// Records the directories `cgroup`'s creation made, in the write transaction `tx` (committed
+/// with whatever else it holds, such as the sandbox's record).
+pub(super) fn remember_in(
+    tx: &WriteTx<'_>,
+    cgroup: &PodCgroup,
+) -> Result<(), corral_store::StoreError> {
     if let Some(slice) = cgroup.systemd_slice().filter(|s| s.started) {
-        env.store.write(|tx| {
-            let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
-            owned.insert(slice.name.clone());
-            tx.put(SETTINGS, SLICES_KEY, &owned)
-        })?;
+        let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
+        owned.insert(slice.name.clone());
+        tx.put(SETTINGS, SLICES_KEY, &owned)?;
     }
     if cgroup.created_dirs().is_empty() {
         return Ok(());
     }
-    env.store.write(|tx| {
-        let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
-        owned.extend(cgroup.created_dirs().iter().cloned());
-        tx.put(SETTINGS, KEY, &owned)
-    })?;
-    Ok(())
+    let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
+    owned.extend(cgroup.created_dirs().iter().cloned());
+    tx.put(SETTINGS, KEY, &owned)
 }
 
 /// Removes the directories corral created on `cgroup`'s path that are no longer used, and
