@@ -933,3 +933,53 @@ async fn systemd_cgroup_driver_names_slices_and_scopes() {
     stop_and_remove(&mut rt, &id).await;
     assert_no_leftovers(&daemon, &id, pid, &tag);
 }
+
+/// The pod's own work (cgroup, shm) runs while its CNI ADD does: when that work fails (here a
+/// pod-level cpuset naming a CPU the node lacks), the ADD that succeeded beside it is undone
+/// with everything else.
+#[tokio::test]
+async fn a_failure_beside_the_cni_add_undoes_the_network_too() {
+    require_root!();
+    let daemon = Daemon::start(DaemonOptions::default());
+    let mut rt = daemon.runtime().await;
+    let tag = "undo-beside-add";
+    let mut config = pod_config(
+        "undo-beside-add",
+        &unique_cgroup_parent(tag),
+        (POD, CONTAINER, POD),
+    );
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(LinuxContainerResources {
+            cpuset_cpus: "4095".into(),
+            ..Default::default()
+        });
+    }
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("pod resources"),
+        "the error names the step: {err:?}"
+    );
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "no half-made pod listed");
+    for dir in ["sandboxes", "netns"] {
+        let left = std::fs::read_dir(daemon.state().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "nothing left in {dir}");
+    }
+    assert!(mounts_containing(&daemon.dir().to_string_lossy()).is_empty());
+    assert!(cgroup_dirs_containing(&format!("corral-e2e-{}-{tag}", std::process::id())).is_empty());
+    assert!(daemon.net.veths().is_empty(), "the veth was deleted");
+    assert!(daemon.net.allocated_ips().is_empty(), "the IP was released");
+}

@@ -12,6 +12,7 @@ mod events;
 mod figures;
 mod images;
 mod memory;
+mod pod_paths;
 mod processes;
 mod soak;
 
@@ -35,14 +36,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum What {
-    /// RunPodSandbox, StopPodSandbox and RemovePodSandbox over N pods.
+    /// RunPodSandbox, StopPodSandbox and RemovePodSandbox over N pods. With
+    /// `--with-containerd` or `--phases`: the pod paths of issue 13 (pod network, hostNetwork,
+    /// pod + container, stop; N interleaved rounds, then a burst of pods at once), against a
+    /// private containerd in the same run, and corral's RunPodSandbox steps.
     Pods {
-        /// Number of pods per round.
+        /// Number of pods per round (with --with-containerd / --phases: rounds).
         #[arg(short, default_value_t = 50)]
         n: usize,
         /// Pods in flight at once in the concurrent round.
         #[arg(long, default_value_t = 10)]
         concurrency: usize,
+        /// Also start a private containerd (Debian's `containerd` package) and measure it the
+        /// same way, interleaved with corral.
+        #[arg(long)]
+        with_containerd: bool,
+        /// Print the steps of corral's RunPodSandbox, from corrald's log, as a table.
+        #[arg(long)]
+        phases: bool,
+        /// Pods started at once in the burst round of --with-containerd / --phases (0: none).
+        #[arg(long, default_value_t = 100)]
+        burst: usize,
+        /// More OCI runtime handlers for corral's pod+container path, as NAME=PATH (e.g.
+        /// youki=/usr/local/bin/youki), beside runc.
+        #[arg(long = "extra-handler", value_delimiter = ',')]
+        extra_handlers: Vec<String>,
     },
     /// PullImage of a 5-layer image from a loopback registry, then ListImages and ImageStatus
     /// latency with 200 more images stored.
@@ -81,7 +99,27 @@ async fn main() -> anyhow::Result<()> {
         bail!("corral-bench runs pods: run it as root");
     }
     match cli.what {
-        What::Pods { n, concurrency } => {
+        What::Pods {
+            n,
+            with_containerd,
+            phases,
+            burst,
+            extra_handlers,
+            ..
+        } if with_containerd || phases => {
+            if cli.socket.is_some() {
+                bail!("--with-containerd and --phases start their own corrald: drop --socket");
+            }
+            pod_paths::run(pod_paths::Options {
+                n,
+                burst,
+                with_containerd,
+                phases,
+                extra_handlers,
+            })
+            .await?
+        }
+        What::Pods { n, concurrency, .. } => {
             let (daemon, channel) = connect(cli.socket).await?;
             let rt = RuntimeServiceClient::new(channel);
             pods(rt.clone(), n, 1, "sequential").await?;

@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -140,7 +141,9 @@ impl PluginCall<'_> {
         }
     }
 
-    /// Waits for the plugin, killing it when the timeout passes.
+    /// Waits for the plugin, killing it when the timeout passes. The exit is seen the moment
+    /// it happens, through a pidfd: a polling loop (1 ms doubling to 50 ms) used to notice a
+    /// plugin that took 33 ms only at 63 ms, adding ~20 ms to every pod's CNI chain.
     fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
         let spawn_error = |source| CniError::Spawn {
             path: self.binary.to_owned(),
@@ -150,27 +153,26 @@ impl PluginCall<'_> {
         let Some(timeout) = self.timeout else {
             return child.wait().map_err(spawn_error);
         };
-        let deadline = Instant::now() + timeout;
-        let mut poll = Duration::from_millis(1);
-        loop {
-            if let Some(status) = child.try_wait().map_err(spawn_error)? {
-                return Ok(status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                // The plugin may have exited just now; either way it is reaped.
+        let exited = match exits_within(child.id(), timeout) {
+            Ok(exited) => exited,
+            Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(CniError::Timeout {
-                    network: self.network.to_owned(),
-                    plugin_type: self.plugin_type.to_owned(),
-                    command: self.command.as_str(),
-                    seconds: timeout.as_secs_f64(),
-                });
+                return Err(spawn_error(error));
             }
-            std::thread::sleep(poll.min(deadline - now));
-            poll = (poll * 2).min(Duration::from_millis(50));
+        };
+        if !exited {
+            // The plugin may have exited just now; either way it is reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CniError::Timeout {
+                network: self.network.to_owned(),
+                plugin_type: self.plugin_type.to_owned(),
+                command: self.command.as_str(),
+                seconds: timeout.as_secs_f64(),
+            });
         }
+        child.wait().map_err(spawn_error)
     }
 
     fn failure(&self, status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> CniError {
@@ -205,6 +207,45 @@ impl PluginCall<'_> {
             command: self.command.as_str(),
             status,
             stderr: text,
+        }
+    }
+}
+
+/// Whether the child `pid` (not yet reaped, so the pid cannot be reused) exits within
+/// `timeout`: waits on a pidfd, which becomes readable when the process exits.
+fn exits_within(pid: u32, timeout: Duration) -> std::io::Result<bool> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw = i32::try_from(raw).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let millis =
+            libc::c_int::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+        let mut fd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, which outlives the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+        match ready {
+            n if n > 0 => return Ok(true),
+            0 if remaining.is_zero() => return Ok(false),
+            0 => continue,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
         }
     }
 }

@@ -9,8 +9,11 @@
 //!   process must be a child subreaper (`PR_SET_CHILD_SUBREAPER`), as corrald is for its shims.
 //! - [`launch_shim`]: starts the container's shim, which runs `<runtime> create` and from then on
 //!   holds the container's stdio, writes its CRI log, reaps it and records its exit.
-//! - [`read_exit`], [`shim_alive`], [`reopen_log`], [`attach`]: talking to a shim (or reading
-//!   what it left) through its state directory, also after corrald restarted.
+//! - [`read_exit`], [`shim_alive`], [`wait_for_shim_exit`], [`reopen_log`], [`attach`]: talking
+//!   to a shim (or reading what it left) through its state directory, also after corrald
+//!   restarted.
+//! - [`signal_init`]: a signal to a container's init without running the runtime's `kill`, when
+//!   the process can be proven to be that init.
 //!
 //! # The state directory
 //!
@@ -45,6 +48,7 @@ mod exit;
 mod lookup;
 mod runtime;
 mod shim;
+mod signal;
 pub mod state_dir;
 pub mod unix_socket;
 
@@ -55,7 +59,8 @@ pub use exit::{read_exit, write_exit, ExitInfo};
 pub use lookup::{on_path, parse_signal};
 pub use runtime::{runtime_message, OciRuntime, RuntimeState, COMMAND_TIMEOUT};
 pub use shim::{launch_shim, LaunchReport, RestoreFrom, ShimConfig, ShimProcess};
-pub use state_dir::{read_container_pid, shim_alive, ProcessIdentity};
+pub use signal::{signal_init, Signalled};
+pub use state_dir::{read_container_pid, shim_alive, wait_for_shim_exit, ProcessIdentity};
 
 /// Sets a terminal's window size (`TIOCSWINSZ`) on the descriptor `fd`.
 pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, width: u16, height: u16) -> Result<()> {

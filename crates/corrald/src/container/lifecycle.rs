@@ -147,8 +147,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
     let dir = env.container_dir(id);
     if timeout_secs > 0 {
         let signal = corral_runtime::parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
-        runtime
-            .kill(id, signal, false)
+        signal_container(env, &runtime, &record, signal, false)
             .map_err(during("StopContainer: send stop signal"))?;
         let grace = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
         if wait_exited(&dir, record.shim, grace) {
@@ -157,8 +156,7 @@ pub(super) fn stop(env: &ContainerEnv, id: &str, timeout_secs: i64) -> CriResult
         }
         tracing::info!(container_id = %id, ?grace, "container did not stop in time; sending SIGKILL");
     }
-    runtime
-        .kill(id, libc::SIGKILL, true)
+    signal_container(env, &runtime, &record, libc::SIGKILL, true)
         .map_err(during("StopContainer: SIGKILL"))?;
     if !wait_exited(&dir, record.shim, KILL_WAIT) {
         return Err(CriError::Internal(format!(
@@ -201,6 +199,29 @@ fn wait_exited(dir: &Path, shim: Option<ShimRef>, timeout: Duration) -> bool {
             return false;
         }
         std::thread::sleep(EXIT_FILE_POLL);
+    }
+}
+
+/// Sends `signal` to the container's init (to all its processes with `all`): straight through
+/// a pidfd when the process is proven to be the init (no `<runtime> kill` to start, see
+/// [`corral_runtime::signal_init`]), else through the runtime.
+fn signal_container(
+    env: &ContainerEnv,
+    runtime: &corral_runtime::OciRuntime,
+    record: &ContainerRecord,
+    signal: i32,
+    all: bool,
+) -> corral_runtime::Result<()> {
+    let dir = env.container_dir(&record.id);
+    match corral_runtime::signal_init(&dir, &record.cgroup_relative, signal, all) {
+        Ok(corral_runtime::Signalled::Sent) => Ok(()),
+        // The init is gone; without `all` there is nothing left to signal.
+        Ok(corral_runtime::Signalled::Gone) if !all => Ok(()),
+        Ok(_) => runtime.kill(&record.id, signal, all),
+        Err(error) => {
+            tracing::debug!(container_id = %record.id, %error, "signalling the init directly failed; asking the runtime");
+            runtime.kill(&record.id, signal, all)
+        }
     }
 }
 
@@ -251,8 +272,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
             Ok(runtime) => {
                 if corral_runtime::shim_alive(&dir) {
                     errors.note(
-                        runtime
-                            .kill(&record.id, libc::SIGKILL, true)
+                        signal_container(env, &runtime, record, libc::SIGKILL, true)
                             .map_err(|e| CriError::internal("kill container", e)),
                     );
                     if !wait_exited(&dir, record.shim, KILL_WAIT) {

@@ -308,12 +308,11 @@ impl ContainerManager {
     }
 
     /// StopPodSandbox's first step: every container of the pod stopped (no grace: the pod is
-    /// going away; kubelet stopped them gracefully before if it wanted to).
+    /// going away; kubelet stopped them gracefully before if it wanted to), all at once.
     pub async fn stop_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
-        for id in self.ids_in_pod(pod_sandbox_id).await? {
-            self.stop_in_locked_pod(&id, 0).await?;
-        }
-        Ok(())
+        let ids = self.ids_in_pod(pod_sandbox_id).await?;
+        let stops = ids.iter().map(|id| self.stop_in_locked_pod(id, 0));
+        futures::future::join_all(stops).await.into_iter().collect()
     }
 
     /// The pod's lock, exclusive: held by StopPodSandbox and RemovePodSandbox around

@@ -8,6 +8,7 @@
 //! corrald finds and tears down what an earlier one made.
 
 mod owned_cgroups;
+mod phases;
 mod record;
 mod run;
 mod teardown;
@@ -162,7 +163,9 @@ impl PodManager {
         let _held = guard.lock().await;
         let env = self.env.clone();
         let name_key = plan.name_key.clone();
-        let result = tokio::task::spawn_blocking(move || plan.execute(&env))
+        // The steps' spans belong to the RunPodSandbox call's span.
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| plan.execute(&env)))
             .await
             .map_err(|e| CriError::internal("RunPodSandbox task", e))
             .and_then(|r| r);

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use corral_cgroups::PodCgroup;
-use corral_store::SETTINGS;
+use corral_store::{WriteTx, SETTINGS};
 
 use super::PodEnv;
 use crate::error::{CriError, CriResult};
@@ -24,29 +24,23 @@ const KEY: &str = "created_cgroup_dirs";
 /// The systemd pod slices corral started (systemd driver), by unit name.
 const SLICES_KEY: &str = "started_systemd_slices";
 
-/// Records the directories `cgroup`'s creation made.
-pub(super) fn remember(env: &PodEnv, cgroup: &PodCgroup) -> CriResult<()> {
+/// Records the directories `cgroup`'s creation made, in the write transaction `tx` (committed
+/// with whatever else it holds, such as the sandbox's record).
+pub(super) fn remember_in(
+    tx: &WriteTx<'_>,
+    cgroup: &PodCgroup,
+) -> Result<(), corral_store::StoreError> {
     if let Some(slice) = cgroup.systemd_slice().filter(|s| s.started) {
-        env.store.write(|tx| {
-            let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
-            owned.insert(slice.name.clone());
-            tx.put(SETTINGS, SLICES_KEY, &owned)
-        })?;
+        let mut owned: BTreeSet<String> = tx.get(SETTINGS, SLICES_KEY)?.unwrap_or_default();
+        owned.insert(slice.name.clone());
+        tx.put(SETTINGS, SLICES_KEY, &owned)?;
     }
     if cgroup.created_dirs().is_empty() {
         return Ok(());
     }
-    // Usually [`intend`] recorded them all already: no second commit then.
-    let owned: BTreeSet<PathBuf> = env.store.get(SETTINGS, KEY)?.unwrap_or_default();
-    if cgroup.created_dirs().iter().all(|dir| owned.contains(dir)) {
-        return Ok(());
-    }
-    env.store.write(|tx| {
-        let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
-        owned.extend(cgroup.created_dirs().iter().cloned());
-        tx.put(SETTINGS, KEY, &owned)
-    })?;
-    Ok(())
+    let mut owned: BTreeSet<PathBuf> = tx.get(SETTINGS, KEY)?.unwrap_or_default();
+    owned.extend(cgroup.created_dirs().iter().cloned());
+    tx.put(SETTINGS, KEY, &owned)
 }
 
 /// Write-ahead: records the directories of the pod cgroup `cgroup_parent` that do not exist yet

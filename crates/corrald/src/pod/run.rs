@@ -1,5 +1,11 @@
 //! RunPodSandbox: validate the request, then build the sandbox step by step, recording each
 //! resource as it is made so that a failure at any step tears down exactly what exists.
+//!
+//! The CNI chain is most of a pod's start, and it needs only the pod's network namespace. So
+//! the pause (which makes the namespaces) starts first, and once its network namespace is
+//! pinned and recorded the CNI ADD runs on a thread of its own while this thread makes the
+//! rest of the pod (cgroup, shm, user namespace pin) — RunPodSandbox takes about the pause, the
+//! chain and a few ms (see [`super::phases`] and `corral-bench pods --phases`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +15,7 @@ use corral_sandbox::sysctl::{self, PrivateNamespaces};
 use corral_store::SANDBOXES;
 use cri_proto::v1::{NamespaceMode, PodSandboxConfig};
 
+use super::phases::Phases;
 use super::record::{
     name_key, namespace_modes, NamespaceModes, PauseRef, SandboxRecord, SandboxState,
 };
@@ -80,6 +87,8 @@ impl SandboxPlan {
     /// Builds the sandbox. On failure, everything made so far is undone and the error names
     /// the step that failed.
     pub fn execute(self, env: &PodEnv) -> CriResult<()> {
+        let phases = Phases::new();
+        let span = tracing::Span::current();
         let mut record = SandboxRecord {
             id: self.id.clone(),
             config: self.config.clone(),
@@ -95,14 +104,24 @@ impl SandboxPlan {
             shm_path: None,
             userns_path: None,
         };
-        env.store.put(SANDBOXES, &record.id, &record)?;
+        phases.step(&span, "record_creating", || {
+            env.store.put(SANDBOXES, &record.id, &record)
+        })?;
         crate::crash::point("run_pod:recorded");
-        match self.build(env, &mut record) {
+        match self.build(env, &mut record, &phases, &span) {
             Ok(()) => {
                 crate::crash::point("run_pod:built");
                 record.state = SandboxState::Ready;
-                env.store.put(SANDBOXES, &record.id, &record)?;
-                tracing::info!(pod_id = %record.id, pod = %self.name_key, ips = ?record.ips, "pod sandbox ready");
+                phases.step(&span, "record_ready", || {
+                    env.store.put(SANDBOXES, &record.id, &record)
+                })?;
+                tracing::info!(
+                    pod_id = %record.id,
+                    pod = %self.name_key,
+                    ips = ?record.ips,
+                    phases = %phases.summary(),
+                    "pod sandbox ready"
+                );
                 Ok(())
             }
             Err(err) => {
@@ -121,8 +140,24 @@ impl SandboxPlan {
         }
     }
 
-    fn build(&self, env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
-        let dir = sandbox_dir(env, &self.id);
+    /// Builds the sandbox in two overlapping parts once the pause process exists:
+    ///
+    /// 1. the pause (it makes the pod's namespaces); with a pod network, its network namespace
+    ///    pinned and the network recorded (so that a crash during ADD still leads to a DEL);
+    /// 2. the CNI ADD on a thread of its own, which needs nothing but the pinned namespace,
+    ///    while this thread makes the rest: pod cgroup (and the pause moved into it), user
+    ///    namespace pin, `/dev/shm`;
+    /// 3. once both are done, the pod files (the hosts file names the pod's IPs).
+    ///
+    /// Whatever fails, the ADD is waited for before this returns, so the record names everything
+    /// that was made and [`teardown::destroy`] undoes it all.
+    fn build(
+        &self,
+        env: &PodEnv,
+        record: &mut SandboxRecord,
+        phases: &Phases,
+        span: &tracing::Span,
+    ) -> CriResult<()> {
         let dns = self.config.dns_config.as_ref().map(|d| DnsSettings {
             servers: d.servers.clone(),
             searches: d.searches.clone(),
@@ -131,29 +166,6 @@ impl SandboxPlan {
         let files_hostname = self
             .files_hostname()
             .map_err(step("read the node's hostname"))?;
-        PodFiles::write(&dir, &files_hostname, dns.as_ref(), &[])
-            .map_err(step("write pod files"))?;
-        crate::crash::point("run_pod:files_written");
-
-        let parent = cgroup_parent(env, &self.config, &self.id);
-        super::owned_cgroups::intend(env, &parent)?;
-        let cgroup = match env.systemd.as_deref() {
-            Some(units) => {
-                corral_cgroups::PodCgroup::create_with_systemd(&env.cgroup_layout, &parent, units)
-            }
-            None => {
-                corral_cgroups::PodCgroup::create(&env.cgroup_layout, env.cgroup_driver, &parent)
-            }
-        }
-        .map_err(step("create pod cgroup"))?;
-        crate::crash::point("run_pod:cgroup_created");
-        record.pod_cgroup = Some(cgroup.clone());
-        super::owned_cgroups::remember(env, &cgroup)?;
-        if let Some(resources) = pod_resources(&self.config) {
-            cgroup
-                .apply_with(&resources, env.systemd.as_deref())
-                .map_err(step("apply config.linux.resources to the pod cgroup"))?;
-        }
 
         let spec = PauseSpec {
             new_net: self.network == NamespaceMode::Pod,
@@ -165,60 +177,173 @@ impl SandboxPlan {
             oom_score_adj: PAUSE_OOM_SCORE_ADJ,
             userns: self.userns,
         };
-        let pause = corral_sandbox::pause::spawn_pause_owned(&env.pause_binary, &spec, &dir)
+        let dir = sandbox_dir(env, &self.id);
+        let pause = phases
+            .step(span, "pause", || {
+                corral_sandbox::pause::spawn_pause_owned(&env.pause_binary, &spec, &dir)
+            })
             .map_err(step("start pause process"))?;
         crate::crash::point("run_pod:pause_started");
         record.pause = Some(PauseRef {
             pid: pause.pid,
             start_time: pause.start_time,
         });
-        cgroup
-            .child(&self.id)
-            .and_then(|leaf| {
-                cgroup.add_process_with(&leaf.relative_path, pause.pid, env.systemd.as_deref())
+        let attachment = match self.network {
+            NamespaceMode::Pod => Some(self.prepare_network(env, record, phases, span, pause.pid)?),
+            _ => None,
+        };
+
+        let (own, added) = std::thread::scope(|scope| {
+            let adding = attachment.as_ref().map(|(net, rt)| {
+                let add = move || phases.step(span, "cni_add", || env.cni.add(net, rt));
+                std::thread::Builder::new()
+                    .name("cni-add".into())
+                    .spawn_scoped(scope, add)
+                    .map_err(step("start the CNI ADD thread"))
+            });
+            let own = self.build_own(env, record, phases, span, pause.pid);
+            let added = adding.map(|thread| {
+                thread?.join().map_err(|_| {
+                    CriError::Internal("RunPodSandbox: the CNI ADD thread panicked".into())
+                })
+            });
+            (own, added)
+        });
+        match added {
+            Some(Ok(Ok(result))) => {
+                record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
+                crate::crash::point("run_pod:network_added");
+            }
+            Some(Ok(Err(e))) => {
+                // A failed ADD has already been rolled back (DEL of the whole list).
+                record.cni_network = None;
+                own?;
+                return Err(step("set up pod network (CNI ADD)")(e));
+            }
+            Some(Err(e)) => {
+                own?;
+                return Err(e);
+            }
+            None => {}
+        }
+        own?;
+
+        phases
+            .step(span, "pod_files", || {
+                PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
+            })
+            .map_err(step("write pod files"))?;
+        crate::crash::point("run_pod:files_written");
+        Ok(())
+    }
+
+    /// Pins the pause's network namespace and records the network before ADD; returns what the
+    /// ADD needs.
+    fn prepare_network<'a>(
+        &'a self,
+        env: &PodEnv,
+        record: &mut SandboxRecord,
+        phases: &Phases,
+        span: &tracing::Span,
+        pause_pid: i32,
+    ) -> CriResult<(&'a corral_cni::NetworkConfigList, corral_cni::RuntimeConf)> {
+        let pin = netns_pin_path(env, &self.id);
+        phases
+            .step(span, "netns_pin", || {
+                corral_sandbox::netns::NetnsPin::pin(pause_pid, &pin)
+            })
+            .map_err(step("pin network namespace"))?;
+        record.netns_path = Some(pin.clone());
+        crate::crash::point("run_pod:netns_pinned");
+        let net = self.network_config.as_ref().ok_or_else(|| {
+            CriError::Internal("RunPodSandbox: pod network config not loaded".into())
+        })?;
+        record.cni_network = Some(net.name().to_string());
+        record.cni_config = Some(net.to_json());
+        // Recorded before ADD so that a crash during ADD still leads to a DEL.
+        phases.step(span, "record_network", || {
+            env.store.put(SANDBOXES, &record.id, &*record)
+        })?;
+        crate::crash::point("run_pod:network_recorded");
+        Ok((net, super::teardown::runtime_conf(env, record, &pin)))
+    }
+
+    /// The pod's own resources, made while the CNI ADD runs: its cgroup (with the pause moved
+    /// into it), the user namespace pin and `/dev/shm`; then they are recorded.
+    fn build_own(
+        &self,
+        env: &PodEnv,
+        record: &mut SandboxRecord,
+        phases: &Phases,
+        span: &tracing::Span,
+        pause_pid: i32,
+    ) -> CriResult<()> {
+        let parent = cgroup_parent(env, &self.config, &self.id);
+        // Write-ahead: the directories the pod cgroup will add are recorded before they exist.
+        super::owned_cgroups::intend(env, &parent)?;
+        let cgroup = phases
+            .step(span, "pod_cgroup", || match env.systemd.as_deref() {
+                Some(units) => corral_cgroups::PodCgroup::create_with_systemd(
+                    &env.cgroup_layout,
+                    &parent,
+                    units,
+                ),
+                None => corral_cgroups::PodCgroup::create(
+                    &env.cgroup_layout,
+                    env.cgroup_driver,
+                    &parent,
+                ),
+            })
+            .map_err(step("create pod cgroup"))?;
+        crate::crash::point("run_pod:cgroup_created");
+        record.pod_cgroup = Some(cgroup.clone());
+        if let Some(resources) = pod_resources(&self.config) {
+            phases
+                .step(span, "pod_resources", || {
+                    cgroup.apply_with(&resources, env.systemd.as_deref())
+                })
+                .map_err(step("apply config.linux.resources to the pod cgroup"))?;
+        }
+        phases
+            .step(span, "pause_cgroup", || {
+                cgroup.child(&self.id).and_then(|leaf| {
+                    cgroup.add_process_with(&leaf.relative_path, pause_pid, env.systemd.as_deref())
+                })
             })
             .map_err(step("move pause process into the pod cgroup"))?;
         crate::crash::point("run_pod:pause_in_cgroup");
 
         if self.userns.is_some() {
             let pin = userns_pin_path(env, &self.id);
-            corral_sandbox::userns::pin(pause.pid, &pin).map_err(step("pin user namespace"))?;
+            phases
+                .step(span, "userns_pin", || {
+                    corral_sandbox::userns::pin(pause_pid, &pin)
+                })
+                .map_err(step("pin user namespace"))?;
             record.userns_path = Some(pin);
         }
 
         if self.ipc == NamespaceMode::Pod {
-            let shm = dir.join("shm");
-            corral_sandbox::shm::mount_shm(&shm, corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES)
+            let shm = sandbox_dir(env, &self.id).join("shm");
+            phases
+                .step(span, "shm", || {
+                    corral_sandbox::shm::mount_shm(
+                        &shm,
+                        corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES,
+                    )
+                })
                 .map_err(step("mount /dev/shm"))?;
             record.shm_path = Some(shm);
             crate::crash::point("run_pod:shm_mounted");
         }
-
-        if self.network == NamespaceMode::Pod {
-            let pin = netns_pin_path(env, &self.id);
-            corral_sandbox::netns::NetnsPin::pin(pause.pid, &pin)
-                .map_err(step("pin network namespace"))?;
-            record.netns_path = Some(pin.clone());
-            crate::crash::point("run_pod:netns_pinned");
-            let net = self.network_config.as_ref().ok_or_else(|| {
-                CriError::Internal("RunPodSandbox: pod network config not loaded".into())
-            })?;
-            record.cni_network = Some(net.name().to_string());
-            record.cni_config = Some(net.to_json());
-            // Recorded before ADD so that a crash during ADD still leads to a DEL.
-            env.store.put(SANDBOXES, &record.id, record)?;
-            crate::crash::point("run_pod:network_recorded");
-            let rt = super::teardown::runtime_conf(env, record, &pin);
-            let result = env.cni.add(net, &rt).map_err(|e| {
-                // A failed ADD has already been rolled back (DEL of the whole list).
-                record.cni_network = None;
-                step("set up pod network (CNI ADD)")(e)
-            })?;
-            crate::crash::point("run_pod:network_added");
-            record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
-        }
-        PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
-            .map_err(step("write pod files"))?;
+        // One commit, while the ADD still runs: the cgroup directories corral made, and the
+        // record naming everything made so far (a crash during a long ADD undoes it all).
+        phases.step(span, "record_own", || {
+            env.store.write(|tx| {
+                super::owned_cgroups::remember_in(tx, &cgroup)?;
+                tx.put(SANDBOXES, &record.id, &*record)
+            })
+        })?;
         Ok(())
     }
 

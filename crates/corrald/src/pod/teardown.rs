@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use corral_store::SANDBOXES;
 
-use super::record::{SandboxRecord, SandboxState};
+use super::record::{PauseRef, SandboxRecord, SandboxState};
 use super::run::{netns_pin_path, sandbox_dir, userns_pin_path};
 use super::PodEnv;
 use crate::error::{CriError, CriResult, FirstError};
@@ -92,6 +92,9 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
 /// Stops the pause process and releases network, shm, netns and userns pins. Every step is tried even
 /// when an earlier one failed (the first error is returned); each clears its field in the
 /// record once done, so a retry repeats only what failed.
+///
+/// The pause is stopped while the CNI DEL runs on a thread of its own: DEL needs only the
+/// pinned network namespace, which outlives the pause, so neither waits for the other.
 fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()> {
     let mut errors = FirstError::default();
     // What a `Creating` record does not name may still exist where the id says.
@@ -99,19 +102,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
     if record.pause.is_none() && unrecorded {
         errors.note(stop_marked_pauses(&sandbox_dir(env, &record.id)));
     }
-    if let Some(pause) = record.pause {
-        errors.note(
-            pause
-                .process()
-                .stop(PAUSE_GRACE)
-                .map_err(|e| CriError::internal("stop pause process", e)),
-        );
-        if let Err(e) = corral_sandbox::reap_if_child(pause.pid) {
-            tracing::debug!(pid = pause.pid, error = %e, "reaping pause process");
-        }
-    }
-    crate::crash::point("stop_pod:pause_stopped");
-    if let Some(network) = record.cni_network.clone() {
+    let network = record.cni_network.clone().map(|network| {
         let pin = record
             .netns_path
             .clone()
@@ -120,17 +111,42 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
             settle_cni(&pin);
         }
         let rt = runtime_conf(env, record, &pin);
-        match cni_del(env, &network, record.cni_config.as_ref(), &rt) {
-            Ok(()) => {
-                record.cni_network = None;
-                record.cni_config = None;
-                crate::crash::point("stop_pod:network_removed");
-            }
-            Err(e) => errors.note(Err(CriError::internal(
-                "tear down pod network (CNI DEL)",
-                e,
-            ))),
+        (network, rt)
+    });
+    let recorded_config = record.cni_config.clone();
+    let pause = record.pause;
+    let (stopped, deleted) = std::thread::scope(|scope| {
+        let deleting = network.as_ref().map(|(network, rt)| {
+            let config = recorded_config.as_ref();
+            let thread = std::thread::Builder::new()
+                .name("cni-del".into())
+                .spawn_scoped(scope, move || cni_del(env, network, config, rt));
+            (thread, network, rt)
+        });
+        let stopped = pause.map(stop_pause);
+        let deleted = deleting.map(|(thread, network, rt)| {
+            let outcome = match thread {
+                Ok(thread) => thread.join().map_err(|_| {
+                    CriError::Internal("tear down pod network: the CNI DEL thread panicked".into())
+                })?,
+                // No thread to spare: DEL here, after the pause.
+                Err(_) => cni_del(env, network, recorded_config.as_ref(), rt),
+            };
+            outcome.map_err(|e| CriError::internal("tear down pod network (CNI DEL)", e))
+        });
+        (stopped, deleted)
+    });
+    if let Some(stopped) = stopped {
+        errors.note(stopped);
+    }
+    crate::crash::point("stop_pod:pause_stopped");
+    if let Some(deleted) = deleted {
+        if deleted.is_ok() {
+            record.cni_network = None;
+            record.cni_config = None;
+            crate::crash::point("stop_pod:network_removed");
         }
+        errors.note(deleted);
     }
     let shm = record
         .shm_path
@@ -211,6 +227,18 @@ fn stop_found(found: Vec<corral_sandbox::find::Found>) -> CriResult<()> {
     errors.into_result()
 }
 
+/// Stops the pause process and reaps it if it is corrald's child.
+fn stop_pause(pause: PauseRef) -> CriResult<()> {
+    let stopped = pause
+        .process()
+        .stop(PAUSE_GRACE)
+        .map_err(|e| CriError::internal("stop pause process", e));
+    if let Err(e) = corral_sandbox::reap_if_child(pause.pid) {
+        tracing::debug!(pid = pause.pid, error = %e, "reaping pause process");
+    }
+    stopped
+}
+
 /// CNI DEL with the network config the pod was attached with (cached at ADD, else recorded
 /// before ADD), so that a changed or removed config in the conf dir still tears down what was
 /// made. DEL without a cached result still frees host-local's IP: it releases by container id.
@@ -220,9 +248,15 @@ fn cni_del(
     recorded: Option<&serde_json::Value>,
     rt: &corral_cni::RuntimeConf,
 ) -> corral_cni::Result<()> {
+    // The cache is written without an fsync: after a power loss it may be torn, and DEL then
+    // runs as if nothing were cached.
     let cached = env
         .cni
-        .cached_attachment(network, &rt.container_id, &rt.if_name)?;
+        .cached_attachment(network, &rt.container_id, &rt.if_name)
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring an unreadable CNI result cache");
+            None
+        });
     let recorded = recorded
         .and_then(|json| corral_cni::NetworkConfigList::from_json(json.clone()).ok())
         .filter(|net| net.name() == network);
