@@ -9,7 +9,10 @@
 //! the tests simulate (an operator's or the OOM killer's `kill -9`), runs no handler and writes
 //! no core file.
 //!
-//! Step names are `<rpc>:<what has just been done>`; [`STEPS`] lists them all.
+//! Step names are `<rpc>:<what has just been done>`; [`STEPS`] lists them all. Points in the
+//! shared teardown (`stop_pod:*`, `remove_pod:*`, `remove_container:*`) fire wherever it runs:
+//! in the undo of a failed create and in start-up reconciliation too, so a test restarts corrald
+//! without the variable after the crash.
 
 use std::sync::OnceLock;
 
