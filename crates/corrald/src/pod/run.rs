@@ -383,7 +383,9 @@ pub(super) fn cgroup_parent(env: &PodEnv, config: &PodSandboxConfig, id: &str) -
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
     if !given.is_empty() {
-        return given;
+        // kubelet's systemd form `/kubepods.slice/<slice>` becomes the slice's name; a bad path
+        // is kept as given for `pod_relative_path` to refuse with the reason.
+        return env.cgroup_driver.unit_parent(&given).unwrap_or(given);
     }
     let short = &id[..id.len().min(12)];
     match env.cgroup_driver {
