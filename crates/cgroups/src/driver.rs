@@ -2,7 +2,7 @@
 //! takes paths, the systemd driver takes slice names and `slice:prefix:name` triples.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,30 @@ impl CgroupDriver {
         }
     }
 
+    /// `cgroup_parent` as this driver names units. kubelet with the systemd driver sends a
+    /// slice's whole cgroup path (`/kubepods.slice/kubepods-pod<uid>.slice`), which containerd
+    /// and CRI-O accept; systemd's API and runc's `slice:prefix:name` take the slice's name, its
+    /// last component, and the path must be where systemd nests that slice. Slice names and
+    /// cgroupfs parents are returned unchanged.
+    pub fn unit_parent(self, cgroup_parent: &str) -> Result<String> {
+        if self == Self::Cgroupfs || !cgroup_parent.contains('/') {
+            return Ok(cgroup_parent.to_owned());
+        }
+        let path = cgroup_parent.trim_matches('/');
+        let slice = path.rsplit('/').next().unwrap_or(path);
+        let expected = expand_slice(slice)?;
+        if expected != Path::new(path) {
+            return Err(CgroupError::InvalidParent {
+                parent: cgroup_parent.to_owned(),
+                reason: format!(
+                    "{slice} is nested at /{} by systemd; give that path or just the slice name",
+                    expected.display()
+                ),
+            });
+        }
+        Ok(slice.to_owned())
+    }
+
     /// The cgroup called `name` inside the pod cgroup named by `cgroup_parent` (the pause
     /// process's leaf, or a container's cgroup).
     pub fn child_path(self, cgroup_parent: &str, name: &str) -> Result<ChildCgroupPath> {
@@ -69,7 +93,10 @@ impl CgroupDriver {
                 relative_path: pod.join(name),
             },
             Self::Systemd => ChildCgroupPath {
-                oci_cgroups_path: format!("{cgroup_parent}:{SYSTEMD_SCOPE_PREFIX}:{name}"),
+                oci_cgroups_path: format!(
+                    "{}:{SYSTEMD_SCOPE_PREFIX}:{name}",
+                    self.unit_parent(cgroup_parent)?
+                ),
                 relative_path: pod.join(scope_unit(SYSTEMD_SCOPE_PREFIX, name)),
             },
         })
@@ -208,7 +235,7 @@ fn cgroupfs_parent_path(parent: &str) -> Result<PathBuf> {
 }
 
 fn systemd_parent_path(parent: &str) -> Result<PathBuf> {
-    let path = expand_slice(parent)?;
+    let path = expand_slice(&CgroupDriver::Systemd.unit_parent(parent)?)?;
     if path.as_os_str().is_empty() {
         return Err(CgroupError::InvalidParent {
             parent: parent.to_owned(),
@@ -241,8 +268,6 @@ fn check_child_name(name: &str) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::path::Path;
-
     use super::*;
 
     fn parent_error(driver: CgroupDriver, parent: &str) -> String {
@@ -250,6 +275,34 @@ mod tests {
             Err(error @ CgroupError::InvalidParent { .. }) => error.to_string(),
             other => panic!("{parent:?} should be an invalid parent, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn kubelets_systemd_cgroup_path_names_its_slice() {
+        let systemd = CgroupDriver::Systemd;
+        let kubelet = "/kubepods.slice/kubepods-podc3bc.slice";
+        assert_eq!(
+            systemd.unit_parent(kubelet).unwrap(),
+            "kubepods-podc3bc.slice"
+        );
+        assert_eq!(
+            systemd.pod_relative_path(kubelet).unwrap(),
+            Path::new("kubepods.slice/kubepods-podc3bc.slice")
+        );
+        let child = systemd.child_path(kubelet, "abc").unwrap();
+        assert_eq!(child.oci_cgroups_path, "kubepods-podc3bc.slice:corral:abc");
+        assert_eq!(
+            child.relative_path,
+            Path::new("kubepods.slice/kubepods-podc3bc.slice/corral-abc.scope")
+        );
+        assert_eq!(systemd.unit_parent("a-b.slice").unwrap(), "a-b.slice");
+        assert_eq!(CgroupDriver::Cgroupfs.unit_parent("/a/b").unwrap(), "/a/b");
+        // A path where systemd would not put the slice.
+        let err = parent_error(systemd, "/other.slice/kubepods-podc3bc.slice");
+        assert!(
+            err.contains("/kubepods.slice/kubepods-podc3bc.slice"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -321,7 +374,7 @@ mod tests {
             Path::new("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice")
         );
         assert!(parent_error(driver, "/kubepods/pod1").contains("cgroupfs driver"));
-        assert!(parent_error(driver, "kubepods/x.slice").contains("must not contain `/`"));
+        assert!(parent_error(driver, "kubepods/x.slice").contains("nested at /x.slice"));
         assert!(parent_error(driver, "-.slice").contains("root slice"));
         assert!(parent_error(driver, "kube--pods.slice").contains("`--`"));
     }
