@@ -8,7 +8,7 @@
 //! holds up learning its exit, and a reused pid is never mistaken for it.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -16,7 +16,6 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -420,18 +419,7 @@ fn read_pid_file(path: &Path) -> Option<i32> {
 
 /// Reads whatever is in a pipe now, without waiting for more.
 fn read_available(pipe: &mut File) -> Vec<u8> {
-    let mut data = Vec::new();
-    if fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
-        return data;
-    }
-    let mut buffer = [0u8; 4096];
-    while data.len() < 65536 {
-        match pipe.read(&mut buffer) {
-            Ok(n) if n > 0 => data.extend_from_slice(&buffer[..n]),
-            _ => break,
-        }
-    }
-    data
+    corral_process::detach::read_available(pipe, 65536)
 }
 
 fn errno_of(error: &io::Error) -> Errno {
