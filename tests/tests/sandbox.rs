@@ -32,6 +32,19 @@ async fn status(
     (resp.status.unwrap(), info)
 }
 
+/// RuntimeConfig reports `driver` as the cgroup driver.
+async fn assert_cgroup_driver(
+    rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    driver: CgroupDriver,
+) {
+    let rc = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig")
+        .into_inner();
+    assert_eq!(rc.linux.expect("linux").cgroup_driver, driver as i32);
+}
+
 fn pause_pid(info: &Value) -> i32 {
     info["pid"].as_i64().expect("info.pid") as i32
 }
@@ -589,15 +602,7 @@ async fn version_status_and_unimplemented() {
     assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
     let config: Value = serde_json::from_str(&st.info["config"]).unwrap();
     assert_eq!(config["cgroup_driver"], "cgroupfs");
-    let rc = rt
-        .runtime_config(RuntimeConfigRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        CgroupDriver::Cgroupfs as i32
-    );
+    assert_cgroup_driver(&mut rt, CgroupDriver::Cgroupfs).await;
     // No CNI config: a pod that needs a network is refused with the reason.
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -872,15 +877,7 @@ async fn systemd_cgroup_driver_names_slices_and_scopes() {
     let pid = pause_pid(&info);
     let expected = format!("/{tag}.slice/{slice}/corral-{id}.scope");
     assert_eq!(cgroup_of(pid, "memory").as_deref(), Some(expected.as_str()));
-    let rc = rt
-        .runtime_config(RuntimeConfigRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        CgroupDriver::Systemd as i32
-    );
+    assert_cgroup_driver(&mut rt, CgroupDriver::Systemd).await;
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config("sdbad", "/not/a/slice", (POD, CONTAINER, POD))),
