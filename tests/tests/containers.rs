@@ -144,6 +144,25 @@ async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Two containers in the pod: `a` listening on TCP 8080 (`nc`), `b` sleeping; returns their ids.
+async fn listener_and_sleeper(
+    env: &mut Env,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    image: &str,
+    modes: (i32, i32, i32),
+) -> (String, String) {
+    let listener = cri::container_config(
+        "a",
+        image,
+        &["sh", "-c", "sleep 1000 | nc -l -p 8080; sleep 1000"],
+    );
+    let a = cri::run(&mut env.rt, pod_id, pod, with_namespaces(listener, modes)).await;
+    let sleeper = cri::container_config("b", image, &["sleep", "1000"]);
+    let b = cri::run(&mut env.rt, pod_id, pod, with_namespaces(sleeper, modes)).await;
+    (a, b)
+}
+
 /// Whether `path` is a mount point in the test's (the host's) mount namespace.
 fn is_host_mount_point(path: &Path) -> bool {
     mounts_containing(&path.to_string_lossy())
@@ -202,6 +221,23 @@ impl TmpfsVolume {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A `sleep` container named `name` (privileged when `privileged`) with this volume at
+    /// `/vol` under `propagation`: the propagation tests' one fixture.
+    fn container(
+        &self,
+        image: &str,
+        name: &str,
+        propagation: MountPropagation,
+        privileged: bool,
+    ) -> ContainerConfig {
+        let mut config = cri::container_config(name, image, &["sleep", "1000"]);
+        if privileged {
+            config = cri::privileged(config);
+        }
+        config.mounts = vec![cri::mount(self.path(), "/vol", propagation)];
+        config
     }
 
     /// Mounts a new tmpfs at `<volume>/<name>` on the host, holding `marker` with `content`.
@@ -366,30 +402,7 @@ async fn two_containers_share_the_pods_net_ipc_uts_but_not_mnt_and_pid() {
     let (pod_id, pod) = pod(&mut env, "twins", (POD, CONTAINER, POD)).await;
     let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
     let modes = (POD, CONTAINER, POD);
-    let a = cri::run(
-        &mut env.rt,
-        &pod_id,
-        &pod,
-        with_namespaces(
-            cri::container_config(
-                "a",
-                &perl_image,
-                &["sh", "-c", "sleep 1000 | nc -l -p 8080; sleep 1000"],
-            ),
-            modes,
-        ),
-    )
-    .await;
-    let b = cri::run(
-        &mut env.rt,
-        &pod_id,
-        &pod,
-        with_namespaces(
-            cri::container_config("b", &perl_image, &["sleep", "1000"]),
-            modes,
-        ),
-    )
-    .await;
+    let (a, b) = listener_and_sleeper(&mut env, &pod_id, &pod, &perl_image, modes).await;
     let (pid_a, pid_b) = (
         cri::pid(&mut env.rt, &a).await,
         cri::pid(&mut env.rt, &b).await,
@@ -515,30 +528,8 @@ async fn containers_in_a_pod_talk_over_localhost() {
     let Some(mut env) = env().await else { return };
     let (pod_id, pod) = pod(&mut env, "talk", (POD, CONTAINER, POD)).await;
     let modes = (POD, CONTAINER, POD);
-    let a = cri::run(
-        &mut env.rt,
-        &pod_id,
-        &pod,
-        with_namespaces(
-            cri::container_config(
-                "a",
-                &env.image,
-                &["sh", "-c", "sleep 1000 | nc -l -p 8080; sleep 1000"],
-            ),
-            modes,
-        ),
-    )
-    .await;
-    let b = cri::run(
-        &mut env.rt,
-        &pod_id,
-        &pod,
-        with_namespaces(
-            cri::container_config("b", &env.image, &["sleep", "1000"]),
-            modes,
-        ),
-    )
-    .await;
+    let image = env.image.clone();
+    let (a, b) = listener_and_sleeper(&mut env, &pod_id, &pod, &image, modes).await;
     // IFF_UP (0x1) of the pod's lo.
     let flags = cri::exec_ok(&mut env.rt, &b, &["cat", "/sys/class/net/lo/flags"]).await;
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
@@ -683,12 +674,7 @@ async fn private_propagation_isolates_mounts_both_ways() {
     let (pod_id, pod) = env
         .pod_with("private", (POD, CONTAINER, POD), privileged_pod)
         .await;
-    let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
-    config.mounts = vec![cri::mount(
-        volume.path(),
-        "/vol",
-        MountPropagation::PropagationPrivate,
-    )];
+    let config = volume.container(&env.image, "c", MountPropagation::PropagationPrivate, true);
     let c = cri::run(&mut env.rt, &pod_id, &pod, config).await;
     std::fs::write(volume.path().join("before"), "seen").unwrap();
     assert_eq!(
@@ -738,12 +724,12 @@ async fn host_to_container_propagation_shows_the_hosts_new_mounts() {
     let Some(mut env) = env().await else { return };
     let volume = TmpfsVolume::shared();
     let (pod_id, pod) = pod(&mut env, "h2c", (POD, CONTAINER, POD)).await;
-    let mut config = cri::container_config("c", &env.image, &["sleep", "1000"]);
-    config.mounts = vec![cri::mount(
-        volume.path(),
-        "/vol",
+    let config = volume.container(
+        &env.image,
+        "c",
         MountPropagation::PropagationHostToContainer,
-    )];
+        false,
+    );
     let c = cri::run(&mut env.rt, &pod_id, &pod, config).await;
     let (st, _) = cri::status(&mut env.rt, &c).await;
     assert_eq!(
@@ -774,20 +760,20 @@ async fn bidirectional_propagation_shares_a_containers_mount_with_host_and_other
     let (pod1, pod1_config) = env
         .pod_with("bidi", (POD, CONTAINER, POD), privileged_pod)
         .await;
-    let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
-    config.mounts = vec![cri::mount(
-        volume.path(),
-        "/vol",
+    let config = volume.container(
+        &env.image,
+        "c",
         MountPropagation::PropagationBidirectional,
-    )];
+        true,
+    );
     let c1 = cri::run(&mut env.rt, &pod1, &pod1_config, config).await;
     let (pod2, pod2_config) = pod(&mut env, "watcher", (POD, CONTAINER, POD)).await;
-    let mut config = cri::container_config("w", &env.image, &["sleep", "1000"]);
-    config.mounts = vec![cri::mount(
-        volume.path(),
-        "/vol",
+    let config = volume.container(
+        &env.image,
+        "w",
         MountPropagation::PropagationHostToContainer,
-    )];
+        false,
+    );
     let c2 = cri::run(&mut env.rt, &pod2, &pod2_config, config).await;
 
     cri::exec_ok(
@@ -827,12 +813,12 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
     let private = TmpfsVolume::private();
 
     let (pod_id, pod) = pod(&mut env, "refuse", (POD, CONTAINER, POD)).await;
-    let mut config = cri::container_config("c", &env.image, &["sleep", "1000"]);
-    config.mounts = vec![cri::mount(
-        shared.path(),
-        "/vol",
+    let config = shared.container(
+        &env.image,
+        "c",
         MountPropagation::PropagationBidirectional,
-    )];
+        false,
+    );
     let err = cri::try_create(&mut env.rt, &pod_id, &pod, config)
         .await
         .expect_err("BIDIRECTIONAL in an unprivileged container");
@@ -848,12 +834,12 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
     let (priv_id, priv_pod) = env
         .pod_with("refusepriv", (POD, CONTAINER, POD), privileged_pod)
         .await;
-    let mut config = cri::privileged(cri::container_config("c", &env.image, &["sleep", "1000"]));
-    config.mounts = vec![cri::mount(
-        private.path(),
-        "/vol",
+    let config = private.container(
+        &env.image,
+        "c",
         MountPropagation::PropagationBidirectional,
-    )];
+        true,
+    );
     let err = cri::try_create(&mut env.rt, &priv_id, &priv_pod, config)
         .await
         .expect_err("BIDIRECTIONAL from a private source");

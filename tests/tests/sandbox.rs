@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use corral_e2e::cri::{remove_pod as stop_and_remove, run_pod};
 use corral_e2e::*;
 use cri_proto::v1::*;
 use serde_json::Value;
@@ -14,20 +15,6 @@ use tonic::Code;
 const POD: i32 = NamespaceMode::Pod as i32;
 const NODE: i32 = NamespaceMode::Node as i32;
 const CONTAINER: i32 = NamespaceMode::Container as i32;
-
-async fn run(
-    rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    config: PodSandboxConfig,
-) -> String {
-    rt.run_pod_sandbox(RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    })
-    .await
-    .expect("RunPodSandbox")
-    .into_inner()
-    .pod_sandbox_id
-}
 
 async fn status(
     rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
@@ -45,20 +32,17 @@ async fn status(
     (resp.status.unwrap(), info)
 }
 
-async fn stop_and_remove(
+/// RuntimeConfig reports `driver` as the cgroup driver.
+async fn assert_cgroup_driver(
     rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
+    driver: CgroupDriver,
 ) {
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .expect("RemovePodSandbox");
+    let rc = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig")
+        .into_inner();
+    assert_eq!(rc.linux.expect("linux").cgroup_driver, driver as i32);
 }
 
 fn pause_pid(info: &Value) -> i32 {
@@ -110,7 +94,7 @@ async fn default_pod_has_own_namespaces_network_and_cgroup() {
     let mut rt = daemon.runtime().await;
     let tag = "dflt";
     let parent = unique_cgroup_parent(tag);
-    let id = run(&mut rt, pod_config("web", &parent, (POD, CONTAINER, POD))).await;
+    let id = run_pod(&mut rt, &pod_config("web", &parent, (POD, CONTAINER, POD))).await;
     let (st, info) = status(&mut rt, &id).await;
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
     let pid = pause_pid(&info);
@@ -216,9 +200,9 @@ async fn host_namespaces_and_shared_pid_namespace() {
     let tag = "host";
     let parent = unique_cgroup_parent(tag);
 
-    let host = run(
+    let host = run_pod(
         &mut rt,
-        pod_config("hostnet", &parent, (NODE, CONTAINER, NODE)),
+        &pod_config("hostnet", &parent, (NODE, CONTAINER, NODE)),
     )
     .await;
     let (_, info) = status(&mut rt, &host).await;
@@ -236,9 +220,9 @@ async fn host_namespaces_and_shared_pid_namespace() {
     );
     assert!(!daemon.state().join("netns").join(&host).exists());
 
-    let shared = run(
+    let shared = run_pod(
         &mut rt,
-        pod_config(
+        &pod_config(
             "sharedpid",
             &parent.replace("podhost", "podhost2"),
             (POD, POD, POD),
@@ -278,7 +262,7 @@ async fn sysctls_apply_inside_the_pod_only() {
         .sysctls
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "77".into());
     linux.sysctls.insert("kernel.shmmni".into(), "1234".into());
-    let id = run(&mut rt, config).await;
+    let id = run_pod(&mut rt, &config).await;
     let (_, info) = status(&mut rt, &id).await;
     let pid = pause_pid(&info).to_string();
     let inside = |ns: &str, file: &str| {
@@ -304,9 +288,9 @@ async fn stop_is_idempotent_and_remove_of_unknown_succeeds() {
     let mut daemon = Daemon::start(DaemonOptions::default());
     let mut rt = daemon.runtime().await;
     let tag = "idem";
-    let id = run(
+    let id = run_pod(
         &mut rt,
-        pod_config("idem", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
+        &pod_config("idem", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
     )
     .await;
     let (_, info) = status(&mut rt, &id).await;
@@ -346,9 +330,9 @@ async fn stop_is_idempotent_and_remove_of_unknown_succeeds() {
     );
     assert_network_empty(&daemon);
     // The same name can be used again after removal.
-    let again = run(
+    let again = run_pod(
         &mut rt,
-        pod_config("idem", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
+        &pod_config("idem", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
     )
     .await;
     stop_and_remove(&mut rt, &again).await;
@@ -364,7 +348,7 @@ async fn ten_pods_survive_kill_9_of_corrald() {
     for i in 0..10 {
         let name = format!("p{i}");
         let parent = format!("{}{i}", unique_cgroup_parent(tag));
-        let id = run(&mut rt, pod_config(&name, &parent, (POD, CONTAINER, POD))).await;
+        let id = run_pod(&mut rt, &pod_config(&name, &parent, (POD, CONTAINER, POD))).await;
         let (st, info) = status(&mut rt, &id).await;
         before.push((id, st.network.unwrap().ip, pause_pid(&info)));
     }
@@ -439,71 +423,60 @@ async fn bad_input_gets_clear_errors() {
         );
     };
 
-    let mut c = good();
-    c.metadata = None;
-    expect(
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(c),
-            runtime_handler: String::new(),
+    type Edit = Box<dyn Fn(&mut PodSandboxConfig)>;
+    let sysctl = |key: &'static str| -> Edit {
+        Box::new(move |c| {
+            c.linux
+                .as_mut()
+                .unwrap()
+                .sysctls
+                .insert(key.into(), "1".into());
         })
-        .await,
-        Code::InvalidArgument,
-        "metadata",
-    );
-
-    let mut c = good();
-    c.linux
-        .as_mut()
-        .unwrap()
-        .sysctls
-        .insert("kernel.no_such_thing".into(), "1".into());
-    expect(
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(c),
-            runtime_handler: String::new(),
-        })
-        .await,
-        Code::InvalidArgument,
-        "kernel.no_such_thing",
-    );
-
-    let mut c = good();
-    c.linux
-        .as_mut()
-        .unwrap()
-        .sysctls
-        .insert("vm.swappiness".into(), "1".into());
-    expect(
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(c),
-            runtime_handler: String::new(),
-        })
-        .await,
-        Code::InvalidArgument,
-        "vm.swappiness",
-    );
-
-    let mut c = good();
-    c.linux.as_mut().unwrap().cgroup_parent = "/kubepods/../../etc".into();
-    expect(
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(c),
-            runtime_handler: String::new(),
-        })
-        .await,
-        Code::InvalidArgument,
-        "cgroup_parent",
-    );
-
-    expect(
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(good()),
-            runtime_handler: "nosuch".into(),
-        })
-        .await,
-        Code::InvalidArgument,
-        "runtime_handler",
-    );
+    };
+    // (runtime handler, change to a good config, expected code, what the message must name)
+    let cases: Vec<(&str, Edit, Code, &str)> = vec![
+        (
+            "",
+            Box::new(|c| c.metadata = None),
+            Code::InvalidArgument,
+            "metadata",
+        ),
+        (
+            "",
+            sysctl("kernel.no_such_thing"),
+            Code::InvalidArgument,
+            "kernel.no_such_thing",
+        ),
+        (
+            "",
+            sysctl("vm.swappiness"),
+            Code::InvalidArgument,
+            "vm.swappiness",
+        ),
+        (
+            "",
+            Box::new(|c| c.linux.as_mut().unwrap().cgroup_parent = "/kubepods/../../etc".into()),
+            Code::InvalidArgument,
+            "cgroup_parent",
+        ),
+        (
+            "nosuch",
+            Box::new(|_| {}),
+            Code::InvalidArgument,
+            "runtime_handler",
+        ),
+    ];
+    for (handler, edit, code, needle) in cases {
+        let mut config = good();
+        edit(&mut config);
+        let result = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: handler.into(),
+            })
+            .await;
+        expect(result, code, needle);
+    }
 
     let err = rt
         .pod_sandbox_status(PodSandboxStatusRequest {
@@ -521,7 +494,7 @@ async fn bad_input_gets_clear_errors() {
     .await
     .expect("StopPodSandbox of an unknown id");
 
-    let id = run(&mut rt, good()).await;
+    let id = run_pod(&mut rt, &good()).await;
     expect(
         rt.run_pod_sandbox(RunPodSandboxRequest {
             config: Some(good()),
@@ -533,7 +506,7 @@ async fn bad_input_gets_clear_errors() {
     );
     let mut next = good();
     next.metadata.as_mut().unwrap().attempt = 1;
-    let id2 = run(&mut rt, next).await;
+    let id2 = run_pod(&mut rt, &next).await;
     stop_and_remove(&mut rt, &id).await;
     stop_and_remove(&mut rt, &id2).await;
     assert!(cgroup_dirs_containing(&format!("corral-e2e-{}-{tag}", std::process::id())).is_empty());
@@ -590,9 +563,9 @@ async fn failed_run_undoes_everything() {
     assert!(daemon.net.allocated_ips().is_empty());
     // The same pod works once the network is fixed.
     std::fs::write(&conf, daemon.net.conflist()).unwrap();
-    let id = run(
+    let id = run_pod(
         &mut rt,
-        pod_config("undo", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
+        &pod_config("undo", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
     )
     .await;
     stop_and_remove(&mut rt, &id).await;
@@ -629,15 +602,7 @@ async fn version_status_and_unimplemented() {
     assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
     let config: Value = serde_json::from_str(&st.info["config"]).unwrap();
     assert_eq!(config["cgroup_driver"], "cgroupfs");
-    let rc = rt
-        .runtime_config(RuntimeConfigRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        CgroupDriver::Cgroupfs as i32
-    );
+    assert_cgroup_driver(&mut rt, CgroupDriver::Cgroupfs).await;
     // No CNI config: a pod that needs a network is refused with the reason.
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -675,18 +640,18 @@ async fn list_filters_and_stream() {
     require_root!();
     let daemon = Daemon::start(DaemonOptions::default());
     let mut rt = daemon.runtime().await;
-    let a = run(
+    let a = run_pod(
         &mut rt,
-        pod_config(
+        &pod_config(
             "lista",
             &unique_cgroup_parent("lista"),
             (POD, CONTAINER, POD),
         ),
     )
     .await;
-    let b = run(
+    let b = run_pod(
         &mut rt,
-        pod_config(
+        &pod_config(
             "listb",
             &unique_cgroup_parent("listb"),
             (POD, CONTAINER, POD),
@@ -793,7 +758,7 @@ async fn pod_resources_oom_score_and_port_mappings() {
         host_port: 38080,
         host_ip: String::new(),
     }];
-    let id = run(&mut rt, config).await;
+    let id = run_pod(&mut rt, &config).await;
     let (_, info) = status(&mut rt, &id).await;
     let pid = pause_pid(&info);
 
@@ -907,20 +872,12 @@ async fn systemd_cgroup_driver_names_slices_and_scopes() {
     let mut rt = daemon.runtime().await;
     let tag = format!("corrale2e{}", std::process::id());
     let slice = format!("{tag}-podsd.slice");
-    let id = run(&mut rt, pod_config("sd", &slice, (POD, CONTAINER, POD))).await;
+    let id = run_pod(&mut rt, &pod_config("sd", &slice, (POD, CONTAINER, POD))).await;
     let (_, info) = status(&mut rt, &id).await;
     let pid = pause_pid(&info);
     let expected = format!("/{tag}.slice/{slice}/corral-{id}.scope");
     assert_eq!(cgroup_of(pid, "memory").as_deref(), Some(expected.as_str()));
-    let rc = rt
-        .runtime_config(RuntimeConfigRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rc.linux.unwrap().cgroup_driver,
-        CgroupDriver::Systemd as i32
-    );
+    assert_cgroup_driver(&mut rt, CgroupDriver::Systemd).await;
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod_config("sdbad", "/not/a/slice", (POD, CONTAINER, POD))),

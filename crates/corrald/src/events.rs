@@ -337,8 +337,13 @@ fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
     };
     let (sink, sandbox) = (sink.clone(), sandbox.clone());
     tokio::spawn(async move {
-        // Opened after the pid was recorded: it may be another process by now.
-        if sandbox.pause_alive() {
+        // Opened after the pid was recorded: it may be another process by now (a /proc read,
+        // so not on the worker).
+        let checked = sandbox.clone();
+        let alive = tokio::task::spawn_blocking(move || checked.pause_alive())
+            .await
+            .unwrap_or(false);
+        if alive {
             if let Err(e) = pidfd.exited().await {
                 tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
                 return;

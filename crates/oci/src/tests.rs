@@ -209,10 +209,12 @@ fn a_basic_container_gets_the_whole_spec() {
         }
     );
     let caps = p.capabilities().as_ref().unwrap();
-    assert_eq!(
-        caps.bounding().as_ref().unwrap().len(),
-        DEFAULT_CAPABILITIES.len()
-    );
+    if holds_every_capability() {
+        assert_eq!(
+            caps.bounding().as_ref().unwrap().len(),
+            DEFAULT_CAPABILITIES.len()
+        );
+    }
 
     let l = linux(&built);
     assert_eq!(
@@ -288,10 +290,12 @@ fn the_spec_serialises_in_the_shape_runc_reads() {
     assert_eq!(json["process"]["cwd"], "/srv");
     assert_eq!(json["process"]["user"]["uid"], 1000);
     assert_eq!(json["process"]["user"]["additionalGids"][0], 1000);
-    assert!(json["process"]["capabilities"]["bounding"]
-        .as_array()
-        .unwrap()
-        .contains(&"CAP_CHOWN".into()));
+    if holds_every_capability() {
+        assert!(json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .contains(&"CAP_CHOWN".into()));
+    }
     assert_eq!(json["process"]["noNewPrivileges"], false);
     assert!(json["process"]["oomScoreAdj"].is_i64());
     assert_eq!(json["root"]["path"], f.rootfs.to_string_lossy().as_ref());
@@ -462,6 +466,10 @@ fn privileged_containers_get_everything() {
 
 #[test]
 fn capabilities_and_seccomp_follow_the_security_context() {
+    if !holds_every_capability() {
+        eprintln!("skipped: a container gets only capabilities this process holds (run as root)");
+        return;
+    }
     let f = Fixture::new();
     let config = with_security(
         basic_config(),
@@ -830,4 +838,10 @@ fn unprivileged_containers_on_cgroup_v2_get_their_own_cgroup_namespace() {
         },
     );
     assert_eq!(has_cgroupns(&privileged, &f, true), None);
+}
+
+/// Whether the tests run as root: a container is given only capabilities its runtime holds, so
+/// the default set is checked only then (scripts/test.sh runs the unit tests as any user).
+fn holds_every_capability() -> bool {
+    nix::unistd::geteuid().is_root()
 }

@@ -125,6 +125,28 @@ pub fn read_report(
     Ok(text)
 }
 
+/// Reads whatever is in a pipe now, at most `max_len` bytes, without waiting for more (the
+/// pipe is made non-blocking): what a failed child managed to say.
+pub fn read_available(pipe: &mut std::fs::File, max_len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let nonblocking = nix::fcntl::fcntl(
+        pipe.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    if nonblocking.is_err() {
+        return data;
+    }
+    let mut buffer = [0u8; 4096];
+    while data.len() < max_len {
+        match pipe.read(&mut buffer) {
+            Ok(n) if n > 0 => data.extend_from_slice(&buffer[..n.min(max_len - data.len())]),
+            _ => break,
+        }
+    }
+    data
+}
+
 /// `exit status N`, `killed by SIGKILL`, ... for messages.
 pub fn describe_exit(status: WaitStatus) -> String {
     match status {
@@ -170,6 +192,15 @@ mod tests {
             read_report(reader.as_fd(), None, 10, false),
             Err(PipeError::TooLong(10))
         );
+    }
+
+    #[test]
+    fn what_is_in_a_pipe_is_read_without_waiting() {
+        let (reader, writer) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let mut reader = std::fs::File::from(reader);
+        assert!(read_available(&mut reader, 100).is_empty());
+        write(&writer, b"runc: no such container").unwrap();
+        assert_eq!(read_available(&mut reader, 4), b"runc");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! holds up learning its exit, and a reused pid is never mistaken for it.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -16,7 +16,6 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -96,27 +95,7 @@ impl OciRuntime {
             .map_err(io_error("create a directory in", std::env::temp_dir()))?;
         let process_file = scratch.path().join("process.json");
         let pid_file = scratch.path().join("exec.pid");
-        let terminal = matches!(io, ExecIo::Terminal { .. });
-        let mut process = process.clone();
-        process.set_terminal(Some(terminal));
-        if let ExecIo::Terminal { width, height } = io {
-            let size = oci_spec::runtime::BoxBuilder::default()
-                .width(u64::from(width))
-                .height(u64::from(height))
-                .build()
-                .map_err(|error| RuntimeError::Output {
-                    binary: self.binary.clone(),
-                    command: "exec",
-                    id: id.to_owned(),
-                    message: format!("console size: {error}"),
-                })?;
-            process.set_console_size(Some(size));
-        }
-        let json = serde_json::to_vec(&process).map_err(|source| RuntimeError::Encode {
-            what: "exec process",
-            source,
-        })?;
-        std::fs::write(&process_file, json).map_err(io_error("write", &process_file))?;
+        self.write_process_file(id, process, io, &process_file)?;
 
         let mut command = self.command();
         command
@@ -124,27 +103,7 @@ impl OciRuntime {
             .arg(&pid_file)
             .arg("--process")
             .arg(&process_file);
-        let console = if terminal {
-            let path = scratch.path().join("console.sock");
-            let reachable = SocketPath::new(&path).map_err(io_error("console socket", &path))?;
-            let listener = UnixListener::bind(reachable.path()).map_err(io_error("bind", &path))?;
-            listener
-                .set_nonblocking(true)
-                .map_err(io_error("set non-blocking", &path))?;
-            command.arg("--console-socket").arg(reachable.path());
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            Some((listener, reachable))
-        } else {
-            let stdin = matches!(io, ExecIo::Pipes { stdin: true });
-            command
-                .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            None
-        };
+        let console = exec_stdio(&mut command, io, scratch.path())?;
         command.arg(id);
         let spawn_error = |source| RuntimeError::Spawn {
             binary: self.binary.clone(),
@@ -181,6 +140,20 @@ impl OciRuntime {
             }
             return Err(self.classify_failure("exec", id, message));
         };
+        self.exec_child(id, pid, io, master, [stdin, stdout, stderr])
+    }
+
+    /// The handle on the exec'd process `pid`: its pidfd, its stdio (`[stdin, stdout, stderr]`)
+    /// and, with a terminal, the pty master the runtime sent.
+    fn exec_child(
+        &self,
+        id: &str,
+        pid: i32,
+        io: ExecIo,
+        master: Option<OwnedFd>,
+        [stdin, stdout, stderr]: [Option<File>; 3],
+    ) -> Result<ExecChild> {
+        let terminal = matches!(io, ExecIo::Terminal { .. });
         let pidfd = pidfd_open(pid).map_err(|source| RuntimeError::Syscall {
             op: "pidfd_open of the exec'd process",
             source: errno_of(&source),
@@ -217,6 +190,37 @@ impl OciRuntime {
             terminal_control,
             id: id.to_owned(),
         })
+    }
+
+    /// Writes the process `runc exec --process` reads: `process` with the terminal flag and
+    /// size of `io`.
+    fn write_process_file(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        io: ExecIo,
+        path: &Path,
+    ) -> Result<()> {
+        let mut process = process.clone();
+        process.set_terminal(Some(matches!(io, ExecIo::Terminal { .. })));
+        if let ExecIo::Terminal { width, height } = io {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .width(u64::from(width))
+                .height(u64::from(height))
+                .build()
+                .map_err(|error| RuntimeError::Output {
+                    binary: self.binary.clone(),
+                    command: "exec",
+                    id: id.to_owned(),
+                    message: format!("console size: {error}"),
+                })?;
+            process.set_console_size(Some(size));
+        }
+        let json = serde_json::to_vec(&process).map_err(|source| RuntimeError::Encode {
+            what: "exec process",
+            source,
+        })?;
+        std::fs::write(path, json).map_err(io_error("write", path))
     }
 
     /// Runs `process` in the running container `id` and collects its output (up to
@@ -415,18 +419,7 @@ fn read_pid_file(path: &Path) -> Option<i32> {
 
 /// Reads whatever is in a pipe now, without waiting for more.
 fn read_available(pipe: &mut File) -> Vec<u8> {
-    let mut data = Vec::new();
-    if fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
-        return data;
-    }
-    let mut buffer = [0u8; 4096];
-    while data.len() < 65536 {
-        match pipe.read(&mut buffer) {
-            Ok(n) if n > 0 => data.extend_from_slice(&buffer[..n]),
-            _ => break,
-        }
-    }
-    data
+    corral_process::detach::read_available(pipe, 65536)
 }
 
 fn errno_of(error: &io::Error) -> Errno {
@@ -449,6 +442,34 @@ pub(crate) fn set_window_size(fd: i32, width: u16, height: u16) -> Result<()> {
             op: "ioctl(TIOCSWINSZ)",
             source,
         })
+}
+
+/// Sets up `command`'s stdio for `io`: with a terminal, a console socket in `scratch` on which
+/// the runtime sends the pty master (returned, with its reachable path); else pipes.
+fn exec_stdio(
+    command: &mut std::process::Command,
+    io: ExecIo,
+    scratch: &Path,
+) -> Result<Option<(UnixListener, SocketPath)>> {
+    if let ExecIo::Pipes { stdin } = io {
+        command
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        return Ok(None);
+    }
+    let path = scratch.join("console.sock");
+    let reachable = SocketPath::new(&path).map_err(io_error("console socket", &path))?;
+    let listener = UnixListener::bind(reachable.path()).map_err(io_error("bind", &path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("set non-blocking", &path))?;
+    command.arg("--console-socket").arg(reachable.path());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Ok(Some((listener, reachable)))
 }
 
 #[cfg(test)]

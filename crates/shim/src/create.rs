@@ -2,7 +2,7 @@
 //! runtime sends over a console socket.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use corral_runtime::state_dir::{CONSOLE_SOCKET, CONTAINER_PID_FILE, RUNTIME_LOG};
 use corral_runtime::unix_socket::{receive_fd, SocketPath};
 use corral_runtime::{read_container_pid, runtime_message};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::pipe2;
 
@@ -264,18 +264,7 @@ fn failure_message(said: String, status: ExitStatus) -> String {
 
 /// Reads whatever is in a pipe now, without waiting for more.
 fn read_available(pipe: &mut File) -> Vec<u8> {
-    let mut data = Vec::new();
-    if fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_err() {
-        return data;
-    }
-    let mut buffer = [0u8; 4096];
-    while data.len() < 65536 {
-        match pipe.read(&mut buffer) {
-            Ok(n) if n > 0 => data.extend_from_slice(&buffer[..n]),
-            _ => break,
-        }
-    }
-    data
+    corral_process::detach::read_available(pipe, 65536)
 }
 
 fn remove_if_present(path: &Path) -> Result<(), String> {

@@ -241,8 +241,12 @@ impl ContainerManager {
 
     /// ContainerStatus.
     pub async fn status(&self, id: &str, verbose: bool) -> CriResult<ContainerStatusResponse> {
-        let record = self.blocking(id, lifecycle::refreshed).await?;
-        Ok(view::status_response(&self.env, &record, verbose))
+        // The status reads the bundle's config.json and /proc: on the blocking thread too.
+        self.blocking(id, move |env, id| {
+            let record = lifecycle::refreshed(env, id)?;
+            Ok(view::status_response(env, &record, verbose))
+        })
+        .await
     }
 
     /// ListContainers and StreamContainers.
