@@ -146,26 +146,13 @@ impl StatsService {
         filter: Option<PodSandboxStatsFilter>,
     ) -> CriResult<Vec<PodSandboxStats>> {
         let filter = filter.unwrap_or_default();
-        let pods = self
-            .daemon
-            .pods
-            .list(Some(&PodSandboxFilter {
-                id: filter.id,
-                state: Some(PodSandboxStateValue {
-                    state: cri_proto::v1::PodSandboxState::SandboxReady as i32,
-                }),
-                label_selector: filter.label_selector,
-            }))
-            .await?;
-        let mut sandboxes = Vec::with_capacity(pods.len());
-        for pod in pods {
-            match self.daemon.pods.sandbox(&pod.id) {
-                Ok(sandbox) => sandboxes.push(sandbox),
-                // Removed since it was listed.
-                Err(CriError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let sandboxes = self.daemon.pods.records(Some(&PodSandboxFilter {
+            id: filter.id,
+            state: Some(PodSandboxStateValue {
+                state: cri_proto::v1::PodSandboxState::SandboxReady as i32,
+            }),
+            label_selector: filter.label_selector,
+        }))?;
         let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
         for record in self
             .running_containers(String::new(), String::new(), HashMap::new())
@@ -197,10 +184,9 @@ impl StatsService {
         pod_sandbox_id: String,
         label_selector: HashMap<String, String>,
     ) -> CriResult<Vec<ContainerRecord>> {
-        let listed = self
-            .daemon
+        self.daemon
             .containers
-            .list(Some(ContainerFilter {
+            .records(Some(ContainerFilter {
                 id,
                 pod_sandbox_id,
                 state: Some(ContainerStateValue {
@@ -208,13 +194,7 @@ impl StatsService {
                 }),
                 label_selector,
             }))
-            .await?;
-        let mut records = Vec::with_capacity(listed.len());
-        for container in listed {
-            // None: removed since it was listed.
-            records.extend(self.container_record(&container.id)?);
-        }
-        Ok(records)
+            .await
     }
 
     fn container_record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {

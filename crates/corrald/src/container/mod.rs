@@ -261,19 +261,46 @@ impl ContainerManager {
         let env = self.env.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let record = lifecycle::refresh(&env, record)?;
-                if view::matches(&record, filter.as_ref()) {
-                    out.push(view::container(&record));
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                if view::matches(record, filter.as_ref()) {
+                    out.push(view::container(record));
                 }
             }
             Ok(out)
         })
         .await
         .map_err(|e| CriError::internal("ListContainers task", e))?
+    }
+
+    /// The records of the containers the filter passes, checked against their shims like
+    /// [`Self::list`], from one read of the store (the stats of every container need the
+    /// records, not their CRI views).
+    pub async fn records(
+        &self,
+        filter: Option<ContainerFilter>,
+    ) -> CriResult<Vec<ContainerRecord>> {
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
+                if record.state == ContainerState::Creating {
+                    continue;
+                }
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                if view::matches(record, filter.as_ref()) {
+                    out.push(record.clone());
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| CriError::internal("container records task", e))?
     }
 
     /// UpdateContainerResources.
@@ -308,10 +335,10 @@ impl ContainerManager {
         Ok(self
             .env
             .store
-            .list::<ContainerRecord>(CONTAINERS)?
-            .into_iter()
+            .list_shared::<ContainerRecord>(CONTAINERS)?
+            .iter()
             .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect())
     }
 
@@ -374,14 +401,15 @@ impl ContainerManager {
         let pod_sandbox_id = pod_sandbox_id.to_string();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.pod_sandbox_id != pod_sandbox_id
                     || record.state == ContainerState::Creating
                 {
                     continue;
                 }
-                let record = lifecycle::refresh(&env, record)?;
-                out.extend(view::status_response(&env, &record, false).status);
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                out.extend(view::status_response(&env, record, false).status);
             }
             Ok(out)
         })
