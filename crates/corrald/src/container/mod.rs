@@ -380,10 +380,10 @@ impl ContainerManager {
         Ok(self
             .env
             .store
-            .list::<ContainerRecord>(CONTAINERS)?
-            .into_iter()
+            .list_shared::<ContainerRecord>(CONTAINERS)?
+            .iter()
             .filter(|(_, r)| matches!(r.state, ContainerState::Created | ContainerState::Running))
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect())
     }
 
