@@ -113,6 +113,19 @@ impl Containerd {
         sandbox_image: &str,
         cgroup_root: &str,
     ) -> anyhow::Result<Containerd> {
+        Containerd::start_with_conflist(registry_host, sandbox_image, cgroup_root, |net| {
+            net.conflist()
+        })
+    }
+
+    /// [`Containerd::start`] with the CNI conflist `conflist` makes for the network (a wider
+    /// subnet for hundreds of pods).
+    pub fn start_with_conflist(
+        registry_host: &str,
+        sandbox_image: &str,
+        cgroup_root: &str,
+        conflist: impl FnOnce(&TestNetwork) -> String,
+    ) -> anyhow::Result<Containerd> {
         if !Path::new(CONTAINERD).exists() {
             bail!("{CONTAINERD} is missing: apt-get install -y containerd");
         }
@@ -125,7 +138,7 @@ impl Containerd {
         let net = TestNetwork::new(200, dir.path());
         let cni_conf = dir.path().join("cni-conf");
         std::fs::create_dir_all(&cni_conf).context("create the CNI conf dir")?;
-        std::fs::write(cni_conf.join("10-bench.conflist"), net.conflist())
+        std::fs::write(cni_conf.join("10-bench.conflist"), conflist(&net))
             .context("write the CNI conflist")?;
         let config = config_toml(&ConfigInputs {
             dir: dir.path(),
@@ -134,8 +147,6 @@ impl Containerd {
         });
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).context("write containerd's config.toml")?;
-        let log = std::fs::File::create(dir.path().join("containerd.log"))
-            .context("create containerd.log")?;
         let mut containerd = Containerd {
             host_dirs_made: HOST_DIRS
                 .iter()
@@ -148,17 +159,45 @@ impl Containerd {
             cgroup_root: cgroup_root.to_string(),
             log_len_when_ready: 0,
         };
+        containerd.spawn()?;
+        Ok(containerd)
+    }
+
+    /// Starts the daemon on the config in the temp dir (appending to its log) and waits for
+    /// its socket.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))
+            .context("open containerd.log")?;
         let child = Command::new(CONTAINERD)
             .arg("--config")
-            .arg(&config_path)
+            .arg(self.dir.path().join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("dup containerd.log")?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {CONTAINERD}"))?;
-        containerd.child = Some(child);
-        containerd.wait_for_socket(Duration::from_secs(30))?;
-        Ok(containerd)
+        self.child = Some(child);
+        self.wait_for_socket(Duration::from_secs(30))
+    }
+
+    /// Stops the daemon with SIGTERM (its shims and containers keep running), waits for it to
+    /// exit, and returns how long that took.
+    pub fn stop_daemon(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        started.elapsed()
+    }
+
+    /// Starts a daemon stopped by [`Containerd::stop_daemon`] again on the same directories;
+    /// returns once its socket accepts connections.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn()
     }
 
     fn wait_for_socket(&mut self, timeout: Duration) -> anyhow::Result<()> {

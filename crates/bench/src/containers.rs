@@ -138,7 +138,7 @@ pub async fn run(socket: Option<PathBuf>, options: Options) -> anyhow::Result<()
 }
 
 /// The first three fields of /proc/loadavg: the figures mean little on a busy machine.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())

@@ -12,8 +12,10 @@ mod events;
 mod figures;
 mod images;
 mod memory;
+mod node;
 mod pod_paths;
 mod processes;
+mod pull;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -90,6 +92,12 @@ enum What {
         #[arg(short, default_value_t = 1000)]
         n: usize,
     },
+    /// A node with N pods (one container each): relist and stats latency, idle CPU, memory
+    /// per pod and restart-to-serving, optionally against a private containerd in turns.
+    Node(node::Options),
+    /// Cold pulls of a ~200 MB, 8-layer image (gzip and zstd) from a loopback registry: wall
+    /// and CPU time, optionally against a private containerd in turns.
+    Pull(pull::Options),
 }
 
 #[tokio::main]
@@ -138,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
             drop(daemon);
         }
         What::Soak { n } => soak::run(n).await?,
+        What::Node(options) => node::run(options).await?,
+        What::Pull(options) => pull::run(options).await?,
     }
     Ok(())
 }

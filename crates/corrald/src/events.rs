@@ -196,20 +196,21 @@ pub async fn start(
         sink,
         last: HashMap::new(),
     };
-    for pod in daemon.pods.list(None).await? {
-        if let Ok(sandbox) = daemon.pods.sandbox_async(&pod.id).await {
-            if sandbox.state == SandboxState::Ready {
-                watch_pause(&publisher.sink, &sandbox);
-            }
+    for sandbox in daemon.pods.records(None)? {
+        if sandbox.state == SandboxState::Ready {
+            watch_pause(&publisher.sink, &sandbox);
         }
     }
-    for id in daemon.containers.live_ids().await? {
-        if let Some(watcher) = &watcher {
+    if let Some(watcher) = &watcher {
+        for id in daemon.containers.live_ids()? {
             watcher.watch(&daemon.containers.state_dir(&id), &id);
         }
-        if let Err(e) = daemon.containers.record(&id).await {
-            tracing::warn!(container_id = %id, error = %e, "checking container for an exit at start-up");
-        }
+    }
+    // Every live container checked for an exit in one pass over one read of the store: one
+    // locked refresh after the other made a restarted corrald with hundreds of containers
+    // take seconds to serve. Nothing else changes containers before the server starts.
+    if let Err(e) = daemon.containers.records(None).await {
+        tracing::warn!(error = %e, "checking containers for exits at start-up");
     }
     let mut backlog = Vec::new();
     while let Ok(change) = changes.try_recv() {

@@ -40,7 +40,7 @@ impl ExplainServiceImpl {
 pub async fn pod_json(daemon: &Daemon, pod: &str, container: &str) -> Result<String, Status> {
     let sandbox = find_pod(daemon, pod)?;
     let mut containers = Vec::new();
-    for id in daemon.containers.ids_in_pod(&sandbox.id).await? {
+    for id in daemon.containers.ids_in_pod(&sandbox.id)? {
         containers.push(daemon.containers.record(&id).await?);
     }
     let state_dir = daemon.config.state.clone();

@@ -148,23 +148,13 @@ impl StatsService {
         filter: Option<PodSandboxStatsFilter>,
     ) -> CriResult<Vec<PodSandboxStats>> {
         let filter = filter.unwrap_or_default();
-        let pods = self
-            .daemon
-            .pods
-            .list(Some(&PodSandboxFilter {
-                id: filter.id,
-                state: Some(PodSandboxStateValue {
-                    state: cri_proto::v1::PodSandboxState::SandboxReady as i32,
-                }),
-                label_selector: filter.label_selector,
-            }))
-            .await?;
-        // One store read for all (those removed since they were listed are left out).
-        let sandboxes = self
-            .daemon
-            .pods
-            .sandboxes_async(pods.into_iter().map(|pod| pod.id).collect())
-            .await?;
+        let sandboxes = self.daemon.pods.records(Some(&PodSandboxFilter {
+            id: filter.id,
+            state: Some(PodSandboxStateValue {
+                state: cri_proto::v1::PodSandboxState::SandboxReady as i32,
+            }),
+            label_selector: filter.label_selector,
+        }))?;
         let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
         for record in self
             .running_containers(String::new(), String::new(), HashMap::new())
@@ -196,10 +186,9 @@ impl StatsService {
         pod_sandbox_id: String,
         label_selector: HashMap<String, String>,
     ) -> CriResult<Vec<ContainerRecord>> {
-        let listed = self
-            .daemon
+        self.daemon
             .containers
-            .list(Some(ContainerFilter {
+            .records(Some(ContainerFilter {
                 id,
                 pod_sandbox_id,
                 state: Some(ContainerStateValue {
@@ -207,13 +196,7 @@ impl StatsService {
                 }),
                 label_selector,
             }))
-            .await?;
-        let mut records = Vec::with_capacity(listed.len());
-        for container in listed {
-            // None: removed since it was listed.
-            records.extend(self.container_record(&container.id)?);
-        }
-        Ok(records)
+            .await
     }
 
     fn container_record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {

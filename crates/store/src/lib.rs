@@ -7,7 +7,10 @@
 //! [`Store::write`] lands whole or not at all.
 
 use std::cell::RefCell;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -137,6 +140,18 @@ pub struct Store {
     /// I/O error in a commit (a full disk), redb refuses every later transaction until the
     /// database is opened again, so [`Store::db`] reopens it then.
     db: std::sync::Mutex<Option<Arc<redb::Database>>>,
+    /// Bumped after every write transaction ends: the [`Store::list_shared`] snapshots taken
+    /// at an older generation are stale.
+    generation: AtomicU64,
+    /// The last [`Store::list_shared`] snapshot per table and record type.
+    snapshots: std::sync::Mutex<HashMap<(&'static str, TypeId), Snapshot>>,
+}
+
+/// Decoded records of one table (an `Arc<Vec<(String, T)>>`) and the store's generation
+/// before they were read.
+struct Snapshot {
+    generation: u64,
+    records: Arc<dyn Any + Send + Sync>,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,6 +176,8 @@ impl Store {
         Ok(Store {
             path: path.to_path_buf(),
             db: std::sync::Mutex::new(Some(Arc::new(db))),
+            generation: AtomicU64::new(0),
+            snapshots: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -257,6 +274,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Every record of a table, in key order, shared: decoded once and handed out again until
+    /// the next write. kubelet lists every pod and container every second while they rarely
+    /// change; decoding hundreds of JSON records each time was most of the cost of a list.
+    pub fn list_shared<T>(&self, table: Table) -> Result<Arc<Vec<(String, T)>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let slot = (table.0, TypeId::of::<T>());
+        // Read before the records: a write that lands meanwhile leaves this snapshot older
+        // than the generation, so the next call reads again.
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .filter(|snapshot| snapshot.generation == generation)
+            .and_then(|snapshot| snapshot.records.clone().downcast().ok());
+        if let Some(records) = cached {
+            return Ok(records);
+        }
+        let records = Arc::new(self.list::<T>(table)?);
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                slot,
+                Snapshot {
+                    generation,
+                    records: records.clone(),
+                },
+            );
+        Ok(records)
+    }
+
     /// Writes one record, replacing any record with the same key.
     pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<()> {
         self.write(|tx| tx.put(table, key, value))
@@ -275,14 +327,19 @@ impl Store {
             tx: &tx,
             tables: RefCell::new(Vec::new()),
         };
-        let out = f(&write)?;
+        let out = f(&write);
         let tables = write.tables.into_inner();
-        tx.commit().map_err(|e| {
-            let e = redb::Error::from(e);
-            self.poisoned(&e);
-            tx_err("commit", tables)(e)
-        })?;
-        Ok(out)
+        let committed = out.and_then(|out| {
+            tx.commit().map_err(|e| {
+                let e = redb::Error::from(e);
+                self.poisoned(&e);
+                tx_err("commit", tables)(e)
+            })?;
+            Ok(out)
+        });
+        // After the commit (or the abort): a snapshot read from here on sees the change.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        committed
     }
 }
 
@@ -390,6 +447,45 @@ mod tests {
         assert!(store.delete(SANDBOXES, "a").unwrap());
         assert!(!store.delete(SANDBOXES, "a").unwrap());
         assert_eq!(store.get::<Rec>(SANDBOXES, "a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_shared_list_is_reused_until_a_write_and_then_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(SANDBOXES, "a", &rec("a", 1)).unwrap();
+        let first = store.list_shared::<Rec>(SANDBOXES).unwrap();
+        assert_eq!(*first, [("a".to_string(), rec("a", 1))]);
+        assert!(Arc::ptr_eq(
+            &first,
+            &store.list_shared::<Rec>(SANDBOXES).unwrap()
+        ));
+        // Another table's writes count too: one generation for the whole store.
+        store.put(CONTAINERS, "c", &rec("c", 3)).unwrap();
+        let after_other = store.list_shared::<Rec>(SANDBOXES).unwrap();
+        assert_eq!(*after_other, *first);
+        store.put(SANDBOXES, "a", &rec("a", 2)).unwrap();
+        store.put(SANDBOXES, "b", &rec("b", 1)).unwrap();
+        let keys: Vec<(String, u32)> = store
+            .list_shared::<Rec>(SANDBOXES)
+            .unwrap()
+            .iter()
+            .map(|(k, r)| (k.clone(), r.n))
+            .collect();
+        assert_eq!(keys, [("a".to_string(), 2), ("b".to_string(), 1)]);
+        assert!(store.delete(SANDBOXES, "a").unwrap());
+        assert_eq!(store.list_shared::<Rec>(SANDBOXES).unwrap().len(), 1);
+        // A failed write changes nothing and leaves the next list right.
+        let failed: Result<()> = store.write(|tx| {
+            tx.put(SANDBOXES, "z", &rec("z", 9))?;
+            Err(StoreError::Codec {
+                table: "sandboxes",
+                key: "z".into(),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            })
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.list_shared::<Rec>(SANDBOXES).unwrap().len(), 1);
     }
 
     #[test]

@@ -40,15 +40,21 @@ fn save(env: &ContainerEnv, record: &ContainerRecord) -> CriResult<()> {
 
 /// Brings a record up to date with its shim: an exit recorded since is taken over; a shim that
 /// died without recording one leaves the container exited with code 255.
-pub(super) fn refresh(
+pub(super) fn refresh(env: &ContainerEnv, record: ContainerRecord) -> CriResult<ContainerRecord> {
+    Ok(refresh_shared(env, &record)?.unwrap_or(record))
+}
+
+/// [`refresh`] of a shared record: the updated record when the container has just been found
+/// exited, `None` when `record` is still right (most lists copy nothing).
+pub(super) fn refresh_shared(
     env: &ContainerEnv,
-    mut record: ContainerRecord,
-) -> CriResult<ContainerRecord> {
+    record: &ContainerRecord,
+) -> CriResult<Option<ContainerRecord>> {
     if !matches!(
         record.state,
         ContainerState::Created | ContainerState::Running
     ) {
-        return Ok(record);
+        return Ok(None);
     }
     let dir = env.container_dir(&record.id);
     let exit = corral_runtime::read_exit(&dir).map_err(during("read container exit status"))?;
@@ -67,17 +73,19 @@ pub(super) fn refresh(
         }
         None => None,
     };
-    if let Some(exit) = exit {
-        record.exit = Some(exit);
-        record.state = ContainerState::Exited;
-        save(env, &record)?;
-        env.events.container(
-            &record.id,
-            &record.pod_sandbox_id,
-            ContainerEventType::ContainerStoppedEvent,
-        );
-    }
-    Ok(record)
+    let Some(exit) = exit else {
+        return Ok(None);
+    };
+    let mut record = record.clone();
+    record.exit = Some(exit);
+    record.state = ContainerState::Exited;
+    save(env, &record)?;
+    env.events.container(
+        &record.id,
+        &record.pod_sandbox_id,
+        ContainerEventType::ContainerStoppedEvent,
+    );
+    Ok(Some(record))
 }
 
 /// What corrald keeps of a shim's exit file.

@@ -254,19 +254,46 @@ impl ContainerManager {
         let env = self.env.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let record = lifecycle::refresh(&env, record)?;
-                if view::matches(&record, filter.as_ref()) {
-                    out.push(view::container(&record));
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                if view::matches(record, filter.as_ref()) {
+                    out.push(view::container(record));
                 }
             }
             Ok(out)
         })
         .await
         .map_err(|e| CriError::internal("ListContainers task", e))?
+    }
+
+    /// The records of the containers the filter passes, checked against their shims like
+    /// [`Self::list`], from one read of the store (the stats of every container need the
+    /// records, not their CRI views).
+    pub async fn records(
+        &self,
+        filter: Option<ContainerFilter>,
+    ) -> CriResult<Vec<ContainerRecord>> {
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
+                if record.state == ContainerState::Creating {
+                    continue;
+                }
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                if view::matches(record, filter.as_ref()) {
+                    out.push(record.clone());
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| CriError::internal("container records task", e))?
     }
 
     /// UpdateContainerResources.
@@ -297,24 +324,21 @@ impl ContainerManager {
     }
 
     /// The ids of a pod's containers.
-    pub async fn ids_in_pod(&self, pod_sandbox_id: &str) -> CriResult<Vec<String>> {
-        let pod_sandbox_id = pod_sandbox_id.to_owned();
-        self.read(move |env| {
-            Ok(env
-                .store
-                .list::<ContainerRecord>(CONTAINERS)?
-                .into_iter()
-                .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
-                .map(|(id, _)| id)
-                .collect())
-        })
-        .await
+    pub fn ids_in_pod(&self, pod_sandbox_id: &str) -> CriResult<Vec<String>> {
+        Ok(self
+            .env
+            .store
+            .list_shared::<ContainerRecord>(CONTAINERS)?
+            .iter()
+            .filter(|(_, r)| r.pod_sandbox_id == pod_sandbox_id)
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     /// StopPodSandbox's first step: every container of the pod stopped (no grace: the pod is
     /// going away; kubelet stopped them gracefully before if it wanted to), all at once.
     pub async fn stop_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
-        let ids = self.ids_in_pod(pod_sandbox_id).await?;
+        let ids = self.ids_in_pod(pod_sandbox_id)?;
         let stops = ids.iter().map(|id| self.stop_in_locked_pod(id, 0));
         futures::future::join_all(stops).await.into_iter().collect()
     }
@@ -332,7 +356,7 @@ impl ContainerManager {
 
     /// RemovePodSandbox's first step: every container of the pod removed.
     pub async fn remove_pod(&self, pod_sandbox_id: &str) -> CriResult<()> {
-        for id in self.ids_in_pod(pod_sandbox_id).await? {
+        for id in self.ids_in_pod(pod_sandbox_id)? {
             self.remove_in_locked_pod(&id).await?;
         }
         Ok(())
@@ -344,19 +368,15 @@ impl ContainerManager {
     }
 
     /// The ids of the containers that are created or running as last recorded.
-    pub async fn live_ids(&self) -> CriResult<Vec<String>> {
-        self.read(|env| {
-            Ok(env
-                .store
-                .list::<ContainerRecord>(CONTAINERS)?
-                .into_iter()
-                .filter(|(_, r)| {
-                    matches!(r.state, ContainerState::Created | ContainerState::Running)
-                })
-                .map(|(id, _)| id)
-                .collect())
-        })
-        .await
+    pub fn live_ids(&self) -> CriResult<Vec<String>> {
+        Ok(self
+            .env
+            .store
+            .list_shared::<ContainerRecord>(CONTAINERS)?
+            .iter()
+            .filter(|(_, r)| matches!(r.state, ContainerState::Created | ContainerState::Running))
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     /// `<state>/containers/<id>`, where the shim records the exit.
@@ -373,14 +393,15 @@ impl ContainerManager {
         let pod_sandbox_id = pod_sandbox_id.to_string();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for (_, record) in env.store.list::<ContainerRecord>(CONTAINERS)? {
+            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.pod_sandbox_id != pod_sandbox_id
                     || record.state == ContainerState::Creating
                 {
                     continue;
                 }
-                let record = lifecycle::refresh(&env, record)?;
-                out.extend(view::status_response(&env, &record, false).status);
+                let updated = lifecycle::refresh_shared(&env, record)?;
+                let record = updated.as_ref().unwrap_or(record);
+                out.extend(view::status_response(&env, record, false).status);
             }
             Ok(out)
         })

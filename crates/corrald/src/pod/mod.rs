@@ -270,17 +270,26 @@ impl PodManager {
 
     /// ListPodSandbox and StreamPodSandboxes.
     pub async fn list(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<PodSandbox>> {
-        let records = self
-            .blocking("ListPodSandbox", |env| {
-                Ok(env.store.list::<SandboxRecord>(SANDBOXES)?)
-            })
-            .await?;
+        let records = self.env.store.list_shared::<SandboxRecord>(SANDBOXES)?;
         Ok(records
-            .into_iter()
+            .iter()
             .map(|(_, r)| r)
             .filter(|r| r.state != SandboxState::Creating)
             .filter(|r| view::matches(r, filter))
-            .map(|r| view::pod_sandbox(&r))
+            .map(view::pod_sandbox)
+            .collect())
+    }
+
+    /// The records of the sandboxes the filter passes, from one read of the store (the stats
+    /// of every pod need the records, not their CRI views).
+    pub fn records(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<SandboxRecord>> {
+        let records = self.env.store.list_shared::<SandboxRecord>(SANDBOXES)?;
+        Ok(records
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.state != SandboxState::Creating)
+            .filter(|r| view::matches(r, filter))
+            .cloned()
             .collect())
     }
 

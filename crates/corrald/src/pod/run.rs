@@ -634,7 +634,7 @@ fn cgroup_parent_for(
     if !given.is_empty() {
         // kubelet's systemd form `/kubepods.slice/<slice>` becomes the slice's name; a bad path
         // is kept as given for `pod_relative_path` to refuse with the reason.
-        return env.cgroup_driver.unit_parent(&given).unwrap_or(given);
+        return driver.unit_parent(&given).unwrap_or(given);
     }
     let short = id.get(..12).unwrap_or(id);
     match driver {
