@@ -476,6 +476,7 @@ fn exec_stdio(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use nix::fcntl::OFlag;
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 
     #[test]
