@@ -105,9 +105,12 @@ impl StatsService {
     /// ContainerStats: the container named by `id` (or a unique prefix), whatever its state.
     pub async fn container(&self, id: &str) -> CriResult<ContainerStats> {
         let id = self.daemon.containers.resolve_async(id).await?;
-        let record = self
-            .container_record(&id)?
-            .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
+        let (store, key) = (self.daemon.store.clone(), id.clone());
+        let record = blocking("ContainerStats", move || {
+            store.get::<ContainerRecord>(CONTAINERS, &key)
+        })
+        .await??
+        .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
         let collector = self.collector();
         blocking("ContainerStats", move || collector.container(&record)).await
     }
@@ -208,16 +211,25 @@ impl StatsService {
                 label_selector,
             }))
             .await?;
-        let mut records = Vec::with_capacity(listed.len());
-        for container in listed {
-            // None: removed since it was listed.
-            records.extend(self.container_record(&container.id)?);
-        }
-        Ok(records)
+        // Those removed since they were listed are left out.
+        self.container_records(listed.into_iter().map(|c| c.id).collect())
+            .await
     }
 
-    fn container_record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {
-        Ok(self.daemon.store.get::<ContainerRecord>(CONTAINERS, id)?)
+    /// The records of containers `ids` that still exist, in one store read on the blocking
+    /// pool (not one read per container on a worker).
+    async fn container_records(&self, ids: Vec<String>) -> CriResult<Vec<ContainerRecord>> {
+        let store = self.daemon.store.clone();
+        let records = blocking("container records", move || {
+            store.list::<ContainerRecord>(CONTAINERS)
+        })
+        .await??;
+        let wanted: std::collections::HashSet<String> = ids.into_iter().collect();
+        Ok(records
+            .into_iter()
+            .filter(|(id, _)| wanted.contains(id))
+            .map(|(_, record)| record)
+            .collect())
     }
 
     fn collector(&self) -> Collector {
