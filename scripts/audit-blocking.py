@@ -3,7 +3,6 @@
 liveness checks) made directly in async code of corrald, i.e. not inside a closure given to
 spawn_blocking / a blocking helper / a thread. Rough (tracks braces, not a Rust parser): a
 place to look, not a verdict. Usage: scripts/audit-blocking.py [crates/corrald/src]"""
-spawn_blocking / a blocking helper / a thread. Rough: tracks braces, not a Rust parser."""
 import re, sys, pathlib
 
 BLOCKING = re.compile(r"std::fs::|\bfs::(read|write|create|remove|metadata|rename|File)|File::(open|create)|"
