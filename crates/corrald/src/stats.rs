@@ -105,9 +105,12 @@ impl StatsService {
     /// ContainerStats: the container named by `id` (or a unique prefix), whatever its state.
     pub async fn container(&self, id: &str) -> CriResult<ContainerStats> {
         let id = self.daemon.containers.resolve_async(id).await?;
-        let record = self
-            .container_record(&id)?
-            .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
+        let (store, key) = (self.daemon.store.clone(), id.clone());
+        let record = blocking("ContainerStats", move || {
+            store.get::<ContainerRecord>(CONTAINERS, &key)
+        })
+        .await??
+        .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
         let collector = self.collector();
         blocking("ContainerStats", move || collector.container(&record)).await
     }
@@ -197,10 +200,6 @@ impl StatsService {
                 label_selector,
             }))
             .await
-    }
-
-    fn container_record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {
-        Ok(self.daemon.store.get::<ContainerRecord>(CONTAINERS, id)?)
     }
 
     fn collector(&self) -> Collector {

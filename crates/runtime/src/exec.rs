@@ -476,11 +476,12 @@ fn exec_stdio(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use nix::fcntl::OFlag;
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 
     #[test]
     fn window_sizes_reach_the_terminal() {
-        let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
         grantpt(&master).unwrap();
         unlockpt(&master).unwrap();
         let slave = File::open(ptsname_r(&master).unwrap()).unwrap();
