@@ -18,9 +18,9 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use corral_process::pidfd::{open as pidfd_open, send_signal as pidfd_send_signal};
 use crate::error::{io_error, Result};
 use crate::state_dir::read_container_pid;
+use corral_process::pidfd::{open as pidfd_open, send_signal as pidfd_send_signal};
 
 /// What [`signal_init`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +61,8 @@ pub fn signal_init(state_dir: &Path, cgroup: &Path, signal: i32, all: bool) -> R
             return Ok(Signalled::NotProven);
         }
     }
-    let signal = nix::sys::signal::Signal::try_from(signal).map_err(|e| {
-        io_error("pidfd_send_signal", proc_dir.clone())(std::io::Error::from(e))
-    })?;
+    let signal = nix::sys::signal::Signal::try_from(signal)
+        .map_err(|e| io_error("pidfd_send_signal", proc_dir.clone())(std::io::Error::from(e)))?;
     pidfd_send_signal(pidfd.as_fd(), signal).map_err(io_error("pidfd_send_signal", proc_dir))?;
     Ok(Signalled::Sent)
 }

@@ -5,7 +5,6 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-
 use crate::error::{io_error, Result, RuntimeError};
 
 /// `PID START_TIME\n`: the shim's pid and its start time (field 22 of `/proc/PID/stat`).

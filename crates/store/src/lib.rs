@@ -6,8 +6,8 @@
 //! carry `#[serde(default)]`). Writes happen in transactions: a group of changes made through
 //! [`Store::write`] lands whole or not at all.
 
-use std::cell::RefCell;
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
