@@ -919,7 +919,7 @@ async fn a_failure_beside_the_cni_add_undoes_the_network_too() {
         .await
         .unwrap_err();
     assert!(
-        err.message().contains("pod resources"),
+        err.message().contains("config.linux.resources"),
         "the error names the step: {err:?}"
     );
     let pods = rt

@@ -220,6 +220,11 @@ fn signal_container(
     signal: i32,
     all: bool,
 ) -> corral_runtime::Result<()> {
+    // A restored container not yet started is frozen (`runc pause`): a signal sent straight to
+    // it would wait for a thaw, while the runtime's kill thaws it.
+    if record.restored && record.state == ContainerState::Created {
+        return runtime.kill(&record.id, signal, all);
+    }
     let dir = env.container_dir(&record.id);
     match corral_runtime::signal_init(&dir, &record.cgroup_relative, signal, all) {
         Ok(corral_runtime::Signalled::Sent) => Ok(()),
