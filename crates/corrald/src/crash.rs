@@ -14,6 +14,7 @@
 //! in the undo of a failed create and in start-up reconciliation too, so a test restarts corrald
 //! without the variable after the crash.
 
+use crate::error::CriResult;
 use std::sync::OnceLock;
 
 /// Every crash point, in the order the RPCs reach them.
@@ -63,6 +64,31 @@ pub(crate) fn point(step: &str) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
     }
+}
+
+/// Start-up: runs `undo` on every half-made record `(id, record)` at once, one thread each
+/// (each undo waits for processes and plugins to die, so one after the other many of them would
+/// hold the CRI socket closed for long); returns each record after its undo, with the outcome.
+pub(crate) fn undo_side_by_side<R: Send>(
+    half_made: Vec<(String, R)>,
+    undo: impl Fn(&str, &mut R) -> CriResult<()> + Sync,
+) -> Vec<(String, R, CriResult<()>)> {
+    let undo = &undo;
+    std::thread::scope(|scope| {
+        let undos: Vec<_> = half_made
+            .into_iter()
+            .map(|(id, mut record)| {
+                scope.spawn(move || {
+                    let result = undo(&id, &mut record);
+                    (id, record, result)
+                })
+            })
+            .collect();
+        undos
+            .into_iter()
+            .filter_map(|undo| undo.join().ok())
+            .collect()
+    })
 }
 
 #[cfg(test)]

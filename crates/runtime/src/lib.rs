@@ -60,7 +60,7 @@ pub use lookup::{on_path, parse_signal};
 pub use runtime::{runtime_message, OciRuntime, RuntimeState, COMMAND_TIMEOUT};
 pub use shim::{launch_shim, LaunchReport, RestoreFrom, ShimConfig, ShimProcess};
 pub use signal::{signal_init, Signalled};
-pub use state_dir::{read_container_pid, shim_alive, wait_for_shim_exit, ProcessIdentity};
+pub use state_dir::{read_container_pid, shim_alive, ProcessIdentity};
 
 /// Sets a terminal's window size (`TIOCSWINSZ`) on the descriptor `fd`.
 pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, width: u16, height: u16) -> Result<()> {

@@ -3,7 +3,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use crate::error::{io_error, Result, RuntimeError};
 
@@ -66,31 +65,6 @@ pub fn shim_alive(state_dir: &Path) -> bool {
         Err(error) => {
             tracing::warn!(%error, "cannot read the shim's pid file; taking the shim as gone");
             false
-        }
-    }
-}
-
-/// Waits up to `timeout` for the shim of this state directory to exit; returns whether it is
-/// gone (also when there was none). Woken by the shim's pidfd the moment it exits, rather than
-/// by a polling tick: the shim exits right after recording the container's exit, so this is
-/// how long a stop or a removal waits for it.
-pub fn wait_for_shim_exit(state_dir: &Path, timeout: Duration) -> bool {
-    let shim = match read_shim_pid(state_dir) {
-        Ok(Some(shim)) => shim,
-        Ok(None) => return true,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the shim's pid file; taking the shim as gone");
-            return true;
-        }
-    };
-    let waited = corral_process::Pidfd::open_identity(shim)
-        .and_then(|pidfd| pidfd.map_or(Ok(true), |pidfd| pidfd.wait_for_exit(timeout)));
-    match waited {
-        Ok(gone) => gone,
-        Err(error) => {
-            // No pidfd: fall back on the process table.
-            tracing::debug!(%error, pid = shim.pid, "cannot wait on the shim's pidfd");
-            !shim.is_alive()
         }
     }
 }

@@ -570,23 +570,9 @@ pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, St
         .into_iter()
         .map(|(id, record)| (record.name_key(), id))
         .collect();
-    // Each undo waits for processes to die; they run side by side, so that many half-made
-    // containers do not hold the CRI socket closed for long.
-    let undone: Vec<(String, ContainerRecord, CriResult<()>)> = std::thread::scope(|scope| {
-        let undos: Vec<_> = half_made
-            .into_iter()
-            .map(|(id, mut record)| {
-                scope.spawn(move || {
-                    tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
-                    let result = destroy(env, &mut record);
-                    (id, record, result)
-                })
-            })
-            .collect();
-        undos
-            .into_iter()
-            .filter_map(|undo| undo.join().ok())
-            .collect()
+    let undone = crate::crash::undo_side_by_side(half_made, |id, record| {
+        tracing::warn!(container_id = %id, "undoing a container left half-made by an earlier corrald");
+        destroy(env, record)
     });
     for (id, record, result) in undone {
         match result {

@@ -318,23 +318,9 @@ pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>>
         .list::<SandboxRecord>(SANDBOXES)?
         .into_iter()
         .partition(|(_, record)| record.state == SandboxState::Creating);
-    // Each undo waits for processes and CNI plugins; they run side by side, so that many
-    // half-made sandboxes do not hold the CRI socket closed for long.
-    let undone: Vec<(String, SandboxRecord, CriResult<()>)> = std::thread::scope(|scope| {
-        let undos: Vec<_> = half_made
-            .into_iter()
-            .map(|(id, mut record)| {
-                scope.spawn(move || {
-                    tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
-                    let result = destroy(env, &mut record);
-                    (id, record, result)
-                })
-            })
-            .collect();
-        undos
-            .into_iter()
-            .filter_map(|undo| undo.join().ok())
-            .collect()
+    let undone = crate::crash::undo_side_by_side(half_made, |id, record| {
+        tracing::warn!(pod_id = %id, "undoing a sandbox left half-made by an earlier corrald");
+        destroy(env, record)
     });
     for (id, record, result) in undone {
         match result {
