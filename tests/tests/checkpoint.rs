@@ -57,7 +57,6 @@ async fn a_checkpointed_container_runs_on_and_restores_with_its_memory_and_files
     round_trip("ckpt", (POD, CONTAINER, POD)).await;
 }
 
-#[ignore = "regressed when merged with the pod-start and process changes: CRIU 4.1 restore fails with \"Can't fork for 2: File exists\" in a pod sharing its PID namespace (issue 11 note)"]
 #[tokio::test]
 async fn a_container_in_the_pods_pid_namespace_is_restored_into_the_new_pods() {
     round_trip("ckpt-pidns", (POD, POD, POD)).await;
@@ -218,6 +217,16 @@ async fn round_trip(name: &str, modes: (i32, i32, i32)) {
         .expect("StopContainer of the restored container");
     let (stopped, _) = cri::status(&mut env.rt, &restored).await;
     assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
+    if modes.1 == POD {
+        // Nothing of it is left in the pod's PID namespace (its `sleep` would run on there,
+        // holding the pids a restore needs back).
+        let left: Vec<String> = processes_sharing_pid_namespace_with(pause2)
+            .into_iter()
+            .filter(|pid| *pid != pause2)
+            .map(|pid| format!("{pid} {}", comm(pid)))
+            .collect();
+        assert!(left.is_empty(), "left after StopContainer: {left:?}");
+    }
 
     // The archive restores again; a restored container that never started (held paused) is
     // removed like any other.
@@ -242,6 +251,25 @@ async fn round_trip(name: &str, modes: (i32, i32, i32)) {
 
     cri::remove_pod(&mut env.rt, &pod2_id).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+/// The host pids of the processes in `pid`'s PID namespace.
+fn processes_sharing_pid_namespace_with(pid: i32) -> Vec<i32> {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let wanted = ns(&pid.to_string());
+    assert!(wanted.is_some(), "process {pid} is gone");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()) == wanted)
+        .collect()
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod create;
 mod cri_log;
 mod diag;
 mod launcher;
+mod leftovers;
 mod oom;
 mod shim;
 mod supervisor;
