@@ -62,6 +62,40 @@ async fn a_container_in_the_pods_pid_namespace_is_restored_into_the_new_pods() {
     round_trip("ckpt-pidns", (POD, POD, POD)).await;
 }
 
+/// Checkpoints the running container `id` into `archive`; `false` (after checking that the
+/// refusal left the container running and no archive) where CRIU cannot work on this host.
+async fn checkpoint_unless_criu_cannot(
+    rt: &mut cri::Rt,
+    id: &str,
+    archive: &std::path::Path,
+) -> bool {
+    let answer = rt
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: id.to_string(),
+            location: archive.to_string_lossy().into_owned(),
+            timeout: 0,
+        })
+        .await;
+    if let Err(status) = &answer {
+        if status.code() == Code::FailedPrecondition && status.message().contains("CRIU") {
+            eprintln!(
+                "skipped: checkpoint/restore cannot run here: {}",
+                status.message()
+            );
+            let (after, _) = cri::status(rt, id).await;
+            assert_eq!(
+                after.state,
+                ContainerState::ContainerRunning as i32,
+                "a refused checkpoint leaves the container running"
+            );
+            assert!(!archive.exists(), "no archive left behind");
+            return false;
+        }
+    }
+    answer.expect("CheckpointContainer");
+    true
+}
+
 /// Checkpoints a counter in a pod whose namespace modes are `modes` (network, pid, ipc) and
 /// restores it into a second such pod.
 async fn round_trip(name: &str, modes: (i32, i32, i32)) {
@@ -86,32 +120,10 @@ async fn round_trip(name: &str, modes: (i32, i32, i32)) {
 
     let before = wait_count(&mut env.rt, &id, 3).await;
     let archive = env.daemon.dir().join("checkpoint.tar");
-    let answer = env
-        .rt
-        .checkpoint_container(CheckpointContainerRequest {
-            container_id: id.clone(),
-            location: archive.to_string_lossy().into_owned(),
-            timeout: 0,
-        })
-        .await;
-    if let Err(status) = &answer {
-        if status.code() == Code::FailedPrecondition && status.message().contains("CRIU") {
-            eprintln!(
-                "skipped: checkpoint/restore cannot run here: {}",
-                status.message()
-            );
-            let (after, _) = cri::status(&mut env.rt, &id).await;
-            assert_eq!(
-                after.state,
-                ContainerState::ContainerRunning as i32,
-                "a refused checkpoint leaves the container running"
-            );
-            assert!(!archive.exists(), "no archive left behind");
-            cri::remove_pod(&mut env.rt, &pod_id).await;
-            return;
-        }
+    if !checkpoint_unless_criu_cannot(&mut env.rt, &id, &archive).await {
+        cri::remove_pod(&mut env.rt, &pod_id).await;
+        return;
     }
-    answer.expect("CheckpointContainer");
 
     // The archive has CRI-O's layout.
     let listing = std::process::Command::new("tar")
@@ -270,6 +282,54 @@ fn comm(pid: i32) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// CRIU restores processes with their pids: into a PID namespace where the checkpointed
+/// container's pids are taken (here by the container itself, still running in its pod) the
+/// restore is refused up front, naming them, and leaves nothing behind.
+#[tokio::test]
+async fn a_restore_whose_pids_are_taken_in_the_pods_pid_namespace_is_refused() {
+    let Some(mut env) = container_env_with(options()).await else {
+        return;
+    };
+    let (pod_id, pod) = env.pod_with("ckpt-taken", (POD, POD, POD), |_| {}).await;
+    let cfg = cri::container_config("counter", &env.image, &["sh", "-c", COUNTER]);
+    let id = cri::run(&mut env.rt, &pod_id, &pod, cfg).await;
+    wait_count(&mut env.rt, &id, 1).await;
+    let archive = env.daemon.dir().join("checkpoint.tar");
+    if !checkpoint_unless_criu_cannot(&mut env.rt, &id, &archive).await {
+        cri::remove_pod(&mut env.rt, &pod_id).await;
+        return;
+    }
+
+    let again = cri::container_config("counter-again", &archive.to_string_lossy(), &[]);
+    let err = cri::try_create(&mut env.rt, &pod_id, &pod, again)
+        .await
+        .expect_err("the checkpointed pids are taken in the pod");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let message = err.message();
+    assert!(message.starts_with("config.image.image:"), "{message}");
+    // The shell was pid 2 (after the pause), and it still is.
+    assert!(message.contains("2 (pid of sh, host pid"), "{message}");
+    assert!(message.contains("a new pod"), "{message}");
+
+    let listed = env
+        .rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [id.as_str()], "the refused restore left a container");
+    let (running, _) = cri::status(&mut env.rt, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
 #[tokio::test]

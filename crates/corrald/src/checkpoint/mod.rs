@@ -12,6 +12,7 @@
 //! and CRIU's own error.
 
 pub mod archive;
+pub mod pids;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

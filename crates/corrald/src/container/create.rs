@@ -258,6 +258,10 @@ impl ContainerPlan {
             additional_gids: built.user.additional_gids.clone(),
         };
         record.stop_signal = stop_signal(&self.config, &settings.stop_signal);
+        if self.restore.is_some() {
+            let images = dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR);
+            crate::checkpoint::pids::check_pids_free(&built.spec, &images)?;
+        }
         let spec_json = serde_json::to_vec_pretty(&built.spec)
             .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
         std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
