@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use corral_e2e::cri::{self, container_env_with};
-use corral_e2e::DaemonOptions;
+use corral_e2e::{corralctl_ok, corralctl_run, DaemonOptions};
 use cri_proto::v1::*;
 use tonic::Code;
 
@@ -218,6 +218,26 @@ async fn round_trip(name: &str, modes: (i32, i32, i32)) {
     for kind in shared {
         assert_eq!(ns(restored_pid, kind), ns(pause2, kind), "{kind} namespace");
     }
+
+    // corralctl (crictl's verb) checkpoints it in turn, by an id prefix.
+    let again_archive = env.daemon.dir().join("checkpoint-again.tar");
+    let export = format!("--export={}", again_archive.display());
+    let printed = corralctl_ok(corralctl_run(
+        &env.daemon,
+        &["checkpoint", &export, &restored[..12]],
+    ));
+    assert_eq!(printed.trim(), restored);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&again_archive)
+        .output()
+        .expect("tar -tf");
+    assert!(
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .any(|l| l == "config.dump"),
+        "the corralctl checkpoint wrote no archive"
+    );
 
     // Its shim watches it as any container's init: a stop is seen as its exit.
     env.rt
