@@ -1,4 +1,5 @@
-//! corralctl's `events`, `metricsp` and `checkpoint` verbs against a real corrald.
+//! corralctl's `events`, `metricsp`, `statsp`, `stats` and `checkpoint` verbs against a real
+//! corrald.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -81,6 +82,12 @@ fn events_streams_a_pods_life_and_metricsp_lists_it() {
         .filter_map(|m| m["name"].as_str())
         .collect();
     assert!(names.contains(&"container_last_seen"), "{names:?}");
+
+    // statsp and stats (crictl's verbs) answer for the pod (it has no container yet).
+    let statsp = ok(ctl(&daemon).args(["statsp"]).output().unwrap());
+    assert!(statsp.contains(&id), "the pod is not in statsp: {statsp}");
+    let stats = ok(ctl(&daemon).args(["stats", "--pod", &id]).output().unwrap());
+    serde_json::from_str::<serde_json::Value>(&stats).expect("stats prints JSON");
 
     // checkpoint refuses without a destination, naming the flag.
     let refused = ctl(&daemon).args(["checkpoint", "abc"]).output().unwrap();
