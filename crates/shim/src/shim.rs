@@ -104,9 +104,10 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
     drop(report);
     diag!("container {} created, init pid {container_pid}", args.id);
 
-    let exit = supervisor.run();
     // A container sharing a PID namespace leaves processes behind; gone before it is seen exited.
-    crate::leftovers::kill_leftovers(&args.memory_cgroups);
+    let exit = supervisor.run(|| {
+        crate::leftovers::kill_leftovers(&args.memory_cgroups);
+    });
     let oom_killed = oom_baseline.oom_killed_since(&args.memory_cgroups);
     let exit = exit.into_exit_info(oom_killed);
     if let Err(error) = write_exit(&args.state_dir, &exit) {

@@ -195,11 +195,19 @@ impl Supervisor {
     }
 
     /// Runs until the container has exited and its output is drained; then returns its exit.
-    /// The caller writes `exit.json` and calls [`Supervisor::notify_exit`].
-    pub fn run(&mut self) -> InitExit {
+    /// `on_init_exit` runs once, as soon as the init has exited (before the drain, so that
+    /// processes it kills stop holding the output pipes). The caller writes `exit.json` and
+    /// calls [`Supervisor::notify_exit`].
+    pub fn run(&mut self, on_init_exit: impl FnOnce()) -> InitExit {
         self.reap_children();
+        let mut on_init_exit = Some(on_init_exit);
         loop {
             if let Some(exit) = self.exit {
+                if let Some(on_init_exit) = on_init_exit.take() {
+                    on_init_exit();
+                    // Their last output is read before the drain ends.
+                    self.drain_idle_until = Instant::now() + DRAIN_IDLE;
+                }
                 let drained = self.sources.iter().all(|source| source.file.is_none());
                 let now = Instant::now();
                 if drained || now >= self.drain_idle_until || now >= self.drain_until {
