@@ -193,9 +193,15 @@ pub fn launch_shim(cfg: &ShimConfig) -> Result<ShimProcess> {
             output.status
         ))),
         Some(LaunchReport::RuntimeFailed(message)) => {
+            // The command the shim ran: a restore's failure is not a create's.
+            let command = if cfg.restore.is_some() {
+                "restore"
+            } else {
+                "create"
+            };
             Err(cfg
                 .runtime
-                .classify_failure("create", &cfg.container_id, message))
+                .classify_failure(command, &cfg.container_id, message))
         }
         Some(LaunchReport::ShimFailed(message)) => Err(failed(message)),
         None => {
