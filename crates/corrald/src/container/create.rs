@@ -171,8 +171,8 @@ impl ContainerPlan {
                     .map_err(step("mount image rootfs"))?;
             }
             None => {
-                env.images
-                    .mount_rootfs(&self.image.id, &self.id, &rootfs)
+                env.host
+                    .mount_rootfs(&env.images, &self.image.id, &self.id, &rootfs)
                     .map_err(step("mount image rootfs"))?;
             }
         }
@@ -280,26 +280,28 @@ impl ContainerPlan {
             images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
             criu: env.config.criu_path.clone(),
         });
-        let shim = corral_runtime::launch_shim(&ShimConfig {
-            shim_binary: env.shim_binary.clone(),
-            runtime: runtime.clone(),
-            container_id: self.id.clone(),
-            bundle: dir.clone(),
-            state_dir: dir.clone(),
-            log_path: self.log_path.clone(),
-            tty: self.config.tty,
-            stdin: self.config.stdin,
-            stdin_once: self.config.stdin_once,
-            cgroup_memory_dirs: memory_dirs,
-            restore,
-        })
-        .map_err(|e| match self.restore {
-            Some(_) => CriError::Internal(format!(
-                "CreateContainer: restore the container from its checkpoint: {e}{}",
-                crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
-            )),
-            None => step("create container with the OCI runtime")(e),
-        })?;
+        let shim = env
+            .host
+            .launch_shim(&ShimConfig {
+                shim_binary: env.shim_binary.clone(),
+                runtime: runtime.clone(),
+                container_id: self.id.clone(),
+                bundle: dir.clone(),
+                state_dir: dir.clone(),
+                log_path: self.log_path.clone(),
+                tty: self.config.tty,
+                stdin: self.config.stdin,
+                stdin_once: self.config.stdin_once,
+                cgroup_memory_dirs: memory_dirs,
+                restore,
+            })
+            .map_err(|e| match self.restore {
+                Some(_) => CriError::Internal(format!(
+                    "CreateContainer: restore the container from its checkpoint: {e}{}",
+                    crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
+                )),
+                None => step("create container with the OCI runtime")(e),
+            })?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,
@@ -307,8 +309,8 @@ impl ContainerPlan {
         });
         if self.restore.is_some() {
             // Restored running; held still until StartContainer resumes it.
-            runtime
-                .pause(&self.id)
+            env.host
+                .pause(&runtime, &self.id)
                 .map_err(step("pause the restored container"))?;
             record.restored = true;
         }
