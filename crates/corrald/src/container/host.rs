@@ -15,7 +15,7 @@ use corral_image::ImageStore;
 use corral_process::Pidfd;
 use corral_runtime::{ExecOutput, ExitInfo, OciRuntime, ShimConfig, ShimProcess, Signalled};
 
-use super::record::ShimRef;
+pub(crate) use super::record::ShimRef;
 
 /// How often the exit file is looked for once the container's init has exited.
 const EXIT_FILE_POLL: Duration = Duration::from_millis(5);

@@ -17,6 +17,8 @@ mod refresh;
 mod remove;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 mod update;
 mod validate;
 mod view;

@@ -15,7 +15,7 @@ use corral_cgroups::{CgroupDriver, CgroupLayout, PodCgroup, Resources};
 use corral_cni::{NetworkConfigList, RuntimeConf};
 use corral_sandbox::pause::{PauseProcess, PauseSpec};
 
-use super::record::PauseRef;
+pub(crate) use super::record::PauseRef;
 use crate::error::CriResult;
 
 /// The pause process, and the mounts that keep a pod's user namespace and `/dev/shm`.

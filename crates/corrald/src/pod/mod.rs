@@ -15,6 +15,8 @@ mod phases;
 mod record;
 mod run;
 mod teardown;
+#[cfg(test)]
+mod tests;
 mod validate;
 mod view;
 
