@@ -213,6 +213,32 @@ async fn a_failure_at_each_step_of_create_container_is_undone() {
 }
 
 #[tokio::test]
+async fn a_create_whose_undo_fails_is_finished_at_start_up() {
+    let (t, pod) = daemon_with_pod().await;
+    t.host.fail("launch_shim");
+    t.host.fail("unmount_rootfs");
+    let err = create(&t, &pod, container("app")).await.unwrap_err();
+    assert!(
+        err.message().contains("injected failure"),
+        "{}",
+        err.message()
+    );
+    // Kept as Creating for start-up to finish; not listed, its name still taken.
+    assert_eq!(t.container_records().len(), 1);
+    let listed = t.daemon.containers.list(None).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    t.host.heal();
+    let env = t.daemon.containers.env.clone();
+    let names = tokio::task::spawn_blocking(move || super::reconcile::reconcile(&env))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(names.is_empty(), "{names:?}");
+    assert!(t.host.calls().ends_with(&["unmount_rootfs".to_owned()]));
+    assert_no_container_left(&t);
+}
+
+#[tokio::test]
 async fn create_container_refusals_make_nothing() {
     let (t, pod) = daemon_with_pod().await;
     let mut unnamed = container("app");

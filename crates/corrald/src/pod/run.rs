@@ -213,8 +213,8 @@ impl SandboxPlan {
             (own, added)
         });
         match added {
-            Some(Ok(Ok(result))) => {
-                record.ips = result.iter().map(|ip| ip.to_string()).collect();
+            Some(Ok(Ok(ips))) => {
+                record.ips = ips.iter().map(|ip| ip.to_string()).collect();
                 crate::crash::point("run_pod:network_added");
             }
             Some(Ok(Err(e))) => {

@@ -18,6 +18,7 @@ const UNDO: &[(&str, &str)] = &[
     ("cni_add", "cni_del"),
     ("cgroup_add_process", "cgroup_remove_leaf"),
     ("mount_shm", "unmount_shm"),
+    ("pin_userns", "unpin_userns"),
 ];
 
 /// A pod with a CPU and memory limit (so that every step of RunPodSandbox runs).
@@ -40,6 +41,30 @@ fn pod(name: &str) -> PodSandboxConfig {
         }),
         ..Default::default()
     }
+}
+
+/// [`pod`] with a user namespace of its own (so that the user namespace pin is made too).
+fn pod_with_userns(name: &str) -> PodSandboxConfig {
+    let mut config = pod(name);
+    let mapping = |host_id| cri_proto::v1::IdMapping {
+        host_id,
+        container_id: 0,
+        length: 65536,
+    };
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .userns_options = Some(cri_proto::v1::UserNamespace {
+        mode: cri_proto::v1::NamespaceMode::Pod as i32,
+        uids: vec![mapping(100_000)],
+        gids: vec![mapping(100_000)],
+    });
+    config
 }
 
 async fn run(t: &TestDaemon, config: PodSandboxConfig) -> Result<String, tonic::Status> {
@@ -142,11 +167,12 @@ async fn a_failure_at_each_step_of_run_pod_sandbox_is_undone() {
         "cgroup_create",
         "cgroup_apply",
         "cgroup_add_process",
+        "pin_userns",
         "mount_shm",
     ] {
         let t = TestDaemon::new().await;
         t.host.fail(step);
-        let err = run(&t, pod("web")).await.unwrap_err();
+        let err = run(&t, pod_with_userns("web")).await.unwrap_err();
         assert_eq!(err.code(), Code::Internal, "{step}: {err:?}");
         assert!(
             err.message().starts_with("RunPodSandbox: ")
@@ -164,7 +190,7 @@ async fn a_failure_at_each_step_of_run_pod_sandbox_is_undone() {
         assert_nothing_left(&t);
         // The name is free again: the same pod runs once the host works.
         t.host.heal();
-        let id = run(&t, pod("web")).await.unwrap();
+        let id = run(&t, pod_with_userns("web")).await.unwrap();
         remove(&t, &id).await.unwrap();
         assert_nothing_left(&t);
     }
@@ -306,4 +332,37 @@ async fn a_failed_stop_or_remove_is_finished_by_a_retry() {
     t.host.heal();
     remove(&t, &id).await.unwrap();
     assert_nothing_left(&t);
+}
+
+#[tokio::test]
+async fn update_pod_sandbox_resources_refuses_nothing_to_apply_and_reports_a_failed_write() {
+    let t = TestDaemon::new().await;
+    let id = run(&t, pod("web")).await.unwrap();
+    let update = |resources: Option<LinuxContainerResources>| {
+        t.service.update_pod_sandbox_resources(Request::new(
+            cri_proto::v1::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: id.clone(),
+                overhead: None,
+                resources,
+            },
+        ))
+    };
+    let err = update(None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("resources"), "{}", err.message());
+    let limits = LinuxContainerResources {
+        memory_limit_in_bytes: 512 << 20,
+        ..Default::default()
+    };
+    t.host.fail("cgroup_apply");
+    let err = update(Some(limits.clone())).await.unwrap_err();
+    assert!(
+        err.message()
+            .starts_with("UpdatePodSandboxResources: apply resources to the pod cgroup"),
+        "{}",
+        err.message()
+    );
+    t.host.heal();
+    update(Some(limits)).await.unwrap();
+    assert!(t.host.calls().ends_with(&["cgroup_apply".to_owned()]));
 }
