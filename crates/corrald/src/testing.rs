@@ -304,9 +304,17 @@ impl ContainerHost for FakeHost {
             })
     }
 
+    /// A failed launch is a shim that started (and wrote its pid file, as corral-shim does
+    /// first) but whose `<runtime> create` failed: the undo must still delete.
     fn launch_shim(&self, config: &ShimConfig) -> corral_runtime::Result<ShimProcess> {
-        self.op("launch_shim")
-            .map_err(|e| runtime_error("launch shim", e))?;
+        if let Err(e) = self.op("launch_shim") {
+            let pid_file = config
+                .state_dir
+                .join(corral_runtime::state_dir::SHIM_PID_FILE);
+            std::fs::write(&pid_file, NO_PID.to_string())
+                .map_err(|e| runtime_error("write shim pid", e))?;
+            return Err(runtime_error("launch shim", e));
+        }
         crate::ids::lock(&self.containers).insert(
             config.container_id.clone(),
             FakeContainer {
