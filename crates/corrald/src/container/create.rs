@@ -397,8 +397,8 @@ fn restore_config(
 /// What a container needs to know of its pod.
 pub(super) fn sandbox_context(env: &ContainerEnv, sandbox: &SandboxRecord) -> SandboxContext {
     let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
-    let sandbox_dir = env.config.state.join("sandboxes").join(&sandbox.id);
-    let hostname = std::fs::read_to_string(sandbox_dir.join("hostname"))
+    let sandbox_dir = env.config.layout().sandboxes_dir().join(&sandbox.id);
+    let hostname = std::fs::read_to_string(sandbox_dir.join(corral_sandbox::layout::HOSTNAME_FILE))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     SandboxContext {

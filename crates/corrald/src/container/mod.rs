@@ -90,7 +90,7 @@ impl ContainerEnv {
 
     /// `<state>/containers/<id>`: bundle and shim state.
     pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.config.state.join("containers").join(id)
+        self.config.layout().containers_dir().join(id)
     }
 }
 
