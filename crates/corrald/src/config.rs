@@ -169,6 +169,11 @@ pub struct Config {
 pub const DEFAULT_HANDLER: &str = "runc";
 
 impl Config {
+    /// Where things live under the state directory.
+    pub fn layout(&self) -> corral_sandbox::StateLayout {
+        corral_sandbox::StateLayout::new(&self.state)
+    }
+
     /// Builds the configuration from parsed flags, reading `--config` if given.
     pub fn load(flags: Flags) -> anyhow::Result<Config> {
         let file = match &flags.config {

@@ -27,6 +27,8 @@ mod server;
 mod stats;
 mod stream_limits;
 mod streaming;
+#[cfg(test)]
+mod testing;
 mod userns;
 mod v1alpha2;
 

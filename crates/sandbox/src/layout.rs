@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! <state>/netns/<id>                 the pinned network namespace
+//! <state>/userns/<id>                the pinned user namespace (pods with their own)
 //! <state>/sandboxes/<id>/hostname
 //! <state>/sandboxes/<id>/hosts
 //! <state>/sandboxes/<id>/resolv.conf
 //! <state>/sandboxes/<id>/shm/        the pod's /dev/shm (tmpfs)
+//! <state>/containers/<id>/           a container's bundle and shim state
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -66,6 +68,16 @@ impl StateLayout {
     /// `<state>/sandboxes`: one directory per sandbox.
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.root.join("sandboxes")
+    }
+
+    /// `<state>/userns`: the directory of user namespace pins.
+    pub fn userns_dir(&self) -> PathBuf {
+        self.root.join("userns")
+    }
+
+    /// `<state>/containers`: one directory per container (bundle and shim state).
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
     }
 
     /// The paths of sandbox `id`; the id must be usable as a single file name.
@@ -130,6 +142,8 @@ mod tests {
         );
         assert_eq!(paths.shm, Path::new("/run/corral/sandboxes/0123abcd/shm"));
         assert_eq!(layout.root(), Path::new("/run/corral"));
+        assert_eq!(layout.userns_dir(), Path::new("/run/corral/userns"));
+        assert_eq!(layout.containers_dir(), Path::new("/run/corral/containers"));
     }
 
     #[test]

@@ -171,8 +171,8 @@ impl ContainerPlan {
                     .map_err(step("mount image rootfs"))?;
             }
             None => {
-                env.images
-                    .mount_rootfs(&self.image.id, &self.id, &rootfs)
+                env.host
+                    .mount_rootfs(&env.images, &self.image.id, &self.id, &rootfs)
                     .map_err(step("mount image rootfs"))?;
             }
         }
@@ -284,26 +284,28 @@ impl ContainerPlan {
             images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
             criu: env.config.criu_path.clone(),
         });
-        let shim = corral_runtime::launch_shim(&ShimConfig {
-            shim_binary: env.shim_binary.clone(),
-            runtime: runtime.clone(),
-            container_id: self.id.clone(),
-            bundle: dir.clone(),
-            state_dir: dir.clone(),
-            log_path: self.log_path.clone(),
-            tty: self.config.tty,
-            stdin: self.config.stdin,
-            stdin_once: self.config.stdin_once,
-            cgroup_memory_dirs: memory_dirs,
-            restore,
-        })
-        .map_err(|e| match self.restore {
-            Some(_) => CriError::Internal(format!(
-                "CreateContainer: restore the container from its checkpoint: {e}{}",
-                crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
-            )),
-            None => step("create container with the OCI runtime")(e),
-        })?;
+        let shim = env
+            .host
+            .launch_shim(&ShimConfig {
+                shim_binary: env.shim_binary.clone(),
+                runtime: runtime.clone(),
+                container_id: self.id.clone(),
+                bundle: dir.clone(),
+                state_dir: dir.clone(),
+                log_path: self.log_path.clone(),
+                tty: self.config.tty,
+                stdin: self.config.stdin,
+                stdin_once: self.config.stdin_once,
+                cgroup_memory_dirs: memory_dirs,
+                restore,
+            })
+            .map_err(|e| match self.restore {
+                Some(_) => CriError::Internal(format!(
+                    "CreateContainer: restore the container from its checkpoint: {e}{}",
+                    crate::checkpoint::criu_log_errors(&dir.join("restore-work/restore.log"))
+                )),
+                None => step("create container with the OCI runtime")(e),
+            })?;
         record.shim = Some(ShimRef {
             pid: shim.shim_pid,
             start_time: shim.shim_start_time,
@@ -311,8 +313,8 @@ impl ContainerPlan {
         });
         if self.restore.is_some() {
             // Restored running; held still until StartContainer resumes it.
-            runtime
-                .pause(&self.id)
+            env.host
+                .pause(&runtime, &self.id)
                 .map_err(step("pause the restored container"))?;
             record.restored = true;
         }
@@ -399,8 +401,8 @@ fn restore_config(
 /// What a container needs to know of its pod.
 pub(super) fn sandbox_context(env: &ContainerEnv, sandbox: &SandboxRecord) -> SandboxContext {
     let crate::pod::NamespaceModes { network, pid, ipc } = sandbox.namespace_modes();
-    let sandbox_dir = env.config.state.join("sandboxes").join(&sandbox.id);
-    let hostname = std::fs::read_to_string(sandbox_dir.join("hostname"))
+    let sandbox_dir = env.config.layout().sandboxes_dir().join(&sandbox.id);
+    let hostname = std::fs::read_to_string(sandbox_dir.join(corral_sandbox::layout::HOSTNAME_FILE))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     SandboxContext {

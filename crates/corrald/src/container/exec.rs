@@ -27,9 +27,10 @@ pub(super) fn exec_sync(
     }
     let process = exec_process(env, id, cmd, false)?;
     let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs.unsigned_abs()));
+    let runtime = env.runtime(&record.runtime_handler)?;
     let out = env
-        .runtime(&record.runtime_handler)?
-        .exec_sync(id, &process, timeout)
+        .host
+        .exec_sync(&runtime, id, &process, timeout)
         .map_err(during("ExecSync"))?;
     if out.timed_out {
         return Err(CriError::DeadlineExceeded(format!(

@@ -10,12 +10,15 @@
 
 mod create;
 mod exec;
+pub(crate) mod host;
 mod reconcile;
 mod record;
 mod refresh;
 mod remove;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 mod update;
 mod validate;
 mod view;
@@ -44,6 +47,8 @@ pub(crate) struct ContainerEnv {
     pub config: Config,
     pub store: Arc<Store>,
     pub images: corral_image::ImageStore,
+    /// The rootfs mount, the shim and the OCI runtime's commands.
+    pub host: Arc<dyn host::ContainerHost>,
     pub shim_binary: PathBuf,
     pub cgroup_layout: corral_cgroups::CgroupLayout,
     /// Whether runtimes are told to use systemd for cgroups (systemd driver and systemd runs).
@@ -85,7 +90,7 @@ impl ContainerEnv {
 
     /// `<state>/containers/<id>`: bundle and shim state.
     pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.config.state.join("containers").join(id)
+        self.config.layout().containers_dir().join(id)
     }
 }
 
@@ -125,17 +130,25 @@ impl ContainerManager {
                 .iter()
                 .map(|(name, h)| (name.as_str(), corral_runtime::on_path(&h.path))),
         );
-        let env = Arc::new(ContainerEnv {
+        let env = ContainerEnv {
             features,
             cgroup_layout: corral_cgroups::CgroupLayout::detect()?,
             config,
             store,
             images,
+            host: Arc::new(host::HostContainers),
             shim_binary,
             systemd_cgroup,
             apparmor,
             events,
-        });
+        };
+        ContainerManager::with_env(env).await
+    }
+
+    /// Serves the containers of `env` (half-made ones undone first); the unit tests give it a
+    /// fake host.
+    pub(crate) async fn with_env(env: ContainerEnv) -> anyhow::Result<ContainerManager> {
+        let env = Arc::new(env);
         let manager = ContainerManager {
             env: env.clone(),
             names: Mutex::new(HashMap::new()),

@@ -43,7 +43,7 @@ pub(super) fn reconcile(env: &ContainerEnv) -> anyhow::Result<HashMap<String, St
 /// Start-up: removes container directories (and what is in them: shim, runtime state, rootfs
 /// mount, idmapped views) under ids that have no record, as a `Creating` container's.
 fn sweep_orphans(env: &ContainerEnv, known: &std::collections::HashSet<String>) {
-    let Ok(entries) = std::fs::read_dir(env.config.state.join("containers")) else {
+    let Ok(entries) = std::fs::read_dir(env.config.layout().containers_dir()) else {
         return;
     };
     for entry in entries.flatten() {

@@ -38,12 +38,15 @@ pub(super) fn refresh_shared(
         return Ok(None);
     }
     let dir = env.container_dir(&record.id);
-    let exit = corral_runtime::read_exit(&dir).map_err(during("read container exit status"))?;
+    let exit = env
+        .host
+        .read_exit(&dir)
+        .map_err(during("read container exit status"))?;
     let exit = match exit {
         Some(info) => Some(exit_record(&info)),
-        None if !corral_runtime::shim_alive(&dir) => {
+        None if !env.host.shim_alive(&dir) => {
             // Read again: the shim may have written the file just before exiting.
-            Some(match corral_runtime::read_exit(&dir).ok().flatten() {
+            Some(match env.host.read_exit(&dir).ok().flatten() {
                 Some(info) => exit_record(&info),
                 None => ExitRecord {
                     exit_code: 255,

@@ -10,18 +10,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use corral_process::Pidfd;
 use corral_store::CONTAINERS;
 use cri_proto::v1::ContainerEventType;
 
 use super::record::{ContainerRecord, ContainerState};
 use super::refresh::save;
-use super::stop::{signal_container, wait_exited, KILL_WAIT};
+use super::stop::{signal_container, KILL_WAIT};
 use super::ContainerEnv;
 use crate::error::{CriError, CriResult, FirstError};
-
-/// How long the shim gets to finish (drain logs, write its exit file) after the container died.
-const SHIM_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// RemoveContainer: returns the name key when there was a container.
 pub(super) fn remove(env: &ContainerEnv, id: &str) -> CriResult<Option<String>> {
@@ -68,12 +64,12 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
     if launched {
         match env.runtime(&record.runtime_handler) {
             Ok(runtime) => {
-                if corral_runtime::shim_alive(&dir) {
+                if env.host.shim_alive(&dir) {
                     errors.note(
                         signal_container(env, &runtime, record, libc::SIGKILL, true)
                             .map_err(|e| CriError::internal("kill container", e)),
                     );
-                    if !wait_exited(&dir, record.shim, KILL_WAIT) {
+                    if !env.host.wait_exited(&dir, record.shim, KILL_WAIT) {
                         errors.note(Err(CriError::Internal(format!(
                             "container {} still running after SIGKILL",
                             record.id
@@ -81,34 +77,21 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
                     }
                 }
                 errors.note(
-                    runtime
-                        .delete(&record.id, true)
+                    env.host
+                        .delete(&runtime, &record.id)
                         .map_err(|e| CriError::internal("OCI runtime delete", e)),
                 );
             }
             Err(e) => errors.note(Err(e)),
         }
-        if let Some(shim) = record.shim {
-            if let Ok(Some(pidfd)) = Pidfd::open_identity(shim.identity()) {
-                let _ = pidfd.wait_for_exit(SHIM_EXIT_WAIT);
-            }
-            if let Err(e) = corral_sandbox::reap_if_child(shim.pid) {
-                tracing::debug!(pid = shim.pid, error = %e, "reaping shim");
-            }
-        } else {
-            // A shim a killed daemon launched but never recorded: no identity to wait on.
-            let deadline = Instant::now() + SHIM_EXIT_WAIT;
-            while corral_runtime::shim_alive(&dir) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        env.host.wait_shim_gone(&dir, record.shim);
     }
     if unrecorded {
         errors.note(kill_naming(&dir));
     }
     crate::crash::point("remove_container:killed");
     if record.rootfs_mounted || unrecorded {
-        match env.images.unmount_rootfs(&dir.join("rootfs")) {
+        match env.host.unmount_rootfs(&env.images, &dir.join("rootfs")) {
             Ok(()) => record.rootfs_mounted = false,
             Err(e) => errors.note(Err(CriError::internal("unmount container rootfs", e))),
         }

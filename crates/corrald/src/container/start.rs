@@ -24,13 +24,12 @@ pub(super) fn start(env: &ContainerEnv, id: &str) -> CriResult<()> {
     let started_at = crate::ids::now_nanos();
     let runtime = env.runtime(&record.runtime_handler)?;
     if record.restored {
-        runtime
-            .resume(id)
+        env.host
+            .resume(&runtime, id)
             .map_err(during("StartContainer: resume the restored container"))?;
-    } else if let Err(e) = runtime.start(id) {
+    } else if let Err(e) = env.host.start(&runtime, id) {
         // A start a killed daemon made but never recorded: the runtime has it running.
-        let running = matches!(runtime.state(id), Ok(Some(state)) if state.status == "running");
-        if !running {
+        if !env.host.is_running(&runtime, id) {
             return Err(during("StartContainer: OCI runtime start")(e));
         }
         tracing::info!(container_id = %id, "container was started before a restart; recording it");

@@ -1,7 +1,6 @@
 //! UpdateContainerResources and ReopenContainerLog.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use cri_proto::v1::LinuxContainerResources;
 
@@ -42,8 +41,8 @@ pub(super) fn update(
             dir.join(format!("hugetlb.{size}.rsvd.max")).exists()
         });
     }
-    env.runtime(&record.runtime_handler)?
-        .update(id, &oci)
+    env.host
+        .update(&env.runtime(&record.runtime_handler)?, id, &oci)
         .map_err(during("UpdateContainerResources: OCI runtime update"))?;
     io_weight_to_systemd(env, &record, &resources.unified)?;
     record.resources = Some(resources.clone());
@@ -81,6 +80,7 @@ pub(super) fn reopen_log(env: &ContainerEnv, id: &str) -> CriResult<()> {
             "container {id} is not running; there is no log to reopen"
         )));
     }
-    corral_runtime::reopen_log(&env.container_dir(id), Duration::from_secs(5))
+    env.host
+        .reopen_log(&env.container_dir(id))
         .map_err(during("ReopenContainerLog"))
 }

@@ -7,6 +7,7 @@
 //! from the sandbox id (paths) or recorded in it (pids, cgroups, IPs), so that a restarted
 //! corrald finds and tears down what an earlier one made.
 
+pub(crate) mod host;
 mod network;
 mod owned_cgroups;
 mod paths;
@@ -14,11 +15,12 @@ mod phases;
 mod record;
 mod run;
 mod teardown;
+#[cfg(test)]
+mod tests;
 mod validate;
 mod view;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use corral_store::{Store, SANDBOXES, SETTINGS};
@@ -67,8 +69,12 @@ fn systemd_units(
 pub(crate) struct PodEnv {
     pub config: Config,
     pub store: Arc<Store>,
-    pub pause_binary: PathBuf,
-    pub cni: corral_cni::Cni,
+    /// The pause launcher and the pod's namespace and shm mounts.
+    pub pauses: Arc<dyn host::Pauses>,
+    /// The pod network (netns pins, CNI).
+    pub network: Arc<dyn host::PodNetwork>,
+    /// Pod cgroups.
+    pub cgroups: Arc<dyn host::PodCgroups>,
     pub cgroup_layout: corral_cgroups::CgroupLayout,
     pub cgroup_driver: corral_cgroups::CgroupDriver,
     /// Per runtime handler: `Ok` when it can run pods with user namespaces, else why not.
@@ -103,7 +109,10 @@ impl PodManager {
                 "corral-pause not found next to corrald nor on PATH; install it beside corrald"
             )
         })?;
-        let cni = corral_cni::Cni::new(config.cni_bin_dir.clone(), config.state.join("cni"));
+        let network = host::CniNetwork {
+            cni: corral_cni::Cni::new(config.cni_bin_dir.clone(), config.state.join("cni")),
+            conf_dir: config.cni_conf_dir.clone(),
+        };
         let cgroup_layout = corral_cgroups::CgroupLayout::detect()?;
         let cgroup_driver = match config.cgroup_driver {
             crate::config::CgroupDriverName::Cgroupfs => corral_cgroups::CgroupDriver::Cgroupfs,
@@ -114,20 +123,32 @@ impl PodManager {
             tokio::task::spawn_blocking(move || crate::userns::handler_support(&config)).await?
         };
         let systemd = systemd_units(cgroup_driver)?;
-        let env = Arc::new(PodEnv {
+        let env = PodEnv {
             cni_config: corral_cni::ConfigWatch::new(&config.cni_conf_dir),
             userns_support,
             config,
             store,
-            pause_binary,
-            cni,
+            pauses: Arc::new(host::HostPauses {
+                binary: pause_binary,
+            }),
+            network: Arc::new(network),
+            cgroups: Arc::new(host::HostCgroups {
+                layout: cgroup_layout.clone(),
+                driver: cgroup_driver,
+                systemd: systemd.clone(),
+            }),
             cgroup_layout,
             cgroup_driver,
             events,
             systemd,
-        });
+        };
+        PodManager::with_env(env).await
+    }
+
+    /// Serves the sandboxes of `env` (reconciled first); the unit tests give it fakes.
+    pub(crate) async fn with_env(env: PodEnv) -> anyhow::Result<PodManager> {
         let manager = PodManager {
-            env,
+            env: Arc::new(env),
             names: Mutex::new(HashMap::new()),
             locks: crate::ids::IdLocks::default(),
         };
@@ -326,8 +347,8 @@ impl PodManager {
                 crate::error::brief(e)
             ))
         })?;
-        let units = self.env.systemd.clone();
-        tokio::task::spawn_blocking(move || cgroup.apply_with(&limits, units.as_deref()))
+        let cgroups = self.env.cgroups.clone();
+        tokio::task::spawn_blocking(move || cgroups.apply(&cgroup, &limits))
             .await
             .map_err(|e| CriError::internal("UpdatePodSandboxResources task", e))?
             .map_err(crate::error::during(

@@ -47,9 +47,7 @@ pub(super) fn prepare<'a>(
 ) -> CriResult<(&'a corral_cni::NetworkConfigList, corral_cni::RuntimeConf)> {
     let pin = netns_pin_path(env, &record.id);
     phases
-        .step(span, "netns_pin", || {
-            corral_sandbox::netns::NetnsPin::pin(pause_pid, &pin)
-        })
+        .step(span, "netns_pin", || env.network.pin_netns(pause_pid, &pin))
         .map_err(step("pin network namespace"))?;
     record.netns_path = Some(pin.clone());
     crate::crash::point("run_pod:netns_pinned");
@@ -69,15 +67,15 @@ pub(super) fn prepare<'a>(
 /// before ADD), so that a changed or removed config in the conf dir still tears down what was
 /// made. DEL without a cached result still frees host-local's IP: it releases by container id.
 pub(super) fn cni_del(
-    env: &PodEnv,
+    cni: &corral_cni::Cni,
+    conf_dir: &Path,
     network: &str,
     recorded: Option<&serde_json::Value>,
     rt: &corral_cni::RuntimeConf,
 ) -> corral_cni::Result<()> {
     // The cache is written without an fsync: after a power loss it may be torn, and DEL then
     // runs as if nothing were cached.
-    let cached = env
-        .cni
+    let cached = cni
         .cached_attachment(network, &rt.container_id, &rt.if_name)
         .unwrap_or_else(|error| {
             tracing::warn!(%error, "ignoring an unreadable CNI result cache");
@@ -89,13 +87,13 @@ pub(super) fn cni_del(
     let net = match (cached, recorded) {
         (Some(attachment), _) => attachment.network,
         (None, Some(net)) => net,
-        (None, None) => match corral_cni::CniConfig::load(&env.config.cni_conf_dir)? {
+        (None, None) => match corral_cni::CniConfig::load(conf_dir)? {
             Some(net) if net.name() == network => net,
             // Nothing cached and no such network: ADD never completed a plugin.
             _ => return Ok(()),
         },
     };
-    env.cni.del(&net, rt)
+    cni.del(&net, rt)
 }
 
 /// The CNI runtime arguments for a sandbox (see [`corral_cni::pod::PodNetwork`]).

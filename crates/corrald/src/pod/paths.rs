@@ -38,15 +38,15 @@ pub(super) fn cgroup_parent_for(
 
 /// `<state>/sandboxes/<id>`: hostname, hosts, resolv.conf and the shm mount point.
 pub(super) fn sandbox_dir(env: &PodEnv, id: &str) -> PathBuf {
-    env.config.state.join("sandboxes").join(id)
+    env.config.layout().sandboxes_dir().join(id)
 }
 
 /// `<state>/netns/<id>`: the bind mount that keeps the pod's network namespace alive.
 pub(super) fn netns_pin_path(env: &PodEnv, id: &str) -> PathBuf {
-    env.config.state.join("netns").join(id)
+    env.config.layout().netns_dir().join(id)
 }
 
 /// `<state>/userns/<id>`: the bind mount that keeps the pod's user namespace alive.
 pub(super) fn userns_pin_path(env: &PodEnv, id: &str) -> PathBuf {
-    env.config.state.join("userns").join(id)
+    env.config.layout().userns_dir().join(id)
 }

@@ -177,9 +177,7 @@ impl SandboxPlan {
         };
         let dir = sandbox_dir(env, &self.id);
         let pause = phases
-            .step(span, "pause", || {
-                corral_sandbox::pause::spawn_pause_owned(&env.pause_binary, &spec, &dir)
-            })
+            .step(span, "pause", || env.pauses.spawn(&spec, &dir))
             .map_err(step("start pause process"))?;
         crate::crash::point("run_pod:pause_started");
         record.pause = Some(PauseRef {
@@ -200,7 +198,7 @@ impl SandboxPlan {
 
         let (own, added) = std::thread::scope(|scope| {
             let adding = attachment.as_ref().map(|(net, rt)| {
-                let add = move || phases.step(span, "cni_add", || env.cni.add(net, rt));
+                let add = move || phases.step(span, "cni_add", || env.network.add(net, rt));
                 std::thread::Builder::new()
                     .name("cni-add".into())
                     .spawn_scoped(scope, add)
@@ -215,8 +213,8 @@ impl SandboxPlan {
             (own, added)
         });
         match added {
-            Some(Ok(Ok(result))) => {
-                record.ips = result.ips().iter().map(|ip| ip.to_string()).collect();
+            Some(Ok(Ok(ips))) => {
+                record.ips = ips.iter().map(|ip| ip.to_string()).collect();
                 crate::crash::point("run_pod:network_added");
             }
             Some(Ok(Err(e))) => {
@@ -256,32 +254,22 @@ impl SandboxPlan {
         // Write-ahead: the directories the pod cgroup will add are recorded before they exist.
         super::owned_cgroups::intend(env, &parent)?;
         let cgroup = phases
-            .step(span, "pod_cgroup", || match env.systemd.as_deref() {
-                Some(units) => corral_cgroups::PodCgroup::create_with_systemd(
-                    &env.cgroup_layout,
-                    &parent,
-                    units,
-                ),
-                None => corral_cgroups::PodCgroup::create(
-                    &env.cgroup_layout,
-                    env.cgroup_driver,
-                    &parent,
-                ),
-            })
+            .step(span, "pod_cgroup", || env.cgroups.create(&parent))
             .map_err(step("create pod cgroup"))?;
         crate::crash::point("run_pod:cgroup_created");
         record.pod_cgroup = Some(cgroup.clone());
         if let Some(resources) = pod_resources(&self.config) {
             phases
                 .step(span, "pod_resources", || {
-                    cgroup.apply_with(&resources, env.systemd.as_deref())
+                    env.cgroups.apply(&cgroup, &resources)
                 })
                 .map_err(step("apply config.linux.resources to the pod cgroup"))?;
         }
         phases
             .step(span, "pause_cgroup", || {
                 cgroup.child(&self.id).and_then(|leaf| {
-                    cgroup.add_process_with(&leaf.relative_path, pause_pid, env.systemd.as_deref())
+                    env.cgroups
+                        .add_process(&cgroup, &leaf.relative_path, pause_pid)
                 })
             })
             .map_err(step("move pause process into the pod cgroup"))?;
@@ -291,7 +279,7 @@ impl SandboxPlan {
             let pin = userns_pin_path(env, &self.id);
             phases
                 .step(span, "userns_pin", || {
-                    corral_sandbox::userns::pin(pause_pid, &pin)
+                    env.pauses.pin_userns(pause_pid, &pin)
                 })
                 .map_err(step("pin user namespace"))?;
             record.userns_path = Some(pin);
@@ -300,12 +288,7 @@ impl SandboxPlan {
         if self.ipc == NamespaceMode::Pod {
             let shm = sandbox_dir(env, &self.id).join("shm");
             phases
-                .step(span, "shm", || {
-                    corral_sandbox::shm::mount_shm(
-                        &shm,
-                        corral_sandbox::shm::DEFAULT_SHM_SIZE_BYTES,
-                    )
-                })
+                .step(span, "shm", || env.pauses.mount_shm(&shm))
                 .map_err(step("mount /dev/shm"))?;
             record.shm_path = Some(shm);
             crate::crash::point("run_pod:shm_mounted");

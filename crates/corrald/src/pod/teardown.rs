@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use corral_store::SANDBOXES;
 
-use super::network::{cni_del, runtime_conf, settle_cni};
+use super::network::runtime_conf;
 use super::paths::{netns_pin_path, sandbox_dir, userns_pin_path};
 use super::record::{PauseRef, SandboxRecord, SandboxState};
 use super::PodEnv;
@@ -66,8 +66,8 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
         let leaf = cgroup
             .child(&record.id)
             .map_err(|e| CriError::internal("pause cgroup path", e))?;
-        cgroup
-            .remove_leaf_with(&leaf.relative_path, env.systemd.as_deref())
+        env.cgroups
+            .remove_leaf(cgroup, &leaf.relative_path)
             .map_err(|e| CriError::internal("remove pause cgroup", e))?;
         super::owned_cgroups::release(env, cgroup)?;
     }
@@ -99,7 +99,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
     // What a `Creating` record does not name may still exist where the id says.
     let unrecorded = record.state == SandboxState::Creating;
     if record.pause.is_none() && unrecorded {
-        errors.note(stop_marked_pauses(&sandbox_dir(env, &record.id)));
+        errors.note(env.pauses.stop_marked(&sandbox_dir(env, &record.id)));
     }
     let network = record.cni_network.clone().map(|network| {
         let pin = record
@@ -107,7 +107,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
             .clone()
             .unwrap_or_else(|| netns_pin_path(env, &record.id));
         if unrecorded {
-            settle_cni(&pin);
+            env.network.settle(&pin);
         }
         let rt = runtime_conf(env, record, &pin);
         (network, rt)
@@ -119,17 +119,17 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
             let config = recorded_config.as_ref();
             let thread = std::thread::Builder::new()
                 .name("cni-del".into())
-                .spawn_scoped(scope, move || cni_del(env, network, config, rt));
+                .spawn_scoped(scope, move || env.network.del(network, config, rt));
             (thread, network, rt)
         });
-        let stopped = pause.map(stop_pause);
+        let stopped = pause.map(|pause| env.pauses.stop(pause));
         let deleted = deleting.map(|(thread, network, rt)| {
             let outcome = match thread {
                 Ok(thread) => thread.join().map_err(|_| {
                     CriError::Internal("tear down pod network: the CNI DEL thread panicked".into())
                 })?,
                 // No thread to spare: DEL here, after the pause.
-                Err(_) => cni_del(env, network, recorded_config.as_ref(), rt),
+                Err(_) => env.network.del(network, recorded_config.as_ref(), rt),
             };
             outcome.map_err(|e| CriError::internal("tear down pod network (CNI DEL)", e))
         });
@@ -152,7 +152,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
         .clone()
         .or_else(|| unrecorded.then(|| sandbox_dir(env, &record.id).join("shm")));
     if let Some(shm) = shm {
-        match corral_sandbox::shm::unmount(&shm) {
+        match env.pauses.unmount_shm(&shm) {
             Ok(()) => record.shm_path = None,
             Err(e) => errors.note(Err(CriError::internal("unmount /dev/shm", e))),
         }
@@ -162,7 +162,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
         .clone()
         .or_else(|| unrecorded.then(|| netns_pin_path(env, &record.id)));
     if let Some(pin) = netns {
-        match corral_sandbox::netns::NetnsPin::unpin(&pin) {
+        match env.network.unpin_netns(&pin) {
             Ok(()) => record.netns_path = None,
             Err(e) => errors.note(Err(CriError::internal("unpin network namespace", e))),
         }
@@ -172,7 +172,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
         .userns_path
         .clone()
         .unwrap_or_else(|| userns_pin_path(env, &record.id));
-    match corral_sandbox::userns::unpin(&userns_pin) {
+    match env.pauses.unpin_userns(&userns_pin) {
         Ok(()) => record.userns_path = None,
         Err(e) => errors.note(Err(CriError::internal("unpin user namespace", e))),
     }
@@ -181,7 +181,7 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
 
 /// Stops the pauses marked as `dir`'s. A launcher a killed daemon left may still fork its
 /// pause after a look, so looks repeat until one finds nothing.
-fn stop_marked_pauses(dir: &Path) -> CriResult<()> {
+pub(super) fn stop_marked_pauses(dir: &Path) -> CriResult<()> {
     for _ in 0..5 {
         let found = corral_sandbox::find::owned_under(dir)
             .map_err(|e| CriError::internal("look for the pause process", e))?;
@@ -214,7 +214,7 @@ fn stop_found(found: Vec<corral_sandbox::find::Found>) -> CriResult<()> {
 }
 
 /// Stops the pause process and reaps it if it is corrald's child.
-fn stop_pause(pause: PauseRef) -> CriResult<()> {
+pub(super) fn stop_pause(pause: PauseRef) -> CriResult<()> {
     let stopped = pause
         .process()
         .stop(PAUSE_GRACE)
