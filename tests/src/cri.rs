@@ -346,3 +346,55 @@ pub fn with_namespaces(mut config: ContainerConfig, modes: (i32, i32, i32)) -> C
     });
     config
 }
+
+/// Every container ListContainers returns, unfiltered.
+pub async fn all_containers(rt: &mut Rt) -> Vec<Container> {
+    rt.list_containers(ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+}
+
+/// CreateContainer that must be refused with `code`; `why` names the case. Returns the refusal.
+pub async fn create_refused(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+    code: tonic::Code,
+    why: &str,
+) -> tonic::Status {
+    let err = try_create(rt, pod_id, pod, config).await.expect_err(why);
+    assert_eq!(err.code(), code, "{why}: {err:?}");
+    err
+}
+
+/// StopContainer that must succeed, with `timeout` seconds before SIGKILL.
+pub async fn stop(rt: &mut Rt, id: &str, timeout: i64) {
+    rt.stop_container(StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    })
+    .await
+    .expect("StopContainer");
+}
+
+/// RunPodSandbox with the default handler, refused or not; the sandbox id.
+pub async fn try_run_pod(rt: &mut Rt, config: PodSandboxConfig) -> Result<String, tonic::Status> {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// Every pod ListPodSandbox returns, unfiltered.
+pub async fn all_pods(rt: &mut Rt) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+}

@@ -9,6 +9,7 @@ pub mod images;
 pub mod kubelet;
 pub mod net;
 pub mod registry;
+pub mod volume;
 
 /// A client of the old `runtime.v1alpha2` API, generated for the tests (see `build.rs`).
 pub mod v1alpha2 {
@@ -567,4 +568,14 @@ pub fn remove_cgroup_dirs(needle: &str) {
     for d in dirs {
         let _ = std::fs::remove_dir(d);
     }
+}
+
+/// The names in a directory (none when it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -106,13 +106,7 @@ async fn a_pods_and_a_containers_life_in_order_with_the_pods_statuses() {
         Some(ContainerState::ContainerRunning as i32)
     );
 
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &id, 0).await;
     let stopped = expect(&mut events, &id, STOPPED).await;
     assert_eq!(
         container_state(&stopped, &id),
@@ -220,13 +214,7 @@ async fn exits_while_corrald_was_down_are_reported_after_its_restart() {
         .expect("status of the exited container");
     assert_eq!(status.exit_code, 7);
     // The restarted daemon watches the running one too.
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: stayer.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &stayer, 0).await;
     expect(&mut events, &stayer, STOPPED).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }

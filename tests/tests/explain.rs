@@ -13,6 +13,10 @@ use std::process::Command;
 use corral_e2e::cri::{
     self, container_env as env, privileged_pod, with_namespaces, ContainerEnv as Env,
 };
+use corral_e2e::volume::{
+    is_host_mount_point, mount_inside, mount_tmpfs_with_marker as mount_tmpfs, set_propagation,
+    TmpfsVolume as Volume,
+};
 use corral_e2e::*;
 use corral_e2e::{corralctl_ok as ok, corralctl_run as ctl};
 use cri_proto::v1::*;
@@ -54,94 +58,6 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]
         .as_str()
         .unwrap_or_else(|| panic!("{key} is not a string in {v:#}"))
-}
-
-/// Mounts a fresh tmpfs on `dir` (created when missing), with a `marker` file saying `content`.
-fn mount_tmpfs(dir: &Path, content: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=1m"),
-    )
-    .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
-    std::fs::write(dir.join("marker"), content).unwrap();
-}
-
-fn set_propagation(dir: &Path, flags: MsFlags) {
-    nix::mount::mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
-        .unwrap_or_else(|e| panic!("set the propagation of {}: {e}", dir.display()));
-}
-
-/// A temp dir with a tmpfs on it, shared, slave or private; everything mounted below it is
-/// unmounted when it is dropped.
-struct Volume {
-    dir: tempfile::TempDir,
-}
-
-impl Volume {
-    fn new(flags: MsFlags) -> Volume {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-e2e-explain-")
-            .tempdir()
-            .unwrap();
-        mount_tmpfs(dir.path(), "volume");
-        set_propagation(dir.path(), flags);
-        Volume { dir }
-    }
-
-    fn shared() -> Volume {
-        Self::new(MsFlags::MS_SHARED | MsFlags::MS_REC)
-    }
-
-    fn private() -> Volume {
-        Self::new(MsFlags::MS_PRIVATE)
-    }
-
-    /// A bind mount of `master` made a slave of it (`mount --bind` + `--make-slave`).
-    fn slave_of(master: &Volume) -> Volume {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-e2e-explain-slave-")
-            .tempdir()
-            .unwrap();
-        nix::mount::mount(
-            Some(master.path()),
-            dir.path(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .unwrap();
-        set_propagation(dir.path(), MsFlags::MS_SLAVE);
-        Volume { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn path_str(&self) -> String {
-        self.path().to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        for _ in 0..10 {
-            if mounts_containing(&self.path_str()).is_empty() {
-                break;
-            }
-            unmount_under(self.path());
-        }
-    }
-}
-
-fn is_host_mount_point(path: &Path) -> bool {
-    mounts_containing(&path.to_string_lossy())
-        .iter()
-        .any(|p| Path::new(p) == path)
 }
 
 /// Whether `file` can be read in container `id`, and its content.
@@ -472,16 +388,7 @@ async fn bidirectional_reaches_the_host_and_a_host_to_container_sibling_only() {
     assert_eq!(sees("follower"), true);
     assert_eq!(sees("loner"), false);
 
-    cri::exec_ok(
-        &mut env.rt,
-        &writer,
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /vol/inner && mount -t tmpfs none /vol/inner && echo w > /vol/inner/marker",
-        ],
-    )
-    .await;
+    mount_inside(&mut env.rt, &writer, "/vol/inner", "w").await;
     assert!(is_host_mount_point(&volume.path().join("inner")));
     assert_eq!(
         read_inside(&mut env, &follower, "/data/inner/marker")

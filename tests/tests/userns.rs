@@ -367,13 +367,7 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
     // Removing a container takes its idmapped mounts; removing the pod takes the pin.
     let state = env.daemon.state().to_string_lossy().into_owned();
     let container_dir = containers_dir.join(&id);
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &id, 0).await;
     env.rt
         .remove_container(RemoveContainerRequest {
             container_id: id.clone(),
