@@ -80,12 +80,7 @@ async fn run_as_group_without_a_user_is_invalid() {
         .and_then(|l| l.security_context.as_mut())
         .unwrap()
         .run_as_group = Some(Int64Value { value: 1002 });
-    let err = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(bad_pod),
-            runtime_handler: String::new(),
-        })
+    let err = cri::try_run_pod(&mut env.rt, bad_pod)
         .await
         .expect_err("a pod's run_as_group without run_as_user must be refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");

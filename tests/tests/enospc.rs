@@ -137,31 +137,15 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     let mut rt = daemon.runtime().await;
     let parent = unique_cgroup_parent("enospc");
     let config = pod_config("enospc", &parent, (2, 0, 0));
-    let got = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await;
+    let got = cri::try_run_pod(&mut rt, config.clone()).await;
     let status = got.expect_err("a pod was recorded on a full disk");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "{pods:?}");
     std::fs::remove_file(&filler).unwrap();
-    let id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
+    let id = cri::try_run_pod(&mut rt, config)
         .await
-        .expect("RunPodSandbox after space returned")
-        .into_inner()
-        .pod_sandbox_id;
+        .expect("RunPodSandbox after space returned");
     cri::remove_pod(&mut rt, &id).await;
     remove_cgroup_dirs(&format!("corral-e2e-{}-enospc", std::process::id()));
 

@@ -139,13 +139,7 @@ async fn kubelet_default_hugepage_limits_without_hugetlb_do_not_stop_a_container
         err.message()
     );
     // Nothing of the refused container is left.
-    let listed = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::all_containers(&mut env.rt).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     remove_pod(&mut env.rt, &pod).await;
 }

@@ -542,12 +542,7 @@ async fn failed_run_undoes_everything() {
         err.message().contains("no-such-plugin"),
         "error names the plugin: {err:?}"
     );
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "no half-made pod listed");
     let sandboxes = std::fs::read_dir(daemon.state().join("sandboxes"))
         .map(|d| d.count())
@@ -911,23 +906,12 @@ async fn a_failure_beside_the_cni_add_undoes_the_network_too() {
             ..Default::default()
         });
     }
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = cri::try_run_pod(&mut rt, config).await.unwrap_err();
     assert!(
         err.message().contains("config.linux.resources"),
         "the error names the step: {err:?}"
     );
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "no half-made pod listed");
     for dir in ["sandboxes", "netns"] {
         let left = std::fs::read_dir(daemon.state().join(dir))
