@@ -188,16 +188,7 @@ pub async fn run_pod(rt: &mut Rt, config: &PodSandboxConfig) -> String {
 
 /// The host pid of a pod's pause process (PodSandboxStatus verbose `info.pid`).
 pub async fn pause_pid(rt: &mut Rt, pod_id: &str) -> i32 {
-    let resp = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
+    let (_, info) = pod_status(rt, pod_id).await;
     let pid = info["pid"].as_i64().expect("info.pid") as i32;
     assert!(pid > 0, "pod {pod_id} has no pause pid: {info}");
     pid
@@ -397,4 +388,19 @@ pub async fn all_pods(rt: &mut Rt) -> Vec<PodSandbox> {
         .expect("ListPodSandbox")
         .into_inner()
         .items
+}
+
+/// PodSandboxStatus, verbose: the status and the parsed `info`.
+pub async fn pod_status(rt: &mut Rt, pod_id: &str) -> (PodSandboxStatus, serde_json::Value) {
+    let resp = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
+    (resp.status.expect("PodSandboxStatus.status"), info)
 }

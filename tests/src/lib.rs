@@ -579,3 +579,9 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The top cgroup of the test's pods tagged `tag` (the first part of [`unique_cgroup_parent`]):
+/// `corral-e2e-<pid>-<tag>`, for looking for leftovers and removing them.
+pub fn test_cgroup_root(tag: &str) -> String {
+    format!("corral-e2e-{}-{tag}", std::process::id())
+}

@@ -147,7 +147,7 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
         .await
         .expect("RunPodSandbox after space returned");
     cri::remove_pod(&mut rt, &id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-enospc", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("enospc"));
 
     daemon.stop();
     let _ = umount2(&root, MntFlags::MNT_DETACH);

@@ -66,6 +66,25 @@ async fn read_inside(env: &mut Env, id: &str, file: &str) -> Option<String> {
     (code == 0).then_some(out)
 }
 
+/// Checks what container `id` reads at `file`: `Some(content)`, or `None` when it cannot.
+async fn assert_reads(env: &mut Env, id: &str, file: &str, expected: Option<&str>) {
+    assert_eq!(
+        read_inside(env, id, file).await.as_deref(),
+        expected,
+        "{file} in {id}"
+    );
+}
+
+/// The explanation of the pod's namespace of `kind` (`net`, `pid`, …).
+fn namespace_of<'a>(explanation: &'a Value, kind: &str) -> &'a Value {
+    explanation["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} namespace in {explanation:#}"))
+}
+
 /// A `sleep` container named `name` with one volume.
 fn with_volume(
     env: &Env,
@@ -118,12 +137,7 @@ async fn private_from_an_rshared_source_predicts_nothing_arrives() {
     assert_eq!(e["pod"]["state"], "SANDBOX_READY");
     let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
     let pid = cri::pid(&mut env.rt, &c).await;
-    let net = e["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "net")
-        .unwrap();
+    let net = namespace_of(&e, "net");
     assert_eq!(net["owner"], "pod");
     assert_eq!(net["holder_pid"], pause);
     assert_eq!(net["inode"], ns_inode(pid, "net"));
@@ -240,12 +254,7 @@ async fn host_to_container_from_an_rshared_source_receives_and_does_not_reach() 
     assert_eq!(m["fix"], Value::Null);
 
     mount_tmpfs(&volume.path().join("late"), "from-host");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/late/marker")
-            .await
-            .as_deref(),
-        Some("from-host")
-    );
+    assert_reads(&mut env, &c, "/vol/late/marker", Some("from-host")).await;
     cri::exec_ok(
         &mut env.rt,
         &c,
@@ -264,7 +273,7 @@ async fn host_to_container_from_an_rshared_source_receives_and_does_not_reach() 
     let e = explain(&env.daemon, &pod_id);
     let covered = text(mount_of(&e, "c", "/vol"), "covered_by");
     assert!(covered.starts_with("/vol (tmpfs cover)"), "{covered}");
-    assert_eq!(read_inside(&mut env, &c, "/vol/late/marker").await, None);
+    assert_reads(&mut env, &c, "/vol/late/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -292,17 +301,9 @@ async fn host_to_container_from_an_rslave_source_follows_its_master() {
     assert!(reason.contains("does not"), "{reason}");
 
     mount_tmpfs(&origin.path().join("from-master"), "master");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/from-master/marker")
-            .await
-            .as_deref(),
-        Some("master")
-    );
+    assert_reads(&mut env, &c, "/vol/from-master/marker", Some("master")).await;
     mount_tmpfs(&mirror.path().join("on-slave"), "slave");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/on-slave/marker").await,
-        None
-    );
+    assert_reads(&mut env, &c, "/vol/on-slave/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -333,17 +334,9 @@ async fn a_private_sub_mount_stops_propagation_below_it() {
     assert!(text(&subs[0], "reason").contains("stops propagation"));
 
     mount_tmpfs(&archive.join("deep"), "deep");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/archive/deep/marker").await,
-        None
-    );
+    assert_reads(&mut env, &c, "/vol/archive/deep/marker", None).await;
     mount_tmpfs(&volume.path().join("beside"), "beside");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/beside/marker")
-            .await
-            .as_deref(),
-        Some("beside")
-    );
+    assert_reads(&mut env, &c, "/vol/beside/marker", Some("beside")).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -390,16 +383,8 @@ async fn bidirectional_reaches_the_host_and_a_host_to_container_sibling_only() {
 
     mount_inside(&mut env.rt, &writer, "/vol/inner", "w").await;
     assert!(is_host_mount_point(&volume.path().join("inner")));
-    assert_eq!(
-        read_inside(&mut env, &follower, "/data/inner/marker")
-            .await
-            .as_deref(),
-        Some("w\n")
-    );
-    assert_eq!(
-        read_inside(&mut env, &loner, "/data/inner/marker").await,
-        None
-    );
+    assert_reads(&mut env, &follower, "/data/inner/marker", Some("w\n")).await;
+    assert_reads(&mut env, &loner, "/data/inner/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -550,12 +535,7 @@ async fn a_host_network_pod_is_in_the_hosts_network_namespace() {
 
     let e = explain(&env.daemon, &pod_id);
     assert_eq!(e["host_namespaces"], serde_json::json!(["net"]));
-    let net = e["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "net")
-        .unwrap();
+    let net = namespace_of(&e, "net");
     assert_eq!(net["owner"], "host");
     assert_eq!(net["pinned_at"], Value::Null);
     assert_eq!(net["members"], serde_json::json!(["pause", "c"]));

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use corral_e2e::cri::{self, container_env, ContainerEnv};
 use corral_e2e::*;
 use cri_proto::v1::*;
@@ -366,7 +365,7 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
     let id = cri::run(&mut env.rt, &pod_id, &pod, base()).await;
     assert!(!id.is_empty());
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-hostile", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("hostile"));
 }
 
 /// Mistakes of the request that only a library finds (a limit the cgroup layout cannot
@@ -456,5 +455,5 @@ async fn refusals_found_by_libraries_keep_the_callers_code() {
     );
     assert!(dir_entries(&env.daemon.state().join("containers")).is_empty());
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-kinds", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("kinds"));
 }

@@ -162,7 +162,7 @@ async fn container_rpcs_race_their_pods_stop_and_remove() {
         check_stopped_then_remove(&mut env, &pod_id, "reopen/exec vs stop").await;
     }
     check_host_clean(&env);
-    remove_cgroup_dirs(&format!("corral-e2e-{}-races", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("races"));
 }
 
 #[tokio::test]
@@ -194,5 +194,5 @@ async fn two_run_pod_sandbox_with_one_name_make_one_pod() {
         cri::remove_pod(&mut env.rt, &ok[0]).await;
     }
     check_host_clean(&env);
-    remove_cgroup_dirs(&format!("corral-e2e-{}-samename", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("samename"));
 }

@@ -113,7 +113,7 @@ async fn sessions_are_capped_per_container_and_closed_when_idle() {
     assert!(matches!(code, Ok(0)), "{code:?}");
 
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-streamlimits", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("streamlimits"));
 }
 
 /// Polls `ps` until `needle` runs (or no longer runs); deadline guard only.
