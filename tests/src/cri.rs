@@ -404,3 +404,29 @@ pub async fn pod_status(rt: &mut Rt, pod_id: &str) -> (PodSandboxStatus, serde_j
         serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
     (resp.status.expect("PodSandboxStatus.status"), info)
 }
+
+/// A container config's security context, created when missing.
+pub fn security_context(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// Sets a container's `linux.resources`.
+pub fn with_resources(
+    mut config: ContainerConfig,
+    resources: LinuxContainerResources,
+) -> ContainerConfig {
+    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
+    config
+}
+
+/// The runtime's Status, not verbose.
+pub async fn runtime_status(rt: &mut Rt) -> StatusResponse {
+    rt.status(StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+}

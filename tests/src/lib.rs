@@ -347,8 +347,18 @@ impl Drop for Daemon {
 
 /// Connects a tonic channel to a unix socket.
 pub async fn connect_unix(path: PathBuf) -> Channel {
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
+    connect_unix_with(unix_endpoint(), path).await
+}
+
+/// The endpoint [`connect_unix`] uses (its URI is a placeholder), to be tuned before
+/// [`connect_unix_with`].
+pub fn unix_endpoint() -> Endpoint {
+    Endpoint::try_from("http://[::]:50051").unwrap()
+}
+
+/// Connects a tonic channel with the settings of `endpoint` to a unix socket.
+pub async fn connect_unix_with(endpoint: Endpoint, path: PathBuf) -> Channel {
+    endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {

@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral_e2e::cri::{self, privileged_pod, with_namespaces, Rt};
+use corral_e2e::cri::{
+    self, privileged_pod, security_context as security, with_namespaces, with_resources, Rt,
+};
 use corral_e2e::registry::Registry;
 use corral_e2e::volume::{is_host_mount_point, mount_inside, TmpfsVolume};
 use corral_e2e::*;
@@ -99,38 +101,6 @@ async fn a_container_runs_logs_and_exits() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers of the pod experiments.
-
-/// Sets a container's `linux.resources`.
-fn with_resources(
-    mut config: ContainerConfig,
-    resources: LinuxContainerResources,
-) -> ContainerConfig {
-    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
-    config
-}
-
-/// The container's own security context, created when missing.
-fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-}
-
-/// Waits up to `timeout` for `cond`, without blocking the runtime's thread.
-async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Two containers in the pod: `a` listening on TCP 8080 (`nc`), `b` sleeping; returns their ids.
 async fn listener_and_sleeper(
@@ -437,12 +407,11 @@ async fn containers_in_a_pod_talk_over_localhost() {
     let (st, _) = cri::status(&mut env.rt, &a).await;
     let log = PathBuf::from(st.log_path);
     assert!(
-        eventually(Duration::from_secs(10), || log_has(
+        wait_for(Duration::from_secs(10), || log_has(
             &log,
             "stdout",
             "hello-from-b"
-        ))
-        .await,
+        )),
         "a did not receive b's message: {:?}",
         cri::log_lines(&log)
     );
@@ -869,7 +838,7 @@ async fn logs_are_cri_formatted_split_and_survive_reopening() {
     let (st, _) = cri::status(&mut env.rt, &c).await;
     let log = PathBuf::from(&st.log_path);
     assert!(
-        eventually(Duration::from_secs(20), || seq_numbers(&log).len() >= 20).await,
+        wait_for(Duration::from_secs(20), || seq_numbers(&log).len() >= 20),
         "no seq lines: {:?}",
         raw_log_lines(&log)
     );
@@ -931,7 +900,7 @@ async fn logs_are_cri_formatted_split_and_survive_reopening() {
         .expect("ReopenContainerLog");
     assert!(log.exists(), "ReopenContainerLog made no new file");
     assert!(
-        eventually(Duration::from_secs(20), || seq_numbers(&log).len() >= 20).await,
+        wait_for(Duration::from_secs(20), || seq_numbers(&log).len() >= 20),
         "no lines in the new file: {:?}",
         raw_log_lines(&log)
     );
@@ -986,11 +955,11 @@ async fn exit_while_the_daemon_is_stopped_is_reported_after_it_restarts() {
     assert!(process_alive(shim), "the shim died with the daemon");
     std::fs::write(bundle.join("rootfs/tmp/go"), "").unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(pid)).await,
+        wait_for(Duration::from_secs(10), || !process_alive(pid)),
         "the container did not exit"
     );
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(shim)).await,
+        wait_for(Duration::from_secs(10), || !process_alive(shim)),
         "the shim did not exit after its container"
     );
     env.daemon.start_again();
@@ -1132,7 +1101,7 @@ async fn removing_the_pod_leaves_no_mount_cgroup_process_or_file() {
 
     for pid in pids {
         assert!(
-            eventually(Duration::from_secs(5), || !process_alive(pid)).await,
+            wait_for(Duration::from_secs(5), || !process_alive(pid)),
             "process {pid} still alive"
         );
     }

@@ -249,20 +249,10 @@ async fn every_subscriber_gets_every_event_and_one_that_never_reads_blocks_nobod
 
 /// A channel to corrald whose HTTP/2 flow-control windows hold about one event.
 async fn tiny_window_channel(path: std::path::PathBuf) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
+    let endpoint = corral_e2e::unix_endpoint()
         .initial_stream_window_size(Some(1024))
-        .initial_connection_window_size(Some(1024))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to corrald")
+        .initial_connection_window_size(Some(1024));
+    corral_e2e::connect_unix_with(endpoint, path).await
 }
 
 #[tokio::test]

@@ -58,14 +58,6 @@ fn sizes_without_hugetlb(pod_cgroup_parent: &str) -> Vec<String> {
         .collect()
 }
 
-fn with_resources(
-    mut config: ContainerConfig,
-    resources: LinuxContainerResources,
-) -> ContainerConfig {
-    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
-    config
-}
-
 /// What kubelet 1.20 sends for a container with a cpu and memory limit.
 fn kubelet_resources() -> LinuxContainerResources {
     LinuxContainerResources {
