@@ -289,17 +289,7 @@ pub async fn container_env() -> Option<ContainerEnv> {
 
 /// [`container_env`] with a daemon started with `opts`.
 pub async fn container_env_with(opts: crate::DaemonOptions) -> Option<ContainerEnv> {
-    if let Some(reason) = crate::registry::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    let registry = crate::registry::Registry::start();
-    let image = crate::images::push_busybox(
-        &registry,
-        "e2e/busybox",
-        "1",
-        crate::images::default_config(),
-    );
+    let (registry, image) = busybox_registry()?;
     let daemon = crate::Daemon::start(opts);
     let mut imgs = daemon.images().await;
     pull(&mut imgs, &image).await;
@@ -429,4 +419,21 @@ pub async fn runtime_status(rt: &mut Rt) -> StatusResponse {
         .await
         .expect("Status")
         .into_inner()
+}
+
+/// A loopback registry holding the busybox test image, and the image's reference; `None` (with
+/// the reason printed) when the registry is not installed.
+pub fn busybox_registry() -> Option<(crate::registry::Registry, String)> {
+    if let Some(reason) = crate::registry::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let registry = crate::registry::Registry::start();
+    let image = crate::images::push_busybox(
+        &registry,
+        "e2e/busybox",
+        "1",
+        crate::images::default_config(),
+    );
+    Some((registry, image))
 }

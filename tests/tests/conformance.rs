@@ -182,14 +182,7 @@ async fn recursive_read_only_mounts() {
     assert_eq!(rro(""), rro("runc"));
 
     let (pod_id, pod) = env
-        .pod_with("rro", (POD, POD, POD), |config| {
-            config
-                .linux
-                .get_or_insert_with(Default::default)
-                .security_context
-                .get_or_insert_with(Default::default)
-                .privileged = true;
-        })
+        .pod_with("rro", (POD, POD, POD), cri::privileged_pod)
         .await;
     let source = DirWithSubmount::new();
     let private = MountPropagation::PropagationPrivate;

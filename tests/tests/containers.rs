@@ -9,7 +9,6 @@ use std::time::Duration;
 use corral_e2e::cri::{
     self, privileged_pod, security_context as security, with_namespaces, with_resources, Rt,
 };
-use corral_e2e::registry::Registry;
 use corral_e2e::volume::{is_host_mount_point, mount_inside, TmpfsVolume};
 use corral_e2e::*;
 use cri_proto::v1::*;
@@ -1245,12 +1244,9 @@ async fn crun_handler_runs_or_says_plainly_why_not() {
         eprintln!("skipped: crun is not installed");
         return;
     }
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
+    let Some((_registry, image)) = cri::busybox_registry() else {
         return;
-    }
-    let registry = Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    };
     let daemon = Daemon::start(DaemonOptions {
         extra_config_toml: "[runtimes.crun]\npath = \"/usr/bin/crun\"\n".into(),
         ..Default::default()

@@ -56,15 +56,22 @@ async fn pull(
         .map(|r| r.into_inner().image_ref)
 }
 
+/// Every image ListImages returns.
+async fn all_images(images: &mut ImageServiceClient<tonic::transport::Channel>) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
 #[tokio::test]
 async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usable() {
     require_root!();
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
+    let Some((_registry, image)) = cri::busybox_registry() else {
         return;
-    }
-    let registry = registry::Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    };
     let mut daemon = Daemon::start(DaemonOptions {
         with_cni: false,
         ..DaemonOptions::default()
@@ -99,12 +106,7 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     // Nothing half-written is served.
-    let listed = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = all_images(&mut images).await;
     assert!(listed.is_empty(), "{listed:?}");
     let status = images
         .image_status(ImageStatusRequest {
@@ -124,12 +126,7 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     pull(&mut images, &image)
         .await
         .expect("pull after space returned");
-    let listed = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = all_images(&mut images).await;
     assert_eq!(listed.len(), 1);
 
     // A state write (the metadata store's commit of a new pod) on a full disk.

@@ -349,19 +349,8 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
         .filter(|d| d.file_name().is_some_and(|n| n.len() == 64))
         .collect();
     assert!(leaves.is_empty(), "container cgroups left: {leaves:?}");
-    let status = env
-        .rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        status.status.unwrap().state,
-        PodSandboxState::SandboxReady as i32
-    );
+    let (status, _) = cri::pod_status(&mut env.rt, &pod_id).await;
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     let id = cri::run(&mut env.rt, &pod_id, &pod, base()).await;
     assert!(!id.is_empty());
     cri::remove_pod(&mut env.rt, &pod_id).await;
