@@ -124,66 +124,77 @@ impl Given {
     /// The arguments of `--help`: nothing is required, nothing will run.
     fn help_only(self) -> ShimArgs {
         let nowhere = PathBuf::new();
-        ShimArgs {
-            id: String::new(),
-            bundle: nowhere.clone(),
-            state_dir: nowhere.clone(),
-            log_path: nowhere.clone(),
-            runtime: OciRuntime {
-                name: String::new(),
-                binary: nowhere.clone(),
-                root: nowhere,
-                systemd_cgroup: self.systemd_cgroup,
-            },
-            tty: self.tty,
-            stdin: self.stdin,
-            stdin_once: self.stdin_once,
-            memory_cgroups: self.memory_cgroups,
-            create_timeout: self.create_timeout.unwrap_or(DEFAULT_CREATE_TIMEOUT),
-            restore: None,
-            help: true,
-        }
+        let runtime = OciRuntime {
+            name: String::new(),
+            binary: nowhere.clone(),
+            root: nowhere.clone(),
+            systemd_cgroup: self.systemd_cgroup,
+        };
+        let paths = [nowhere.clone(), nowhere.clone(), nowhere];
+        self.into_args(String::new(), paths, runtime, None)
     }
 
     /// The arguments to run with, once every required flag is there and they agree.
-    fn checked(self) -> Result<ShimArgs, ArgError> {
+    fn checked(mut self) -> Result<ShimArgs, ArgError> {
         let required = |value: Option<PathBuf>, flag: &str| {
             value.ok_or_else(|| arg_error(format!("{flag} is required")))
         };
-        let id = self.id.ok_or_else(|| arg_error("--id is required"))?;
+        let id = self
+            .id
+            .take()
+            .ok_or_else(|| arg_error("--id is required"))?;
         check_id(&id)?;
-        let binary = required(self.runtime_binary, "--runtime")?;
-        let name = match self.runtime_name {
+        let binary = required(self.runtime_binary.take(), "--runtime")?;
+        let name = match self.runtime_name.take() {
             Some(name) => name,
             None => binary
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "runtime".to_owned()),
         };
-        let restore = match (self.restore_from, self.criu) {
+        let restore = match (self.restore_from.take(), self.criu.take()) {
             (Some(images), Some(criu)) => Some(RestoreFrom { images, criu }),
             (None, None) => None,
             _ => return Err(arg_error("--restore-from and --criu go together")),
         };
-        Ok(ShimArgs {
+        let paths = [
+            required(self.bundle.take(), "--bundle")?,
+            required(self.state_dir.take(), "--state-dir")?,
+            required(self.log_path.take(), "--log-path")?,
+        ];
+        let runtime = OciRuntime {
+            name,
+            binary,
+            root: required(self.runtime_root.take(), "--runtime-root")?,
+            systemd_cgroup: self.systemd_cgroup,
+        };
+        Ok(self.into_args(id, paths, runtime, restore))
+    }
+
+    /// The arguments with the switches as given; `paths` are the bundle, state directory and
+    /// log path.
+    fn into_args(
+        self,
+        id: String,
+        paths: [PathBuf; 3],
+        runtime: OciRuntime,
+        restore: Option<RestoreFrom>,
+    ) -> ShimArgs {
+        let [bundle, state_dir, log_path] = paths;
+        ShimArgs {
             id,
-            bundle: required(self.bundle, "--bundle")?,
-            state_dir: required(self.state_dir, "--state-dir")?,
-            log_path: required(self.log_path, "--log-path")?,
-            runtime: OciRuntime {
-                name,
-                binary,
-                root: required(self.runtime_root, "--runtime-root")?,
-                systemd_cgroup: self.systemd_cgroup,
-            },
+            bundle,
+            state_dir,
+            log_path,
+            runtime,
             tty: self.tty,
             stdin: self.stdin,
             stdin_once: self.stdin_once,
             memory_cgroups: self.memory_cgroups,
             create_timeout: self.create_timeout.unwrap_or(DEFAULT_CREATE_TIMEOUT),
             restore,
-            help: false,
-        })
+            help: self.help,
+        }
     }
 }
 
