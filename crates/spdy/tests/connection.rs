@@ -665,6 +665,26 @@ async fn drain_like_spdystream(peer: &mut RawPeer, stream_id: u32) -> (Vec<u8>, 
     }
 }
 
+/// Accepts the peer's stdout stream (`stream_id`) and writes `len` bytes of pattern 6 to it
+/// while the peer drains it as spdystream does; the writer task, what the peer received and
+/// how many PINGs it was sent.
+async fn serve_stdout_to(
+    server: &Connection,
+    peer: &mut RawPeer,
+    stream_id: u32,
+    len: usize,
+) -> (tokio::task::JoinHandle<Stream>, Vec<u8>, usize) {
+    let mut stdout = within("accept", server.accept()).await.unwrap();
+    let outgoing = pattern(6, len);
+    let writer = tokio::spawn(async move {
+        stdout.write_all(&outgoing).await.unwrap();
+        stdout.shutdown().await.unwrap();
+        stdout
+    });
+    let (received, pings) = drain_like_spdystream(peer, stream_id).await;
+    (writer, received, pings)
+}
+
 /// A server connection in detect mode and the raw peer on its other end.
 fn server_and_raw_peer() -> (Connection, RawPeer) {
     let (io, raw) = duplex(256 * 1024);
@@ -678,14 +698,7 @@ async fn detect_mode_probes_a_silent_peer_with_ping() {
 
     peer.send(syn_stream(1, &[("streamtype", "stdout")], false))
         .await;
-    let mut stdout = within("accept", server.accept()).await.unwrap();
-    let outgoing = pattern(6, LEN);
-    let writer = tokio::spawn(async move {
-        stdout.write_all(&outgoing).await.unwrap();
-        stdout.shutdown().await.unwrap();
-        stdout
-    });
-    let (received, pings) = drain_like_spdystream(&mut peer, 1).await;
+    let (writer, received, pings) = serve_stdout_to(&server, &mut peer, 1, LEN).await;
     assert_eq!(received, pattern(6, LEN));
     assert_eq!(pings, 1, "one PING probe, then no more waiting for windows");
     within("writer", writer).await.unwrap();
@@ -712,14 +725,7 @@ async fn detect_mode_serves_a_peer_that_overruns_windows() {
     assert_eq!(within("read", read_all(&mut stdin)).await, incoming);
 
     // The overrun showed the peer does no flow control: no probe is needed.
-    let mut stdout = within("accept", server.accept()).await.unwrap();
-    let outgoing = pattern(6, LEN);
-    let writer = tokio::spawn(async move {
-        stdout.write_all(&outgoing).await.unwrap();
-        stdout.shutdown().await.unwrap();
-        stdout
-    });
-    let (received, pings) = drain_like_spdystream(&mut peer, 3).await;
+    let (writer, received, pings) = serve_stdout_to(&server, &mut peer, 3, LEN).await;
     assert_eq!(received, pattern(6, LEN));
     assert_eq!(pings, 0);
     within("writer", writer).await.unwrap();
