@@ -429,6 +429,12 @@ mod tests {
             volume(container, &self.path(dir), propagation)
         }
 
+        /// Plans one HOST_TO_CONTAINER volume at `/v` from `source`, unprivileged.
+        fn plan_host_to_container_at_v(&self, source: &Path) -> Result<PlannedMounts, SpecError> {
+            let mount = volume("/v", source, MountPropagation::PropagationHostToContainer);
+            self.plan(&[mount], false)
+        }
+
         /// A PRIVATE volume at `container` from the private directory.
         fn private(&self, container: &str) -> CriMount {
             self.volume(container, "private", MountPropagation::PropagationPrivate)
@@ -668,16 +674,7 @@ mod tests {
     fn missing_sources_are_planned_and_created_then_undone() {
         let f = Fixture::new();
         let missing = f.path("shared").join("new/deeper");
-        let plan = f
-            .plan(
-                &[volume(
-                    "/v",
-                    &missing,
-                    MountPropagation::PropagationHostToContainer,
-                )],
-                false,
-            )
-            .unwrap();
+        let plan = f.plan_host_to_container_at_v(&missing).unwrap();
         assert_eq!(plan.missing_sources, vec![missing.clone()]);
         assert!(!missing.exists(), "planning must not create anything");
 
@@ -795,16 +792,7 @@ mod tests {
     fn propagation_refusals_come_before_anything_is_created() {
         let f = Fixture::new();
         let missing = f.path("private").join("new");
-        let err = f
-            .plan(
-                &[volume(
-                    "/v",
-                    &missing,
-                    MountPropagation::PropagationHostToContainer,
-                )],
-                false,
-            )
-            .unwrap_err();
+        let err = f.plan_host_to_container_at_v(&missing).unwrap_err();
         assert!(err.to_string().contains("mount --make-rshared"), "{err}");
         assert!(!missing.exists());
     }
