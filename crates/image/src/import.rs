@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::content::unique_suffix;
-use crate::digest::{chain_ids, Digest};
+use crate::digest::{chain_ids, digest_strings, Digest};
 use crate::error::{ImageError, Result};
 use crate::media::{host_platform, ConfigDoc, Descriptor, ManifestDoc, ManifestKind};
 use crate::media::{Compression, MAX_CONFIG_SIZE, MAX_LAYERS};
@@ -343,24 +343,14 @@ fn store_candidate(
         repo_digests,
         size: c.config.len() as u64 + blob_size,
         config: config.image_config(),
-        chain_ids: chain.iter().map(Digest::to_string).collect(),
-        diff_ids: config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(Digest::to_string)
-            .collect(),
+        chain_ids: digest_strings(&chain),
+        diff_ids: digest_strings(&config.rootfs.diff_ids),
         manifest_digest: manifest_digest.to_string(),
         blobs,
         pinned: false,
         created: config.created.clone(),
     };
-    let names: Vec<String> = record
-        .repo_tags
-        .iter()
-        .chain(&record.repo_digests)
-        .cloned()
-        .collect();
+    let names = record.names();
     let stored = inner.commit_image(record, &names)?;
     drop(pins);
     Ok(stored)

@@ -12,7 +12,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::AuthConfig;
-use crate::digest::{chain_ids, Digest};
+use crate::digest::{chain_ids, digest_strings, Digest};
 use crate::error::{ImageError, Result};
 use crate::media::{
     host_platform, layer_compression, ConfigDoc, Descriptor, ManifestDoc, ManifestKind,
@@ -139,13 +139,8 @@ impl Inner {
             repo_digests: vec![reference.digested_name(&top.digest)],
             size: config_desc.size + layers.iter().map(|l| l.size).sum::<u64>(),
             config: config.image_config(),
-            chain_ids: chain.iter().map(Digest::to_string).collect(),
-            diff_ids: config
-                .rootfs
-                .diff_ids
-                .iter()
-                .map(Digest::to_string)
-                .collect(),
+            chain_ids: digest_strings(&chain),
+            diff_ids: digest_strings(&config.rootfs.diff_ids),
             manifest_digest: manifest_digest.to_string(),
             blobs: blobs
                 .iter()
@@ -155,12 +150,7 @@ impl Inner {
             pinned: false,
             created: config.created.clone(),
         };
-        let names: Vec<String> = record
-            .repo_tags
-            .iter()
-            .chain(&record.repo_digests)
-            .cloned()
-            .collect();
+        let names = record.names();
         let inner = self.clone();
         let stored = tokio::task::spawn_blocking(move || inner.commit_image(record, &names))
             .await
