@@ -39,6 +39,22 @@ pub struct StreamingBackend {
 }
 
 impl StreamingBackend {
+    /// Runs the session `start` makes for container `id` within the per-container limits: it
+    /// is refused when the container has too many, and ended when its streams stay idle.
+    fn limited<T: Send + 'static>(
+        &self,
+        id: &str,
+        io: StreamIo,
+        start: impl FnOnce(&Self, StreamIo) -> BoxFuture<'static, Result<T, BackendError>>,
+    ) -> BoxFuture<'static, Result<T, BackendError>> {
+        let mut session = match self.limits.admit(id, io) {
+            Ok(session) => session,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let run = start(self, session.io());
+        Box::pin(session.run(run))
+    }
+
     fn daemon(&self) -> Result<Arc<crate::Daemon>, BackendError> {
         self.daemon
             .get()
@@ -383,12 +399,9 @@ impl Backend for StreamingBackend {
         tty: bool,
         io: StreamIo,
     ) -> BoxFuture<'static, Result<i32, BackendError>> {
-        let mut session = match self.limits.admit(container_id, io) {
-            Ok(session) => session,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let run = self.exec_session(container_id, cmd, tty, session.io());
-        Box::pin(session.run(run))
+        self.limited(container_id, io, |backend, io| {
+            backend.exec_session(container_id, cmd, tty, io)
+        })
     }
 
     fn attach(
@@ -397,12 +410,9 @@ impl Backend for StreamingBackend {
         tty: bool,
         io: StreamIo,
     ) -> BoxFuture<'static, Result<(), BackendError>> {
-        let mut session = match self.limits.admit(container_id, io) {
-            Ok(session) => session,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let run = self.attach_session(container_id, tty, session.io());
-        Box::pin(session.run(run))
+        self.limited(container_id, io, |backend, io| {
+            backend.attach_session(container_id, tty, io)
+        })
     }
 
     fn port_forward(
