@@ -188,16 +188,7 @@ pub async fn run_pod(rt: &mut Rt, config: &PodSandboxConfig) -> String {
 
 /// The host pid of a pod's pause process (PodSandboxStatus verbose `info.pid`).
 pub async fn pause_pid(rt: &mut Rt, pod_id: &str) -> i32 {
-    let resp = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
+    let (_, info) = pod_status(rt, pod_id).await;
     let pid = info["pid"].as_i64().expect("info.pid") as i32;
     assert!(pid > 0, "pod {pod_id} has no pause pid: {info}");
     pid
@@ -298,17 +289,7 @@ pub async fn container_env() -> Option<ContainerEnv> {
 
 /// [`container_env`] with a daemon started with `opts`.
 pub async fn container_env_with(opts: crate::DaemonOptions) -> Option<ContainerEnv> {
-    if let Some(reason) = crate::registry::skip_reason() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    let registry = crate::registry::Registry::start();
-    let image = crate::images::push_busybox(
-        &registry,
-        "e2e/busybox",
-        "1",
-        crate::images::default_config(),
-    );
+    let (registry, image) = busybox_registry()?;
     let daemon = crate::Daemon::start(opts);
     let mut imgs = daemon.images().await;
     pull(&mut imgs, &image).await;
@@ -345,4 +326,114 @@ pub fn with_namespaces(mut config: ContainerConfig, modes: (i32, i32, i32)) -> C
         ..Default::default()
     });
     config
+}
+
+/// Every container ListContainers returns, unfiltered.
+pub async fn all_containers(rt: &mut Rt) -> Vec<Container> {
+    rt.list_containers(ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+}
+
+/// CreateContainer that must be refused with `code`; `why` names the case. Returns the refusal.
+pub async fn create_refused(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+    code: tonic::Code,
+    why: &str,
+) -> tonic::Status {
+    let err = try_create(rt, pod_id, pod, config).await.expect_err(why);
+    assert_eq!(err.code(), code, "{why}: {err:?}");
+    err
+}
+
+/// StopContainer that must succeed, with `timeout` seconds before SIGKILL.
+pub async fn stop(rt: &mut Rt, id: &str, timeout: i64) {
+    rt.stop_container(StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    })
+    .await
+    .expect("StopContainer");
+}
+
+/// RunPodSandbox with the default handler, refused or not; the sandbox id.
+pub async fn try_run_pod(rt: &mut Rt, config: PodSandboxConfig) -> Result<String, tonic::Status> {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// Every pod ListPodSandbox returns, unfiltered.
+pub async fn all_pods(rt: &mut Rt) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+}
+
+/// PodSandboxStatus, verbose: the status and the parsed `info`.
+pub async fn pod_status(rt: &mut Rt, pod_id: &str) -> (PodSandboxStatus, serde_json::Value) {
+    let resp = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON");
+    (resp.status.expect("PodSandboxStatus.status"), info)
+}
+
+/// A container config's security context, created when missing.
+pub fn security_context(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// Sets a container's `linux.resources`.
+pub fn with_resources(
+    mut config: ContainerConfig,
+    resources: LinuxContainerResources,
+) -> ContainerConfig {
+    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
+    config
+}
+
+/// The runtime's Status, not verbose.
+pub async fn runtime_status(rt: &mut Rt) -> StatusResponse {
+    rt.status(StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+}
+
+/// A loopback registry holding the busybox test image, and the image's reference; `None` (with
+/// the reason printed) when the registry is not installed.
+pub fn busybox_registry() -> Option<(crate::registry::Registry, String)> {
+    if let Some(reason) = crate::registry::skip_reason() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let registry = crate::registry::Registry::start();
+    let image = crate::images::push_busybox(
+        &registry,
+        "e2e/busybox",
+        "1",
+        crate::images::default_config(),
+    );
+    Some((registry, image))
 }

@@ -9,6 +9,7 @@ pub mod images;
 pub mod kubelet;
 pub mod net;
 pub mod registry;
+pub mod volume;
 
 /// A client of the old `runtime.v1alpha2` API, generated for the tests (see `build.rs`).
 pub mod v1alpha2 {
@@ -346,8 +347,18 @@ impl Drop for Daemon {
 
 /// Connects a tonic channel to a unix socket.
 pub async fn connect_unix(path: PathBuf) -> Channel {
-    Endpoint::try_from("http://[::]:50051")
-        .unwrap()
+    connect_unix_with(unix_endpoint(), path).await
+}
+
+/// The endpoint [`connect_unix`] uses (its URI is a placeholder), to be tuned before
+/// [`connect_unix_with`].
+pub fn unix_endpoint() -> Endpoint {
+    Endpoint::try_from("http://[::]:50051").unwrap()
+}
+
+/// Connects a tonic channel with the settings of `endpoint` to a unix socket.
+pub async fn connect_unix_with(endpoint: Endpoint, path: PathBuf) -> Channel {
+    endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -567,4 +578,20 @@ pub fn remove_cgroup_dirs(needle: &str) {
     for d in dirs {
         let _ = std::fs::remove_dir(d);
     }
+}
+
+/// The names in a directory (none when it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The top cgroup of the test's pods tagged `tag` (the first part of [`unique_cgroup_parent`]):
+/// `corral-e2e-<pid>-<tag>`, for looking for leftovers and removing them.
+pub fn test_cgroup_root(tag: &str) -> String {
+    format!("corral-e2e-{}-{tag}", std::process::id())
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use corral_e2e::cri::{self, container_env as env};
+use corral_e2e::cri::{self, container_env as env, security_context as security};
 use corral_e2e::*;
 use cri_proto::v1::*;
 use tonic::Code;
@@ -80,12 +80,7 @@ async fn run_as_group_without_a_user_is_invalid() {
         .and_then(|l| l.security_context.as_mut())
         .unwrap()
         .run_as_group = Some(Int64Value { value: 1002 });
-    let err = env
-        .rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(bad_pod),
-            runtime_handler: String::new(),
-        })
+    let err = cri::try_run_pod(&mut env.rt, bad_pod)
         .await
         .expect_err("a pod's run_as_group without run_as_user must be refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -100,22 +95,8 @@ async fn stop_and_remove_of_unknown_ids_succeed() {
     let daemon = Daemon::start(DaemonOptions::default());
     let mut rt = daemon.runtime().await;
     let unknown = "4b1c1d0a-6a4e-4c1e-9d1e-000000000000";
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: unknown.into(),
-    })
-    .await
-    .expect("StopPodSandbox of an unknown id");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: unknown.into(),
-    })
-    .await
-    .expect("RemovePodSandbox of an unknown id");
-    rt.stop_container(StopContainerRequest {
-        container_id: unknown.into(),
-        timeout: 0,
-    })
-    .await
-    .expect("StopContainer of an unknown id");
+    cri::remove_pod(&mut rt, unknown).await;
+    cri::stop(&mut rt, unknown, 0).await;
     rt.remove_container(RemoveContainerRequest {
         container_id: unknown.into(),
     })
@@ -172,14 +153,6 @@ impl Drop for DirWithSubmount {
     }
 }
 
-fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-}
-
 /// Recursive read-only mounts: advertised for the default handler (also under the empty name
 /// kubelet uses for pods without a RuntimeClass) exactly when runc lists `rro` and the kernel
 /// has mount_setattr; then submounts are read-only too, and only readonly + private
@@ -188,12 +161,7 @@ fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext 
 async fn recursive_read_only_mounts() {
     require_root!();
     let Some(mut env) = env().await else { return };
-    let status = env
-        .rt
-        .status(StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = cri::runtime_status(&mut env.rt).await;
     let rro = |name: &str| {
         status
             .runtime_handlers
@@ -214,14 +182,7 @@ async fn recursive_read_only_mounts() {
     assert_eq!(rro(""), rro("runc"));
 
     let (pod_id, pod) = env
-        .pod_with("rro", (POD, POD, POD), |config| {
-            config
-                .linux
-                .get_or_insert_with(Default::default)
-                .security_context
-                .get_or_insert_with(Default::default)
-                .privileged = true;
-        })
+        .pod_with("rro", (POD, POD, POD), cri::privileged_pod)
         .await;
     let source = DirWithSubmount::new();
     let private = MountPropagation::PropagationPrivate;
@@ -295,12 +256,7 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 async fn supplemental_groups_policy_merge_and_strict() {
     require_root!();
     let Some(mut env) = env().await else { return };
-    let status = env
-        .rt
-        .status(StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = cri::runtime_status(&mut env.rt).await;
     assert!(
         status
             .features

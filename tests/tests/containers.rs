@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral_e2e::cri::{self, privileged_pod, with_namespaces, Rt};
-use corral_e2e::registry::Registry;
+use corral_e2e::cri::{
+    self, privileged_pod, security_context as security, with_namespaces, with_resources, Rt,
+};
+use corral_e2e::volume::{is_host_mount_point, mount_inside, TmpfsVolume};
 use corral_e2e::*;
 use cri_proto::v1::*;
-use nix::mount::MsFlags;
 use tonic::Code;
 
 const POD: i32 = NamespaceMode::Pod as i32;
@@ -85,23 +86,11 @@ async fn a_container_runs_logs_and_exits() {
         .into_inner()
         .containers;
     assert_eq!(listed.len(), 2);
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: sleeper.clone(),
-            timeout: 2,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &sleeper, 2).await;
     let st = cri::wait_exited(&mut env.rt, &sleeper, Duration::from_secs(10)).await;
     assert_ne!(st.exit_code, 0);
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    let left = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let left = cri::all_containers(&mut env.rt).await;
     assert!(left.is_empty(), "RemovePodSandbox removes its containers");
     assert!(
         mounts_containing(&env.daemon.state().to_string_lossy()).is_empty(),
@@ -111,38 +100,6 @@ async fn a_container_runs_logs_and_exits() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers of the pod experiments.
-
-/// Sets a container's `linux.resources`.
-fn with_resources(
-    mut config: ContainerConfig,
-    resources: LinuxContainerResources,
-) -> ContainerConfig {
-    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
-    config
-}
-
-/// The container's own security context, created when missing.
-fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    config
-        .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-}
-
-/// Waits up to `timeout` for `cond`, without blocking the runtime's thread.
-async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Two containers in the pod: `a` listening on TCP 8080 (`nc`), `b` sleeping; returns their ids.
 async fn listener_and_sleeper(
@@ -161,104 +118,6 @@ async fn listener_and_sleeper(
     let sleeper = cri::container_config("b", image, &["sleep", "1000"]);
     let b = cri::run(&mut env.rt, pod_id, pod, with_namespaces(sleeper, modes)).await;
     (a, b)
-}
-
-/// Whether `path` is a mount point in the test's (the host's) mount namespace.
-fn is_host_mount_point(path: &Path) -> bool {
-    mounts_containing(&path.to_string_lossy())
-        .iter()
-        .any(|p| Path::new(p) == path)
-}
-
-/// Mounts a fresh tmpfs on `dir` (created when missing).
-fn mount_tmpfs(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=4m"),
-    )
-    .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
-}
-
-/// A tmpfs the test mounts on a temp dir to serve as a volume source, made rshared (`mount
-/// --make-rshared`) or private (`mount --make-private`). Every mount under it — the test's own
-/// and those a container propagated to the host — is lazily unmounted, deepest first, when it
-/// is dropped, whether the test passed or not.
-struct TmpfsVolume {
-    dir: tempfile::TempDir,
-}
-
-impl TmpfsVolume {
-    fn shared() -> TmpfsVolume {
-        Self::new(MsFlags::MS_SHARED | MsFlags::MS_REC)
-    }
-
-    fn private() -> TmpfsVolume {
-        Self::new(MsFlags::MS_PRIVATE)
-    }
-
-    fn new(propagation: MsFlags) -> TmpfsVolume {
-        let volume = TmpfsVolume {
-            dir: tempfile::Builder::new()
-                .prefix("corral-e2e-vol-")
-                .tempdir()
-                .unwrap(),
-        };
-        mount_tmpfs(volume.path());
-        nix::mount::mount(
-            None::<&str>,
-            volume.path(),
-            None::<&str>,
-            propagation,
-            None::<&str>,
-        )
-        .unwrap_or_else(|e| panic!("set the propagation of {}: {e}", volume.path().display()));
-        volume
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A `sleep` container named `name` (privileged when `privileged`) with this volume at
-    /// `/vol` under `propagation`: the propagation tests' one fixture.
-    fn container(
-        &self,
-        image: &str,
-        name: &str,
-        propagation: MountPropagation,
-        privileged: bool,
-    ) -> ContainerConfig {
-        let mut config = cri::container_config(name, image, &["sleep", "1000"]);
-        if privileged {
-            config = cri::privileged(config);
-        }
-        config.mounts = vec![cri::mount(self.path(), "/vol", propagation)];
-        config
-    }
-
-    /// Mounts a new tmpfs at `<volume>/<name>` on the host, holding `marker` with `content`.
-    fn host_mount(&self, name: &str, content: &str) -> PathBuf {
-        let dir = self.path().join(name);
-        mount_tmpfs(&dir);
-        std::fs::write(dir.join("marker"), content).unwrap();
-        dir
-    }
-}
-
-impl Drop for TmpfsVolume {
-    fn drop(&mut self) {
-        let dir = self.path().to_string_lossy().into_owned();
-        for _ in 0..10 {
-            if mounts_containing(&dir).is_empty() {
-                break;
-            }
-            unmount_under(self.path());
-        }
-    }
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 timestamp with up to nine fraction digits
@@ -547,12 +406,11 @@ async fn containers_in_a_pod_talk_over_localhost() {
     let (st, _) = cri::status(&mut env.rt, &a).await;
     let log = PathBuf::from(st.log_path);
     assert!(
-        eventually(Duration::from_secs(10), || log_has(
+        wait_for(Duration::from_secs(10), || log_has(
             &log,
             "stdout",
             "hello-from-b"
-        ))
-        .await,
+        )),
         "a did not receive b's message: {:?}",
         cri::log_lines(&log)
     );
@@ -691,16 +549,7 @@ async fn private_propagation_isolates_mounts_both_ways() {
     assert!(!inside.contains("/vol/late"), "{inside}");
 
     // Container → host: a mount made inside does not reach the host.
-    cri::exec_ok(
-        &mut env.rt,
-        &c,
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /vol/inside && mount -t tmpfs none /vol/inside && echo from-inside > /vol/inside/marker",
-        ],
-    )
-    .await;
+    mount_inside(&mut env.rt, &c, "/vol/inside", "from-inside").await;
     assert_eq!(
         cri::exec_ok(&mut env.rt, &c, &["cat", "/vol/inside/marker"]).await,
         "from-inside\n"
@@ -776,16 +625,7 @@ async fn bidirectional_propagation_shares_a_containers_mount_with_host_and_other
     );
     let c2 = cri::run(&mut env.rt, &pod2, &pod2_config, config).await;
 
-    cri::exec_ok(
-        &mut env.rt,
-        &c1,
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /vol/inner && mount -t tmpfs none /vol/inner && echo from-c1 > /vol/inner/marker",
-        ],
-    )
-    .await;
+    mount_inside(&mut env.rt, &c1, "/vol/inner", "from-c1").await;
     let on_host = volume.path().join("inner");
     assert!(
         is_host_mount_point(&on_host),
@@ -819,10 +659,15 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
         MountPropagation::PropagationBidirectional,
         false,
     );
-    let err = cri::try_create(&mut env.rt, &pod_id, &pod, config)
-        .await
-        .expect_err("BIDIRECTIONAL in an unprivileged container");
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = cri::create_refused(
+        &mut env.rt,
+        &pod_id,
+        &pod,
+        config,
+        Code::InvalidArgument,
+        "BIDIRECTIONAL in an unprivileged container",
+    )
+    .await;
     let message = err.message();
     assert!(message.contains("/vol"), "{message}");
     assert!(
@@ -840,10 +685,15 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
         MountPropagation::PropagationBidirectional,
         true,
     );
-    let err = cri::try_create(&mut env.rt, &priv_id, &priv_pod, config)
-        .await
-        .expect_err("BIDIRECTIONAL from a private source");
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = cri::create_refused(
+        &mut env.rt,
+        &priv_id,
+        &priv_pod,
+        config,
+        Code::InvalidArgument,
+        "BIDIRECTIONAL from a private source",
+    )
+    .await;
     let message = err.message();
     let source = private.path().to_string_lossy().into_owned();
     assert!(message.contains("/vol"), "{message}");
@@ -855,13 +705,7 @@ async fn bidirectional_propagation_is_refused_unprivileged_and_from_a_private_so
     );
 
     // Nothing of the refused containers is left.
-    let left = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let left = cri::all_containers(&mut env.rt).await;
     assert!(left.is_empty(), "{left:?}");
     let containers_dir = env.daemon.state().join("containers");
     assert!(mounts_containing(&containers_dir.to_string_lossy()).is_empty());
@@ -993,7 +837,7 @@ async fn logs_are_cri_formatted_split_and_survive_reopening() {
     let (st, _) = cri::status(&mut env.rt, &c).await;
     let log = PathBuf::from(&st.log_path);
     assert!(
-        eventually(Duration::from_secs(20), || seq_numbers(&log).len() >= 20).await,
+        wait_for(Duration::from_secs(20), || seq_numbers(&log).len() >= 20),
         "no seq lines: {:?}",
         raw_log_lines(&log)
     );
@@ -1055,17 +899,11 @@ async fn logs_are_cri_formatted_split_and_survive_reopening() {
         .expect("ReopenContainerLog");
     assert!(log.exists(), "ReopenContainerLog made no new file");
     assert!(
-        eventually(Duration::from_secs(20), || seq_numbers(&log).len() >= 20).await,
+        wait_for(Duration::from_secs(20), || seq_numbers(&log).len() >= 20),
         "no lines in the new file: {:?}",
         raw_log_lines(&log)
     );
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: c.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &c, 0).await;
     cri::wait_exited(&mut env.rt, &c, Duration::from_secs(10)).await;
     let old = seq_numbers(&rotated);
     let new = seq_numbers(&log);
@@ -1116,11 +954,11 @@ async fn exit_while_the_daemon_is_stopped_is_reported_after_it_restarts() {
     assert!(process_alive(shim), "the shim died with the daemon");
     std::fs::write(bundle.join("rootfs/tmp/go"), "").unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(pid)).await,
+        wait_for(Duration::from_secs(10), || !process_alive(pid)),
         "the container did not exit"
     );
     assert!(
-        eventually(Duration::from_secs(10), || !process_alive(shim)).await,
+        wait_for(Duration::from_secs(10), || !process_alive(shim)),
         "the shim did not exit after its container"
     );
     env.daemon.start_again();
@@ -1262,7 +1100,7 @@ async fn removing_the_pod_leaves_no_mount_cgroup_process_or_file() {
 
     for pid in pids {
         assert!(
-            eventually(Duration::from_secs(5), || !process_alive(pid)).await,
+            wait_for(Duration::from_secs(5), || !process_alive(pid)),
             "process {pid} still alive"
         );
     }
@@ -1287,13 +1125,7 @@ async fn removing_the_pod_leaves_no_mount_cgroup_process_or_file() {
         mounts_containing(&host_dir.path().to_string_lossy()).is_empty(),
         "the volume's bind mount is left on the host"
     );
-    let listed = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::all_containers(&mut env.rt).await;
     assert!(listed.is_empty(), "{listed:?}");
 }
 
@@ -1304,26 +1136,26 @@ async fn bad_requests_get_the_right_codes() {
     let (pod_id, pod) = pod(&mut env, "bad", (POD, CONTAINER, POD)).await;
 
     let missing = format!("{}/e2e/never-pulled:1", env.registry.host);
-    let err = cri::try_create(
+    let err = cri::create_refused(
         &mut env.rt,
         &pod_id,
         &pod,
         cri::container_config("nopull", &missing, &["true"]),
+        Code::NotFound,
+        "an image that was not pulled",
     )
-    .await
-    .expect_err("an image that was not pulled");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    .await;
     assert!(err.message().contains(&missing), "{}", err.message());
 
-    let err = cri::try_create(
+    cri::create_refused(
         &mut env.rt,
         &"0".repeat(64),
         &pod,
         cri::container_config("nopod", &env.image, &["true"]),
+        Code::NotFound,
+        "an unknown pod",
     )
-    .await
-    .expect_err("an unknown pod");
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    .await;
 
     let first = cri::create(
         &mut env.rt,
@@ -1332,15 +1164,15 @@ async fn bad_requests_get_the_right_codes() {
         cri::container_config("twice", &env.image, &["true"]),
     )
     .await;
-    let err = cri::try_create(
+    let err = cri::create_refused(
         &mut env.rt,
         &pod_id,
         &pod,
         cri::container_config("twice", &env.image, &["true"]),
+        Code::AlreadyExists,
+        "the same name twice",
     )
-    .await
-    .expect_err("the same name twice");
-    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    .await;
     assert!(err.message().contains(&first), "{}", err.message());
 
     env.rt
@@ -1412,12 +1244,9 @@ async fn crun_handler_runs_or_says_plainly_why_not() {
         eprintln!("skipped: crun is not installed");
         return;
     }
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
+    let Some((_registry, image)) = cri::busybox_registry() else {
         return;
-    }
-    let registry = Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    };
     let daemon = Daemon::start(DaemonOptions {
         extra_config_toml: "[runtimes.crun]\npath = \"/usr/bin/crun\"\n".into(),
         ..Default::default()
@@ -1467,12 +1296,7 @@ async fn crun_handler_runs_or_says_plainly_why_not() {
                 status.message()
             );
             // Nothing of the failed container is left.
-            let left = rt
-                .list_containers(ListContainersRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
+            let left = cri::all_containers(&mut rt).await;
             assert!(left.is_empty(), "{left:?}");
             assert!(
                 mounts_containing(&daemon.state().join("containers").to_string_lossy()).is_empty()

@@ -56,15 +56,22 @@ async fn pull(
         .map(|r| r.into_inner().image_ref)
 }
 
+/// Every image ListImages returns.
+async fn all_images(images: &mut ImageServiceClient<tonic::transport::Channel>) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
 #[tokio::test]
 async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usable() {
     require_root!();
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
+    let Some((_registry, image)) = cri::busybox_registry() else {
         return;
-    }
-    let registry = registry::Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    };
     let mut daemon = Daemon::start(DaemonOptions {
         with_cni: false,
         ..DaemonOptions::default()
@@ -99,12 +106,7 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     // Nothing half-written is served.
-    let listed = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = all_images(&mut images).await;
     assert!(listed.is_empty(), "{listed:?}");
     let status = images
         .image_status(ImageStatusRequest {
@@ -124,12 +126,7 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     pull(&mut images, &image)
         .await
         .expect("pull after space returned");
-    let listed = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = all_images(&mut images).await;
     assert_eq!(listed.len(), 1);
 
     // A state write (the metadata store's commit of a new pod) on a full disk.
@@ -137,33 +134,17 @@ async fn a_pull_onto_a_full_root_is_resource_exhausted_and_leaves_the_store_usab
     let mut rt = daemon.runtime().await;
     let parent = unique_cgroup_parent("enospc");
     let config = pod_config("enospc", &parent, (2, 0, 0));
-    let got = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await;
+    let got = cri::try_run_pod(&mut rt, config.clone()).await;
     let status = got.expect_err("a pod was recorded on a full disk");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "{pods:?}");
     std::fs::remove_file(&filler).unwrap();
-    let id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
+    let id = cri::try_run_pod(&mut rt, config)
         .await
-        .expect("RunPodSandbox after space returned")
-        .into_inner()
-        .pod_sandbox_id;
+        .expect("RunPodSandbox after space returned");
     cri::remove_pod(&mut rt, &id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-enospc", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("enospc"));
 
     daemon.stop();
     let _ = umount2(&root, MntFlags::MNT_DETACH);

@@ -106,13 +106,7 @@ async fn a_pods_and_a_containers_life_in_order_with_the_pods_statuses() {
         Some(ContainerState::ContainerRunning as i32)
     );
 
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &id, 0).await;
     let stopped = expect(&mut events, &id, STOPPED).await;
     assert_eq!(
         container_state(&stopped, &id),
@@ -220,13 +214,7 @@ async fn exits_while_corrald_was_down_are_reported_after_its_restart() {
         .expect("status of the exited container");
     assert_eq!(status.exit_code, 7);
     // The restarted daemon watches the running one too.
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: stayer.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &stayer, 0).await;
     expect(&mut events, &stayer, STOPPED).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
@@ -261,20 +249,10 @@ async fn every_subscriber_gets_every_event_and_one_that_never_reads_blocks_nobod
 
 /// A channel to corrald whose HTTP/2 flow-control windows hold about one event.
 async fn tiny_window_channel(path: std::path::PathBuf) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
+    let endpoint = corral_e2e::unix_endpoint()
         .initial_stream_window_size(Some(1024))
-        .initial_connection_window_size(Some(1024))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to corrald")
+        .initial_connection_window_size(Some(1024));
+    corral_e2e::connect_unix_with(endpoint, path).await
 }
 
 #[tokio::test]

@@ -13,6 +13,10 @@ use std::process::Command;
 use corral_e2e::cri::{
     self, container_env as env, privileged_pod, with_namespaces, ContainerEnv as Env,
 };
+use corral_e2e::volume::{
+    is_host_mount_point, mount_inside, mount_tmpfs_with_marker as mount_tmpfs, set_propagation,
+    TmpfsVolume as Volume,
+};
 use corral_e2e::*;
 use corral_e2e::{corralctl_ok as ok, corralctl_run as ctl};
 use cri_proto::v1::*;
@@ -56,98 +60,29 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} is not a string in {v:#}"))
 }
 
-/// Mounts a fresh tmpfs on `dir` (created when missing), with a `marker` file saying `content`.
-fn mount_tmpfs(dir: &Path, content: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=1m"),
-    )
-    .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
-    std::fs::write(dir.join("marker"), content).unwrap();
-}
-
-fn set_propagation(dir: &Path, flags: MsFlags) {
-    nix::mount::mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
-        .unwrap_or_else(|e| panic!("set the propagation of {}: {e}", dir.display()));
-}
-
-/// A temp dir with a tmpfs on it, shared, slave or private; everything mounted below it is
-/// unmounted when it is dropped.
-struct Volume {
-    dir: tempfile::TempDir,
-}
-
-impl Volume {
-    fn new(flags: MsFlags) -> Volume {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-e2e-explain-")
-            .tempdir()
-            .unwrap();
-        mount_tmpfs(dir.path(), "volume");
-        set_propagation(dir.path(), flags);
-        Volume { dir }
-    }
-
-    fn shared() -> Volume {
-        Self::new(MsFlags::MS_SHARED | MsFlags::MS_REC)
-    }
-
-    fn private() -> Volume {
-        Self::new(MsFlags::MS_PRIVATE)
-    }
-
-    /// A bind mount of `master` made a slave of it (`mount --bind` + `--make-slave`).
-    fn slave_of(master: &Volume) -> Volume {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-e2e-explain-slave-")
-            .tempdir()
-            .unwrap();
-        nix::mount::mount(
-            Some(master.path()),
-            dir.path(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .unwrap();
-        set_propagation(dir.path(), MsFlags::MS_SLAVE);
-        Volume { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn path_str(&self) -> String {
-        self.path().to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        for _ in 0..10 {
-            if mounts_containing(&self.path_str()).is_empty() {
-                break;
-            }
-            unmount_under(self.path());
-        }
-    }
-}
-
-fn is_host_mount_point(path: &Path) -> bool {
-    mounts_containing(&path.to_string_lossy())
-        .iter()
-        .any(|p| Path::new(p) == path)
-}
-
 /// Whether `file` can be read in container `id`, and its content.
 async fn read_inside(env: &mut Env, id: &str, file: &str) -> Option<String> {
     let (code, out, _) = cri::exec(&mut env.rt, id, &["cat", file]).await;
     (code == 0).then_some(out)
+}
+
+/// Checks what container `id` reads at `file`: `Some(content)`, or `None` when it cannot.
+async fn assert_reads(env: &mut Env, id: &str, file: &str, expected: Option<&str>) {
+    assert_eq!(
+        read_inside(env, id, file).await.as_deref(),
+        expected,
+        "{file} in {id}"
+    );
+}
+
+/// The explanation of the pod's namespace of `kind` (`net`, `pid`, …).
+fn namespace_of<'a>(explanation: &'a Value, kind: &str) -> &'a Value {
+    explanation["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} namespace in {explanation:#}"))
 }
 
 /// A `sleep` container named `name` with one volume.
@@ -202,12 +137,7 @@ async fn private_from_an_rshared_source_predicts_nothing_arrives() {
     assert_eq!(e["pod"]["state"], "SANDBOX_READY");
     let pause = cri::pause_pid(&mut env.rt, &pod_id).await;
     let pid = cri::pid(&mut env.rt, &c).await;
-    let net = e["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "net")
-        .unwrap();
+    let net = namespace_of(&e, "net");
     assert_eq!(net["owner"], "pod");
     assert_eq!(net["holder_pid"], pause);
     assert_eq!(net["inode"], ns_inode(pid, "net"));
@@ -324,12 +254,7 @@ async fn host_to_container_from_an_rshared_source_receives_and_does_not_reach() 
     assert_eq!(m["fix"], Value::Null);
 
     mount_tmpfs(&volume.path().join("late"), "from-host");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/late/marker")
-            .await
-            .as_deref(),
-        Some("from-host")
-    );
+    assert_reads(&mut env, &c, "/vol/late/marker", Some("from-host")).await;
     cri::exec_ok(
         &mut env.rt,
         &c,
@@ -348,7 +273,7 @@ async fn host_to_container_from_an_rshared_source_receives_and_does_not_reach() 
     let e = explain(&env.daemon, &pod_id);
     let covered = text(mount_of(&e, "c", "/vol"), "covered_by");
     assert!(covered.starts_with("/vol (tmpfs cover)"), "{covered}");
-    assert_eq!(read_inside(&mut env, &c, "/vol/late/marker").await, None);
+    assert_reads(&mut env, &c, "/vol/late/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -376,17 +301,9 @@ async fn host_to_container_from_an_rslave_source_follows_its_master() {
     assert!(reason.contains("does not"), "{reason}");
 
     mount_tmpfs(&origin.path().join("from-master"), "master");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/from-master/marker")
-            .await
-            .as_deref(),
-        Some("master")
-    );
+    assert_reads(&mut env, &c, "/vol/from-master/marker", Some("master")).await;
     mount_tmpfs(&mirror.path().join("on-slave"), "slave");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/on-slave/marker").await,
-        None
-    );
+    assert_reads(&mut env, &c, "/vol/on-slave/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -417,17 +334,9 @@ async fn a_private_sub_mount_stops_propagation_below_it() {
     assert!(text(&subs[0], "reason").contains("stops propagation"));
 
     mount_tmpfs(&archive.join("deep"), "deep");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/archive/deep/marker").await,
-        None
-    );
+    assert_reads(&mut env, &c, "/vol/archive/deep/marker", None).await;
     mount_tmpfs(&volume.path().join("beside"), "beside");
-    assert_eq!(
-        read_inside(&mut env, &c, "/vol/beside/marker")
-            .await
-            .as_deref(),
-        Some("beside")
-    );
+    assert_reads(&mut env, &c, "/vol/beside/marker", Some("beside")).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -472,27 +381,10 @@ async fn bidirectional_reaches_the_host_and_a_host_to_container_sibling_only() {
     assert_eq!(sees("follower"), true);
     assert_eq!(sees("loner"), false);
 
-    cri::exec_ok(
-        &mut env.rt,
-        &writer,
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /vol/inner && mount -t tmpfs none /vol/inner && echo w > /vol/inner/marker",
-        ],
-    )
-    .await;
+    mount_inside(&mut env.rt, &writer, "/vol/inner", "w").await;
     assert!(is_host_mount_point(&volume.path().join("inner")));
-    assert_eq!(
-        read_inside(&mut env, &follower, "/data/inner/marker")
-            .await
-            .as_deref(),
-        Some("w\n")
-    );
-    assert_eq!(
-        read_inside(&mut env, &loner, "/data/inner/marker").await,
-        None
-    );
+    assert_reads(&mut env, &follower, "/data/inner/marker", Some("w\n")).await;
+    assert_reads(&mut env, &loner, "/data/inner/marker", None).await;
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 
@@ -643,12 +535,7 @@ async fn a_host_network_pod_is_in_the_hosts_network_namespace() {
 
     let e = explain(&env.daemon, &pod_id);
     assert_eq!(e["host_namespaces"], serde_json::json!(["net"]));
-    let net = e["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "net")
-        .unwrap();
+    let net = namespace_of(&e, "net");
     assert_eq!(net["owner"], "host");
     assert_eq!(net["pinned_at"], Value::Null);
     assert_eq!(net["members"], serde_json::json!(["pause", "c"]));

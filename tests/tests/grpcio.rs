@@ -71,5 +71,5 @@ async fn grpcio_runs_a_pod_lifecycle_with_the_socket_path_as_authority() {
     ] {
         assert!(stdout.contains(step), "{step:?} missing from:\n{stdout}");
     }
-    remove_cgroup_dirs(&format!("corral-e2e-{}-grpcio", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("grpcio"));
 }

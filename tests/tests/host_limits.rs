@@ -58,14 +58,6 @@ fn sizes_without_hugetlb(pod_cgroup_parent: &str) -> Vec<String> {
         .collect()
 }
 
-fn with_resources(
-    mut config: ContainerConfig,
-    resources: LinuxContainerResources,
-) -> ContainerConfig {
-    config.linux.get_or_insert_with(Default::default).resources = Some(resources);
-    config
-}
-
 /// What kubelet 1.20 sends for a container with a cpu and memory limit.
 fn kubelet_resources() -> LinuxContainerResources {
     LinuxContainerResources {
@@ -139,13 +131,7 @@ async fn kubelet_default_hugepage_limits_without_hugetlb_do_not_stop_a_container
         err.message()
     );
     // Nothing of the refused container is left.
-    let listed = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = cri::all_containers(&mut env.rt).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     remove_pod(&mut env.rt, &pod).await;
 }

@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use corral_e2e::cri::{self, container_env, ContainerEnv};
 use corral_e2e::*;
 use cri_proto::v1::*;
@@ -35,27 +33,20 @@ fn refused(what: &str, got: Result<String, tonic::Status>, code: Code, field: &s
     );
 }
 
-/// Entries of a directory (none when it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn run_pod(
     env: &mut ContainerEnv,
     config: PodSandboxConfig,
 ) -> Result<String, tonic::Status> {
-    env.rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
+    cri::try_run_pod(&mut env.rt, config).await
+}
+
+/// No pod was recorded: none listed, no state directory.
+async fn assert_no_pod_recorded(env: &mut ContainerEnv) {
+    assert!(
+        cri::all_pods(&mut env.rt).await.is_empty(),
+        "a refused pod was recorded"
+    );
+    assert!(dir_entries(&env.daemon.state().join("sandboxes")).is_empty());
 }
 
 #[tokio::test]
@@ -184,16 +175,7 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
         .map(|_| String::new());
     refused("1 MB pod id", got, Code::NotFound, "pod sandbox");
 
-    let pods = env
-        .rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap();
-    assert!(
-        pods.into_inner().items.is_empty(),
-        "a refused pod was recorded"
-    );
-    assert!(entries(&env.daemon.state().join("sandboxes")).is_empty());
+    assert_no_pod_recorded(&mut env).await;
 
     // CreateContainer in a good pod.
     let pod = good("target");
@@ -350,20 +332,15 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
     refused("1 MB sandbox id", got, Code::NotFound, "pod sandbox");
 
     // Nothing half-made, corrald up, the good pod untouched.
-    let containers = env
-        .rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap();
     assert!(
-        containers.into_inner().containers.is_empty(),
+        cri::all_containers(&mut env.rt).await.is_empty(),
         "a refused container was recorded"
     );
-    assert!(entries(&env.daemon.state().join("containers")).is_empty());
-    assert!(entries(&env.daemon.root().join("containers")).is_empty());
+    assert!(dir_entries(&env.daemon.state().join("containers")).is_empty());
+    assert!(dir_entries(&env.daemon.root().join("containers")).is_empty());
     assert!(mounts_containing(&env.daemon.state().join("containers").to_string_lossy()).is_empty());
     assert!(
-        entries(&outside).is_empty(),
+        dir_entries(&outside).is_empty(),
         "a log was written outside the log directory"
     );
     let leaves: Vec<_> = cgroup_dirs_containing(&parent)
@@ -372,23 +349,12 @@ async fn hostile_requests_are_refused_and_leave_nothing_behind() {
         .filter(|d| d.file_name().is_some_and(|n| n.len() == 64))
         .collect();
     assert!(leaves.is_empty(), "container cgroups left: {leaves:?}");
-    let status = env
-        .rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        status.status.unwrap().state,
-        PodSandboxState::SandboxReady as i32
-    );
+    let (status, _) = cri::pod_status(&mut env.rt, &pod_id).await;
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     let id = cri::run(&mut env.rt, &pod_id, &pod, base()).await;
     assert!(!id.is_empty());
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-hostile", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("hostile"));
 }
 
 /// Mistakes of the request that only a library finds (a limit the cgroup layout cannot
@@ -445,16 +411,7 @@ async fn refusals_found_by_libraries_keep_the_callers_code() {
             field,
         );
     }
-    let pods = env
-        .rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap();
-    assert!(
-        pods.into_inner().items.is_empty(),
-        "a refused pod was recorded"
-    );
-    assert!(entries(&env.daemon.state().join("sandboxes")).is_empty());
+    assert_no_pod_recorded(&mut env).await;
 
     let pod = good("k5");
     let pod_id = run_pod(&mut env, pod.clone()).await.unwrap();
@@ -485,7 +442,7 @@ async fn refusals_found_by_libraries_keep_the_callers_code() {
         Code::InvalidArgument,
         "config.image.image",
     );
-    assert!(entries(&env.daemon.state().join("containers")).is_empty());
+    assert!(dir_entries(&env.daemon.state().join("containers")).is_empty());
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-kinds", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("kinds"));
 }

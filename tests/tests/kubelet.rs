@@ -333,12 +333,7 @@ async fn kubelet_runs_static_pods_through_corrald() {
     std::fs::remove_file(manifests.join("crashy.json")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let left = rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let left = cri::all_pods(&mut rt).await;
         if left.is_empty() && kubelet.pod("web").is_none() && kubelet.pod("crashy").is_none() {
             break;
         }

@@ -6,25 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use corral_e2e::cri::{self, container_env, ContainerEnv};
 use corral_e2e::*;
 use cri_proto::v1::*;
+use tokio::task::JoinHandle;
 use tonic::Code;
 
 const POD: i32 = NamespaceMode::Pod as i32;
 const NODE: i32 = NamespaceMode::Node as i32;
 const ROUNDS: usize = 4;
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 async fn pod_containers(rt: &mut cri::Rt, pod_id: &str) -> Vec<Container> {
     rt.list_containers(ListContainersRequest {
@@ -37,6 +27,19 @@ async fn pod_containers(rt: &mut cri::Rt, pod_id: &str) -> Vec<Container> {
     .unwrap()
     .into_inner()
     .containers
+}
+
+/// StopPodSandbox of `pod_id`, running concurrently on a clone of the client.
+fn spawn_stop_pod(
+    rt: &cri::Rt,
+    pod_id: &str,
+) -> JoinHandle<Result<tonic::Response<StopPodSandboxResponse>, tonic::Status>> {
+    let mut rt = rt.clone();
+    let pod_sandbox_id = pod_id.to_owned();
+    tokio::spawn(async move {
+        rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id })
+            .await
+    })
 }
 
 /// After the pod is stopped none of its containers runs; after it is removed nothing of it is
@@ -64,9 +67,9 @@ async fn check_stopped_then_remove(env: &mut ContainerEnv, pod_id: &str, what: &
 }
 
 fn check_host_clean(env: &ContainerEnv) {
-    assert!(entries(&env.daemon.state().join("containers")).is_empty());
-    assert!(entries(&env.daemon.root().join("containers")).is_empty());
-    assert!(entries(&env.daemon.state().join("sandboxes")).is_empty());
+    assert!(dir_entries(&env.daemon.state().join("containers")).is_empty());
+    assert!(dir_entries(&env.daemon.root().join("containers")).is_empty());
+    assert!(dir_entries(&env.daemon.state().join("sandboxes")).is_empty());
     let state = env.daemon.state().to_string_lossy().into_owned();
     assert!(mounts_containing(&state).is_empty(), "mounts left");
 }
@@ -96,14 +99,7 @@ async fn container_rpcs_race_their_pods_stop_and_remove() {
                 .await
                 .map(|_| ())
         });
-        let mut rt = env.rt.clone();
-        let pid = pod_id.clone();
-        let stop = tokio::spawn(async move {
-            rt.stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pid,
-            })
-            .await
-        });
+        let stop = spawn_stop_pod(&env.rt, &pod_id);
         if let Err(status) = create.await.unwrap() {
             // Landing after the stop, the create is refused as the pod is not ready.
             assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -160,20 +156,13 @@ async fn container_rpcs_race_their_pods_stop_and_remove() {
                 })
                 .await;
         });
-        let mut rt = env.rt.clone();
-        let pid = pod_id.clone();
-        let stop = tokio::spawn(async move {
-            rt.stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pid,
-            })
-            .await
-        });
+        let stop = spawn_stop_pod(&env.rt, &pod_id);
         side.await.unwrap();
         stop.await.unwrap().unwrap();
         check_stopped_then_remove(&mut env, &pod_id, "reopen/exec vs stop").await;
     }
     check_host_clean(&env);
-    remove_cgroup_dirs(&format!("corral-e2e-{}-races", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("races"));
 }
 
 #[tokio::test]
@@ -189,14 +178,7 @@ async fn two_run_pod_sandbox_with_one_name_make_one_pod() {
             .map(|_| {
                 let mut rt = env.rt.clone();
                 let config = config.clone();
-                tokio::spawn(async move {
-                    rt.run_pod_sandbox(RunPodSandboxRequest {
-                        config: Some(config),
-                        runtime_handler: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().pod_sandbox_id)
-                })
+                tokio::spawn(async move { cri::try_run_pod(&mut rt, config).await })
             })
             .collect();
         let mut ok = Vec::new();
@@ -207,16 +189,10 @@ async fn two_run_pod_sandbox_with_one_name_make_one_pod() {
             }
         }
         assert_eq!(ok.len(), 1, "round {round}: {ok:?}");
-        let pods = env
-            .rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let pods = cri::all_pods(&mut env.rt).await;
         assert_eq!(pods.len(), 1);
         cri::remove_pod(&mut env.rt, &ok[0]).await;
     }
     check_host_clean(&env);
-    remove_cgroup_dirs(&format!("corral-e2e-{}-samename", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("samename"));
 }

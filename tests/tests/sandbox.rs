@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use corral_e2e::cri::{remove_pod as stop_and_remove, run_pod};
+use corral_e2e::cri::{pod_status as status, remove_pod as stop_and_remove, run_pod, Rt};
 use corral_e2e::*;
 use cri_proto::v1::*;
 use serde_json::Value;
@@ -16,27 +16,8 @@ const POD: i32 = NamespaceMode::Pod as i32;
 const NODE: i32 = NamespaceMode::Node as i32;
 const CONTAINER: i32 = NamespaceMode::Container as i32;
 
-async fn status(
-    rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> (PodSandboxStatus, Value) {
-    let resp = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner();
-    let info: Value = serde_json::from_str(&resp.info["info"]).expect("info is JSON");
-    (resp.status.unwrap(), info)
-}
-
 /// RuntimeConfig reports `driver` as the cgroup driver.
-async fn assert_cgroup_driver(
-    rt: &mut runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    driver: CgroupDriver,
-) {
+async fn assert_cgroup_driver(rt: &mut Rt, driver: CgroupDriver) {
     let rc = rt
         .runtime_config(RuntimeConfigRequest::default())
         .await
@@ -74,6 +55,28 @@ fn assert_no_leftovers(daemon: &Daemon, id: &str, pid: i32, cgroup_tag: &str) {
 }
 
 /// Asserts that the daemon's network holds no veth and no IP allocation.
+/// A refused RunPodSandbox left nothing: no pod listed, no sandbox directory or netns pin, no
+/// mount, cgroup, veth or IP.
+async fn assert_nothing_half_made(rt: &mut Rt, daemon: &Daemon, tag: &str) {
+    let pods = cri::all_pods(rt).await;
+    assert!(pods.is_empty(), "no half-made pod listed");
+    for dir in ["sandboxes", "netns"] {
+        let left = dir_entries(&daemon.state().join(dir));
+        assert!(left.is_empty(), "nothing left in {dir}: {left:?}");
+    }
+    assert!(mounts_containing(&daemon.dir().to_string_lossy()).is_empty());
+    assert!(cgroup_dirs_containing(&test_cgroup_root(tag)).is_empty());
+    assert!(daemon.net.veths().is_empty(), "the veth was deleted");
+    assert!(daemon.net.allocated_ips().is_empty(), "the IP was released");
+}
+
+/// Runs pod `name` and removes it again: proof that the name (or the network) works.
+async fn run_and_remove(rt: &mut Rt, name: &str, tag: &str) {
+    let config = pod_config(name, &unique_cgroup_parent(tag), (POD, CONTAINER, POD));
+    let id = run_pod(rt, &config).await;
+    stop_and_remove(rt, &id).await;
+}
+
 fn assert_network_empty(daemon: &Daemon) {
     assert!(
         daemon.net.veths().is_empty(),
@@ -182,12 +185,7 @@ async fn default_pod_has_own_namespaces_network_and_cgroup() {
     );
 
     stop_and_remove(&mut rt, &id).await;
-    assert_no_leftovers(
-        &daemon,
-        &id,
-        pid,
-        &format!("corral-e2e-{}-{tag}", std::process::id()),
-    );
+    assert_no_leftovers(&daemon, &id, pid, &test_cgroup_root(tag));
     assert_network_empty(&daemon);
 }
 
@@ -322,20 +320,10 @@ async fn stop_is_idempotent_and_remove_of_unknown_succeeds() {
     })
     .await
     .expect("RemovePodSandbox of a removed pod succeeds");
-    assert_no_leftovers(
-        &daemon,
-        &id,
-        pid,
-        &format!("corral-e2e-{}-{tag}", std::process::id()),
-    );
+    assert_no_leftovers(&daemon, &id, pid, &test_cgroup_root(tag));
     assert_network_empty(&daemon);
     // The same name can be used again after removal.
-    let again = run_pod(
-        &mut rt,
-        &pod_config("idem", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
-    )
-    .await;
-    stop_and_remove(&mut rt, &again).await;
+    run_and_remove(&mut rt, "idem", tag).await;
 }
 
 #[tokio::test]
@@ -395,7 +383,7 @@ async fn ten_pods_survive_kill_9_of_corrald() {
             &format!("{}{i}", unique_cgroup_parent(tag)),
         );
     }
-    let root = format!("corral-e2e-{}-{tag}", std::process::id());
+    let root = test_cgroup_root(tag);
     assert!(
         cgroup_dirs_containing(&root).is_empty(),
         "shared parent removed with the last pod"
@@ -509,7 +497,7 @@ async fn bad_input_gets_clear_errors() {
     let id2 = run_pod(&mut rt, &next).await;
     stop_and_remove(&mut rt, &id).await;
     stop_and_remove(&mut rt, &id2).await;
-    assert!(cgroup_dirs_containing(&format!("corral-e2e-{}-{tag}", std::process::id())).is_empty());
+    assert!(cgroup_dirs_containing(&test_cgroup_root(tag)).is_empty());
 }
 
 #[tokio::test]
@@ -542,33 +530,10 @@ async fn failed_run_undoes_everything() {
         err.message().contains("no-such-plugin"),
         "error names the plugin: {err:?}"
     );
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
-    assert!(pods.is_empty(), "no half-made pod listed");
-    let sandboxes = std::fs::read_dir(daemon.state().join("sandboxes"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(sandboxes, 0, "no sandbox dir left");
-    let pins = std::fs::read_dir(daemon.state().join("netns"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(pins, 0, "no netns pin left");
-    assert!(mounts_containing(&daemon.dir().to_string_lossy()).is_empty());
-    assert!(cgroup_dirs_containing(&format!("corral-e2e-{}-{tag}", std::process::id())).is_empty());
-    assert!(daemon.net.veths().is_empty());
-    assert!(daemon.net.allocated_ips().is_empty());
+    assert_nothing_half_made(&mut rt, &daemon, tag).await;
     // The same pod works once the network is fixed.
     std::fs::write(&conf, daemon.net.conflist()).unwrap();
-    let id = run_pod(
-        &mut rt,
-        &pod_config("undo", &unique_cgroup_parent(tag), (POD, CONTAINER, POD)),
-    )
-    .await;
-    stop_and_remove(&mut rt, &id).await;
+    run_and_remove(&mut rt, "undo", tag).await;
 }
 
 #[tokio::test]
@@ -853,12 +818,7 @@ async fn pod_resources_oom_score_and_port_mappings() {
         !String::from_utf8_lossy(&nat.stdout).contains(&id[..12]),
         "portmap rules left"
     );
-    assert_no_leftovers(
-        &daemon,
-        &id,
-        pid,
-        &format!("corral-e2e-{}-res", std::process::id()),
-    );
+    assert_no_leftovers(&daemon, &id, pid, &test_cgroup_root("res"));
     assert_network_empty(&daemon);
 }
 
@@ -911,32 +871,10 @@ async fn a_failure_beside_the_cni_add_undoes_the_network_too() {
             ..Default::default()
         });
     }
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = cri::try_run_pod(&mut rt, config).await.unwrap_err();
     assert!(
         err.message().contains("config.linux.resources"),
         "the error names the step: {err:?}"
     );
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
-    assert!(pods.is_empty(), "no half-made pod listed");
-    for dir in ["sandboxes", "netns"] {
-        let left = std::fs::read_dir(daemon.state().join(dir))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "nothing left in {dir}");
-    }
-    assert!(mounts_containing(&daemon.dir().to_string_lossy()).is_empty());
-    assert!(cgroup_dirs_containing(&format!("corral-e2e-{}-{tag}", std::process::id())).is_empty());
-    assert!(daemon.net.veths().is_empty(), "the veth was deleted");
-    assert!(daemon.net.allocated_ips().is_empty(), "the IP was released");
+    assert_nothing_half_made(&mut rt, &daemon, tag).await;
 }

@@ -47,12 +47,9 @@ async fn runs(env: &mut ContainerEnv, id: &str, needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_capped_per_container_and_closed_when_idle() {
     require_root!();
-    if let Some(reason) = registry::skip_reason() {
-        eprintln!("skipped: {reason}");
+    let Some((registry, image)) = cri::busybox_registry() else {
         return;
-    }
-    let registry = registry::Registry::start();
-    let image = images::push_busybox(&registry, "e2e/busybox", "1", images::default_config());
+    };
     let daemon = Daemon::start(DaemonOptions {
         extra_config_toml: "max_streams_per_container = 1\nstream_idle_timeout = 3\n".into(),
         ..DaemonOptions::default()
@@ -113,7 +110,7 @@ async fn sessions_are_capped_per_container_and_closed_when_idle() {
     assert!(matches!(code, Ok(0)), "{code:?}");
 
     cri::remove_pod(&mut env.rt, &pod_id).await;
-    remove_cgroup_dirs(&format!("corral-e2e-{}-streamlimits", std::process::id()));
+    remove_cgroup_dirs(&test_cgroup_root("streamlimits"));
 }
 
 /// Polls `ps` until `needle` runs (or no longer runs); deadline guard only.

@@ -493,13 +493,7 @@ async fn attach_forwards_stdin_and_fans_out_output() {
     );
 
     // The container exits: the remaining session ends.
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &id, 0).await;
     let ended = within("the attach session to end", websocket.session)
         .await
         .unwrap();
@@ -869,9 +863,28 @@ async fn exec_sessions_end_with_their_client_or_container() {
     assert!(runs_in(&mut env.rt, &id, "sleep 100000").await);
 
     // The container stops: the sessions of commands running in it end too.
+    let sessions = sleeping_sessions(&mut env.rt, &id, "2000").await;
+    cri::stop(&mut env.rt, &id, 0).await;
+    for session in sessions {
+        let ended = within("the exec session to end", session).await.unwrap();
+        // Killed with the container (SIGKILL: 137), or the session reports its failure.
+        assert!(
+            matches!(ended, Ok(137) | Err(StreamingError::RemoteCommand { .. })),
+            "{ended:?}"
+        );
+    }
+}
+
+/// An exec session of `sleep <seconds>` over each protocol, started in container `id` and
+/// running (both commands show in `ps`).
+async fn sleeping_sessions(
+    rt: &mut Rt,
+    id: &str,
+    seconds: &str,
+) -> Vec<JoinHandle<Result<i32, StreamingError>>> {
     let mut sessions = Vec::new();
     for protocol in PROTOCOLS {
-        let url = exec_url(&mut env.rt, &id, &["sleep", "2000"], OUT_ERR).await;
+        let url = exec_url(rt, id, &["sleep", seconds], OUT_ERR).await;
         let (stdout, _) = capture();
         let (stderr, _) = capture();
         let io = StreamIo {
@@ -883,31 +896,18 @@ async fn exec_sessions_end_with_their_client_or_container() {
             client::exec(&url, protocol, false, io).await
         }));
     }
+    let command = format!("sleep {seconds}");
     within("the commands to start", async {
         loop {
-            let ps = cri::exec_ok(&mut env.rt, &id, &["ps", "-o", "args"]).await;
-            if ps.matches("sleep 2000").count() == 2 {
+            let ps = cri::exec_ok(rt, id, &["ps", "-o", "args"]).await;
+            if ps.matches(&command).count() == 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
-    for session in sessions {
-        let ended = within("the exec session to end", session).await.unwrap();
-        // Killed with the container (SIGKILL: 137), or the session reports its failure.
-        assert!(
-            matches!(ended, Ok(137) | Err(StreamingError::RemoteCommand { .. })),
-            "{ended:?}"
-        );
-    }
+    sessions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -928,30 +928,7 @@ async fn corrald_stopping_ends_its_sessions() {
     require_root!();
     let Some(mut env) = env().await else { return };
     let (_, id) = pod_with_sleeper(&mut env, "shutdown").await;
-    let mut sessions = Vec::new();
-    for protocol in PROTOCOLS {
-        let url = exec_url(&mut env.rt, &id, &["sleep", "3000"], OUT_ERR).await;
-        let (stdout, _) = capture();
-        let (stderr, _) = capture();
-        let io = StreamIo {
-            stdout,
-            stderr,
-            ..StreamIo::default()
-        };
-        sessions.push(tokio::spawn(async move {
-            client::exec(&url, protocol, false, io).await
-        }));
-    }
-    within("the commands to start", async {
-        loop {
-            let ps = cri::exec_ok(&mut env.rt, &id, &["ps", "-o", "args"]).await;
-            if ps.matches("sleep 3000").count() == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let sessions = sleeping_sessions(&mut env.rt, &id, "3000").await;
     let (pid, _) = cri::pids(&mut env.rt, &id).await;
     tokio::task::block_in_place(|| env.daemon.stop());
     for session in sessions {

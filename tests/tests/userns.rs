@@ -111,14 +111,7 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
         // Where the handler cannot, such a pod is refused up front, saying why.
         let mut config = pod_config("userns", &unique_cgroup_parent("userns"), (POD, POD, POD));
         with_userns(&mut config, default_mode());
-        let err = env
-            .rt
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let err = cri::try_run_pod(&mut env.rt, config).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("\"runc\""), "{}", err.message());
         return;
@@ -367,13 +360,7 @@ async fn root_in_a_user_namespaced_pod_is_a_host_id_and_its_files_are_usable() {
     // Removing a container takes its idmapped mounts; removing the pod takes the pin.
     let state = env.daemon.state().to_string_lossy().into_owned();
     let container_dir = containers_dir.join(&id);
-    env.rt
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .expect("StopContainer");
+    cri::stop(&mut env.rt, &id, 0).await;
     env.rt
         .remove_container(RemoveContainerRequest {
             container_id: id.clone(),
@@ -446,13 +433,7 @@ async fn user_namespace_options_corral_cannot_honour_are_refused() {
     for (name, userns, network, expected) in cases {
         let mut config = pod_config(name, &unique_cgroup_parent(name), (network, POD, POD));
         with_userns(&mut config, userns);
-        let err = rt
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let err = cri::try_run_pod(&mut rt, config).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
         assert!(
             err.message().contains(expected),
@@ -460,12 +441,7 @@ async fn user_namespace_options_corral_cannot_honour_are_refused() {
             err.message()
         );
     }
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "a refused pod leaves no sandbox: {pods:?}");
     assert!(mounts_containing(&daemon.state().to_string_lossy()).is_empty());
 }
@@ -521,13 +497,7 @@ async fn a_handler_that_cannot_run_user_namespaces_says_so_and_refuses_such_pods
         (POD, POD, POD),
     );
     with_userns(&mut config, default_mode());
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = cri::try_run_pod(&mut rt, config).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         // (Why: "not runc" here; on an old kernel, the kernel.)
@@ -536,12 +506,7 @@ async fn a_handler_that_cannot_run_user_namespaces_says_so_and_refuses_such_pods
         "{}",
         err.message()
     );
-    let pods = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = cri::all_pods(&mut rt).await;
     assert!(pods.is_empty(), "{pods:?}");
 }
 

@@ -205,6 +205,26 @@ fn three_plugin_list(version: &str) -> NetworkConfigList {
     NetworkConfigList::from_conflist_bytes(list.to_string().as_bytes()).expect("parse list")
 }
 
+/// A list of one bridge plugin, `name`, at `version`.
+fn bridge_list(version: &str, name: &str) -> NetworkConfigList {
+    let config = json!({"cniVersion": version, "name": name, "type": "bridge"});
+    NetworkConfigList::from_plugin_bytes(config.to_string().as_bytes()).expect("parse")
+}
+
+/// ADD of `net`, which must fail.
+fn add_fails(fx: &Fixture, net: &NetworkConfigList) -> CniError {
+    fx.cni().add(net, &fx.runtime()).expect_err("add must fail")
+}
+
+/// The three plugins, portmap's DEL failing with CNI error `code` and `msg`.
+fn portmap_del_failing(code: u32, msg: &'static str) -> Vec<FakePlugin> {
+    vec![
+        FakePlugin::ok("bridge", bridge_result()),
+        FakePlugin::failing("portmap", "DEL", Failure::ErrorJson { code, msg }),
+        FakePlugin::ok("bandwidth", bridge_result()),
+    ]
+}
+
 fn three_plugins() -> Vec<FakePlugin> {
     vec![
         FakePlugin::ok("bridge", bridge_result()),
@@ -343,10 +363,7 @@ fn del_on_0_3_1_network_passes_no_prev_result() {
         "bridge",
         json!({"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.1.0.2/24"}]}),
     )]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"0.3.1","name":"old","type":"bridge"}"#,
-    )
-    .expect("parse");
+    let net = bridge_list("0.3.1", "old");
     let cni = fx.cni();
     let result = cni.add(&net, &fx.runtime()).expect("add");
     assert_eq!(result.cni_version, CniVersion::V0_3_1);
@@ -361,10 +378,7 @@ fn del_converts_cached_result_to_network_version() {
         "bridge",
         json!({"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.1.0.2/24"}]}),
     )]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
-    )
-    .expect("parse");
+    let net = bridge_list("1.0.0", "n");
     let cni = fx.cni();
     cni.add(&net, &fx.runtime()).expect("add");
     cni.del(&net, &fx.runtime()).expect("del");
@@ -437,14 +451,8 @@ fn plugin_failure_without_error_json_reports_stderr() {
         "ADD",
         Failure::Stderr("kaboom: cannot create bridge"),
     )]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
-    )
-    .expect("parse");
-    let err = fx
-        .cni()
-        .add(&net, &fx.runtime())
-        .expect_err("add must fail");
+    let net = bridge_list("1.0.0", "n");
+    let err = add_fails(&fx, &net);
     assert!(
         matches!(&err, CniError::PluginExit { stderr, .. } if stderr == "kaboom: cannot create bridge"),
         "{err:?}"
@@ -456,14 +464,8 @@ fn plugin_failure_without_error_json_reports_stderr() {
 #[test]
 fn invalid_plugin_result_fails_add_and_rolls_back() {
     let fx = Fixture::new(vec![FakePlugin::failing("bridge", "ADD", Failure::Garbage)]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
-    )
-    .expect("parse");
-    let err = fx
-        .cni()
-        .add(&net, &fx.runtime())
-        .expect_err("add must fail");
+    let net = bridge_list("1.0.0", "n");
+    let err = add_fails(&fx, &net);
     assert!(matches!(err, CniError::InvalidResult { .. }), "{err:?}");
     assert_eq!(fx.calls(), ["ADD bridge", "DEL bridge"]);
 }
@@ -472,10 +474,7 @@ fn invalid_plugin_result_fails_add_and_rolls_back() {
 fn missing_plugin_error_names_type_and_dirs() {
     let fx = Fixture::new(vec![FakePlugin::ok("bridge", bridge_result())]);
     let net = three_plugin_list("1.0.0");
-    let err = fx
-        .cni()
-        .add(&net, &fx.runtime())
-        .expect_err("add must fail");
+    let err = add_fails(&fx, &net);
     let text = err.to_string();
     assert!(matches!(err, CniError::PluginNotFound { .. }), "{err:?}");
     assert!(text.contains("\"portmap\""), "{text}");
@@ -509,18 +508,7 @@ fn status_succeeds_when_all_plugins_exist() {
 
 #[test]
 fn del_tolerates_unknown_container_and_missing_netns() {
-    let fx = Fixture::new(vec![
-        FakePlugin::ok("bridge", bridge_result()),
-        FakePlugin::failing(
-            "portmap",
-            "DEL",
-            Failure::ErrorJson {
-                code: 3,
-                msg: "container unknown",
-            },
-        ),
-        FakePlugin::ok("bandwidth", bridge_result()),
-    ]);
+    let fx = Fixture::new(portmap_del_failing(3, "container unknown"));
     let mut rt = fx.runtime();
     rt.netns_path = fx.path("netns").join("already-gone");
     fx.cni()
@@ -532,18 +520,7 @@ fn del_tolerates_unknown_container_and_missing_netns() {
 
 #[test]
 fn failed_del_keeps_the_cache_for_a_retry() {
-    let fx = Fixture::new(vec![
-        FakePlugin::ok("bridge", bridge_result()),
-        FakePlugin::failing(
-            "portmap",
-            "DEL",
-            Failure::ErrorJson {
-                code: 11,
-                msg: "try again later",
-            },
-        ),
-        FakePlugin::ok("bandwidth", bridge_result()),
-    ]);
+    let fx = Fixture::new(portmap_del_failing(11, "try again later"));
     let net = three_plugin_list("1.0.0");
     let cni = fx.cni();
     cni.add(&net, &fx.runtime()).expect("add");
@@ -595,10 +572,7 @@ fn check_is_refused_before_0_4_0_and_skipped_when_disabled() {
 #[test]
 fn hanging_plugin_is_killed_after_the_timeout() {
     let fx = Fixture::new(vec![FakePlugin::failing("bridge", "DEL", Failure::Hang)]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
-    )
-    .expect("parse");
+    let net = bridge_list("1.0.0", "n");
     let cni = fx
         .cni()
         .with_plugin_timeout(Some(Duration::from_millis(300)));
@@ -638,10 +612,7 @@ fn result_from_cache_lists_pod_ips() {
             ]
         }),
     )]);
-    let net = NetworkConfigList::from_plugin_bytes(
-        br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
-    )
-    .expect("parse");
+    let net = bridge_list("1.0.0", "n");
     fx.cni().add(&net, &fx.runtime()).expect("add");
     let cached: CniResult = fx
         .cni()

@@ -21,8 +21,8 @@ use crate::config::load_config;
 use crate::flags::{parse_labels, parse_memory_size};
 use crate::logs::{assemble, complete_lines_end, parse_line, LinePrinter, LogStream, LogTail};
 use crate::output::{
-    age, container_state_name, print_document, short_id, sorted_pairs, status_document,
-    DocumentFormat, ListFormat, Table,
+    age, container_state_name, print_document, push_labels_and_annotations, short_id,
+    status_document, DocumentFormat, ListFormat, Table,
 };
 use crate::streams::{self, Transport};
 
@@ -667,17 +667,7 @@ fn container_details(
         container.image.clone().unwrap_or_default().image
     );
     out += &format!("Created: {}\n", age(container.created_at, now));
-    for (title, map) in [
-        ("Labels", &container.labels),
-        ("Annotations", &container.annotations),
-    ] {
-        if !map.is_empty() {
-            out += &format!("{title}:\n");
-            for (key, value) in sorted_pairs(map) {
-                out += &format!("\t{key} -> {value}\n");
-            }
-        }
-    }
+    push_labels_and_annotations(&mut out, &container.labels, &container.annotations);
     out.push('\n');
     out
 }
@@ -823,12 +813,7 @@ mod tests {
             name: None,
             state: None,
             labels: vec!["app=web".into()],
-            format: crate::output::ListFormat {
-                quiet: false,
-                verbose: false,
-                no_trunc: false,
-                output: crate::output::OutputFormat::Table,
-            },
+            format: crate::output::ListFormat::table(),
         };
         let filter = container_filter(&args, Some("pod1".into())).expect("valid");
         assert_eq!(

@@ -222,6 +222,23 @@ pub fn status_document<T: Serialize>(
     Ok(document)
 }
 
+/// The verbose list output's `Labels:` and `Annotations:` blocks (each only when not empty),
+/// appended to `out`.
+pub fn push_labels_and_annotations(
+    out: &mut String,
+    labels: &HashMap<String, String>,
+    annotations: &HashMap<String, String>,
+) {
+    for (title, map) in [("Labels", labels), ("Annotations", annotations)] {
+        if !map.is_empty() {
+            out.push_str(&format!("{title}:\n"));
+            for (key, value) in sorted_pairs(map) {
+                out.push_str(&format!("\t{key} -> {value}\n"));
+            }
+        }
+    }
+}
+
 /// Sorted `key -> value` lines for the verbose list output.
 pub fn sorted_pairs(map: &HashMap<String, String>) -> Vec<(&str, &str)> {
     let mut pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -331,23 +348,27 @@ mod tests {
 
     #[test]
     fn state_names() {
-        assert_eq!(
-            pod_state_name(PodSandboxState::SandboxReady as i32),
-            "Ready"
-        );
-        assert_eq!(
-            pod_state_name(PodSandboxState::SandboxNotready as i32),
-            "NotReady"
-        );
-        assert_eq!(pod_state_name(42), "Unknown");
-        assert_eq!(
-            container_state_name(ContainerState::ContainerRunning as i32),
-            "Running"
-        );
-        assert_eq!(
-            container_state_name(ContainerState::ContainerExited as i32),
-            "Exited"
-        );
+        for (name, expected) in [
+            (
+                pod_state_name(PodSandboxState::SandboxReady as i32),
+                "Ready",
+            ),
+            (
+                pod_state_name(PodSandboxState::SandboxNotready as i32),
+                "NotReady",
+            ),
+            (pod_state_name(42), "Unknown"),
+            (
+                container_state_name(ContainerState::ContainerRunning as i32),
+                "Running",
+            ),
+            (
+                container_state_name(ContainerState::ContainerExited as i32),
+                "Exited",
+            ),
+        ] {
+            assert_eq!(name, expected);
+        }
     }
 
     #[test]
@@ -399,4 +420,17 @@ pub struct ListFormat {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+#[cfg(test)]
+impl ListFormat {
+    /// The flags' defaults: a truncated table.
+    pub fn table() -> ListFormat {
+        ListFormat {
+            quiet: false,
+            verbose: false,
+            no_trunc: false,
+            output: OutputFormat::Table,
+        }
+    }
 }

@@ -15,8 +15,8 @@ use crate::client::Cri;
 use crate::config::load_config;
 use crate::flags::parse_labels;
 use crate::output::{
-    age, pod_state_name, print_document, short_id, sorted_pairs, status_document, DocumentFormat,
-    ListFormat, Table,
+    age, pod_state_name, print_document, push_labels_and_annotations, short_id, status_document,
+    DocumentFormat, ListFormat, Table,
 };
 
 /// `runp`: run a pod sandbox from a config file and print its ID.
@@ -272,14 +272,7 @@ fn pod_details(pod: &PodSandbox, now: SystemTime) -> String {
     out += &format!("Status: {}\n", pod_state_name(pod.state));
     out += &format!("Created: {}\n", age(pod.created_at, now));
     out += &format!("Runtime: {}\n", runtime_handler_name(&pod.runtime_handler));
-    for (title, map) in [("Labels", &pod.labels), ("Annotations", &pod.annotations)] {
-        if !map.is_empty() {
-            out += &format!("{title}:\n");
-            for (key, value) in sorted_pairs(map) {
-                out += &format!("\t{key} -> {value}\n");
-            }
-        }
-    }
+    push_labels_and_annotations(&mut out, &pod.labels, &pod.annotations);
     out.push('\n');
     out
 }
@@ -370,12 +363,7 @@ mod tests {
             namespace: None,
             state: Some("ready".into()),
             labels: vec!["app=web".into()],
-            format: crate::output::ListFormat {
-                quiet: false,
-                verbose: false,
-                no_trunc: false,
-                output: crate::output::OutputFormat::Table,
-            },
+            format: crate::output::ListFormat::table(),
         };
         let filter = pod_filter(&args).expect("valid flags");
         assert_eq!(filter.id, "abc");

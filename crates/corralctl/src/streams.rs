@@ -283,22 +283,18 @@ mod tests {
 
     #[test]
     fn port_mappings() {
-        assert_eq!(
-            parse_port_mapping("8080:80").unwrap_or(mapping(1, 1)),
-            mapping(8080, 80)
-        );
-        assert_eq!(
-            parse_port_mapping("5432").unwrap_or(mapping(1, 1)),
-            mapping(5432, 5432)
-        );
-        assert_eq!(
-            parse_port_mapping(":80").unwrap_or(mapping(1, 1)),
-            mapping(0, 80)
-        );
-        assert_eq!(
-            parse_port_mapping("0:80").unwrap_or(mapping(1, 1)),
-            mapping(0, 80)
-        );
+        for (text, local, remote) in [
+            ("8080:80", 8080, 80),
+            ("5432", 5432, 5432),
+            (":80", 0, 80),
+            ("0:80", 0, 80),
+        ] {
+            assert_eq!(
+                parse_port_mapping(text).unwrap_or(mapping(1, 1)),
+                mapping(local, remote),
+                "{text}"
+            );
+        }
         for bad in [
             "", "0", "80:0", "x:80", "80:x", "1:2:3", "70000:80", "-1:80",
         ] {

@@ -180,81 +180,52 @@ pub async fn start(
     sink: EventSink,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) -> anyhow::Result<()> {
-    let (exited_tx, mut exited_rx) = mpsc::unbounded_channel();
-    // Without inotify (e.g. the instance limit reached) the runtime still works: exits are
-    // then noticed when a container is next read, and the events come later.
-    let watcher = match ExitWatcher::start(exited_tx) {
-        Ok(watcher) => Some(Arc::new(watcher)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch for container exits; STOPPED events come only when a container is next read");
-            None
-        }
-    };
+    let (exited_tx, exited_rx) = mpsc::unbounded_channel();
+    let watcher = start_exit_watcher(exited_tx);
     let mut publisher = Publisher {
         daemon: Arc::downgrade(daemon),
-        watcher: watcher.clone(),
+        watcher,
         sink,
         last: HashMap::new(),
     };
-    for sandbox in daemon.pods.records(None)? {
-        if sandbox.state == SandboxState::Ready {
-            watch_pause(&publisher.sink, &sandbox);
-        }
-    }
-    if let Some(watcher) = &watcher {
-        for id in daemon.containers.live_ids()? {
-            watcher.watch(&daemon.containers.state_dir(&id), &id);
-        }
-    }
+    watch_live(daemon, &publisher)?;
     // Every live container checked for an exit in one pass over one read of the store: one
     // locked refresh after the other made a restarted corrald with hundreds of containers
     // take seconds to serve. Nothing else changes containers before the server starts.
     if let Err(e) = daemon.containers.records(None).await {
         tracing::warn!(error = %e, "checking containers for exits at start-up");
     }
-    let mut backlog = Vec::new();
-    while let Ok(change) = changes.try_recv() {
-        if let Some(event) = publisher.event(change).await {
-            backlog.push(event);
-        }
-    }
-    if !backlog.is_empty() {
-        tracing::info!(
-            events = backlog.len(),
-            "changes found at start-up are replayed to new event subscribers for {BACKLOG_WINDOW:?}"
-        );
-    }
+    let backlog = publisher.startup_backlog(&mut changes).await;
     *lock(&daemon.events.backlog) = backlog;
+    tokio::spawn(publisher.run(changes, exited_rx));
+    Ok(())
+}
 
-    tokio::spawn(async move {
-        // Closed from the start when there is no watcher; then only changes are read.
-        let mut exits_open = publisher.watcher.is_some();
-        loop {
-            tokio::select! {
-                change = changes.recv() => {
-                    let Some(change) = change else { break };
-                    let Some(daemon) = publisher.daemon.upgrade() else { break };
-                    if let Some(event) = publisher.event(change).await {
-                        daemon.events.publish(event);
-                    }
-                }
-                id = exited_rx.recv(), if exits_open => {
-                    let Some(id) = id else {
-                        exits_open = false;
-                        continue;
-                    };
-                    let Some(daemon) = publisher.daemon.upgrade() else { break };
-                    // Refreshing the record takes the container's lock and records the exit,
-                    // which reports STOPPED; it runs apart so a busy container delays no other.
-                    tokio::spawn(async move {
-                        if let Err(e) = daemon.containers.record(&id).await {
-                            tracing::debug!(container_id = %id, error = %e, "refreshing an exited container");
-                        }
-                    });
-                }
-            }
+/// The exit watcher, reporting container ids on `exited`. Without inotify (e.g. the instance
+/// limit reached) the runtime still works: exits are then noticed when a container is next
+/// read, and the events come later.
+fn start_exit_watcher(exited: mpsc::UnboundedSender<String>) -> Option<Arc<ExitWatcher>> {
+    match ExitWatcher::start(exited) {
+        Ok(watcher) => Some(Arc::new(watcher)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch for container exits; STOPPED events come only when a container is next read");
+            None
         }
-    });
+    }
+}
+
+/// Watches the pause process of every ready pod and the exit file of every live container.
+fn watch_live(daemon: &Daemon, publisher: &Publisher) -> anyhow::Result<()> {
+    for sandbox in daemon.pods.records(None)? {
+        if sandbox.state == SandboxState::Ready {
+            watch_pause(&publisher.sink, &sandbox);
+        }
+    }
+    if let Some(watcher) = &publisher.watcher {
+        for id in daemon.containers.live_ids()? {
+            watcher.watch(&daemon.containers.state_dir(&id), &id);
+        }
+    }
     Ok(())
 }
 
@@ -269,6 +240,62 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// The events of the changes queued so far: found at start-up, they are replayed to new
+    /// subscribers for a while.
+    async fn startup_backlog(
+        &mut self,
+        changes: &mut mpsc::UnboundedReceiver<Change>,
+    ) -> Vec<ContainerEventResponse> {
+        let mut backlog = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            if let Some(event) = self.event(change).await {
+                backlog.push(event);
+            }
+        }
+        if !backlog.is_empty() {
+            tracing::info!(
+                events = backlog.len(),
+                "changes found at start-up are replayed to new event subscribers for {BACKLOG_WINDOW:?}"
+            );
+        }
+        backlog
+    }
+
+    /// Publishes changes and refreshes exited containers until the daemon is gone.
+    async fn run(
+        mut self,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut exited: mpsc::UnboundedReceiver<String>,
+    ) {
+        // Closed from the start when there is no watcher; then only changes are read.
+        let mut exits_open = self.watcher.is_some();
+        loop {
+            tokio::select! {
+                change = changes.recv() => {
+                    let Some(change) = change else { break };
+                    let Some(daemon) = self.daemon.upgrade() else { break };
+                    if let Some(event) = self.event(change).await {
+                        daemon.events.publish(event);
+                    }
+                }
+                id = exited.recv(), if exits_open => {
+                    let Some(id) = id else {
+                        exits_open = false;
+                        continue;
+                    };
+                    let Some(daemon) = self.daemon.upgrade() else { break };
+                    // Refreshing the record takes the container's lock and records the exit,
+                    // which reports STOPPED; it runs apart so a busy container delays no other.
+                    tokio::spawn(async move {
+                        if let Err(e) = daemon.containers.record(&id).await {
+                            tracing::debug!(container_id = %id, error = %e, "refreshing an exited container");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     async fn event(&mut self, change: Change) -> Option<ContainerEventResponse> {
         if self.last.get(&change.id) == Some(&change.kind) {
             return None;

@@ -2,11 +2,11 @@
 //! served from corrald's containers and pods.
 //!
 //! Processes and sockets are driven with blocking I/O on dedicated threads (pipes, the pty
-//! master, the shim's attach socket), bridged to the server's async streams through channels.
+//! master, the shim's attach socket), bridged to the server's async streams through channels
+//! by the pumps of `corral_streaming::pump`.
 //! Port-forward connections are opened inside the pod's network namespace by a short-lived
 //! thread that enters it, connects and ends — never a tokio worker.
 
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use corral_runtime::attach::{AttachClient, AttachStreams, Frame};
 use corral_runtime::ExecIo;
+use corral_streaming::pump::{
+    initial_size, pump_in, pump_process_io, ProcessStdio, SessionStreams, DEFAULT_SIZE,
+};
 use corral_streaming::{
     Backend, BackendError, BoxFuture, BoxReader, BoxWriter, StreamIo, TerminalSize,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::container::{ContainerManager, ContainerState};
@@ -26,30 +29,6 @@ use crate::pod::PodManager;
 /// How long output may keep coming after an exec'd process exited (a background child that
 /// inherited its stdout can hold the pipe open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// The terminal size of an exec whose client sent none.
-const DEFAULT_SIZE: TerminalSize = TerminalSize {
-    width: 80,
-    height: 24,
-};
-
-/// How long an exec with a terminal waits for the client's first size before starting the
-/// command. Clients (kubectl, crictl, corralctl) send it right after opening their streams,
-/// so this is about one round trip; a client that sends none starts this much later.
-const FIRST_SIZE_WAIT: Duration = Duration::from_millis(200);
-
-/// The size to start an exec's terminal with: the client's latest, so that the command does
-/// not see the default first (`stty size`, a full-screen program's first frame).
-async fn initial_size(sizes: &mut mpsc::Receiver<TerminalSize>) -> TerminalSize {
-    let mut size = match tokio::time::timeout(FIRST_SIZE_WAIT, sizes.recv()).await {
-        Ok(Some(size)) => size,
-        Ok(None) | Err(_) => return DEFAULT_SIZE,
-    };
-    while let Ok(newer) = sizes.try_recv() {
-        size = newer;
-    }
-    size
-}
 
 /// corrald's side of the streaming server.
 pub struct StreamingBackend {
@@ -60,6 +39,22 @@ pub struct StreamingBackend {
 }
 
 impl StreamingBackend {
+    /// Runs the session `start` makes for container `id` within the per-container limits: it
+    /// is refused when the container has too many, and ended when its streams stay idle.
+    fn limited<T: Send + 'static>(
+        &self,
+        id: &str,
+        io: StreamIo,
+        start: impl FnOnce(&Self, StreamIo) -> BoxFuture<'static, Result<T, BackendError>>,
+    ) -> BoxFuture<'static, Result<T, BackendError>> {
+        let mut session = match self.limits.admit(id, io) {
+            Ok(session) => session,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let run = start(self, session.io());
+        Box::pin(session.run(run))
+    }
+
     fn daemon(&self) -> Result<Arc<crate::Daemon>, BackendError> {
         self.daemon
             .get()
@@ -73,68 +68,6 @@ fn io_err(op: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
         op: op.to_string(),
         source,
     }
-}
-
-/// Copies a blocking reader (pipe, pty master, socket) into an async writer until EOF.
-fn pump_out(
-    mut from: impl Read + Send + 'static,
-    mut to: BoxWriter,
-) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                // EIO is how a pty master says the terminal's other side closed.
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(chunk) = rx.recv().await {
-            if to.write_all(&chunk).await.is_err() {
-                break;
-            }
-            let _ = to.flush().await;
-        }
-        let _ = to.shutdown().await;
-    })
-}
-
-/// Copies an async reader into a blocking writer; the writer is dropped (closed) at EOF.
-fn pump_in(
-    mut from: BoxReader,
-    to: impl FnMut(&[u8]) -> bool + Send + 'static,
-    at_eof: impl FnOnce() + Send + 'static,
-) {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        let mut to = to;
-        for chunk in rx {
-            if !to(&chunk) {
-                return;
-            }
-        }
-        at_eof();
-    });
 }
 
 /// Kills the exec'd process when the session goes away before it exited.
@@ -172,42 +105,15 @@ fn spawn_exec(
 /// output pumps, to be drained once the process has exited.
 fn pump_exec_io(
     child: &mut corral_runtime::ExecChild,
-    stdin: Option<BoxReader>,
-    stdout: Option<BoxWriter>,
-    stderr: Option<BoxWriter>,
+    session: SessionStreams,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, BackendError> {
-    let mut outputs = Vec::new();
-    if let Some(master) = child.terminal.take() {
-        let mut input = master.try_clone().map_err(io_err("clone terminal"))?;
-        if let Some(out) = stdout {
-            outputs.push(pump_out(master, out));
-        }
-        if let Some(stdin) = stdin {
-            pump_in(stdin, move |b| input.write_all(b).is_ok(), || {});
-        }
-        return Ok(outputs);
-    }
-    if let (Some(file), Some(out)) = (child.stdout.take(), stdout) {
-        outputs.push(pump_out(file, out));
-    }
-    if let (Some(file), Some(err)) = (child.stderr.take(), stderr) {
-        outputs.push(pump_out(file, err));
-    }
-    if let (Some(file), Some(stdin)) = (child.stdin.take(), stdin) {
-        let file = Arc::new(std::sync::Mutex::new(Some(file)));
-        let closer = file.clone();
-        pump_in(
-            stdin,
-            move |b| {
-                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                f.as_mut().is_some_and(|f| f.write_all(b).is_ok())
-            },
-            move || {
-                closer.lock().unwrap_or_else(|p| p.into_inner()).take();
-            },
-        );
-    }
-    Ok(outputs)
+    let process = ProcessStdio {
+        terminal: child.terminal.take(),
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+    };
+    pump_process_io(process, session).map_err(io_err("clone terminal"))
 }
 
 /// Applies the client's terminal sizes to an exec's terminal until the client stops sending.
@@ -362,7 +268,12 @@ impl StreamingBackend {
             let guard = KillOnDrop {
                 pidfd: child.pidfd().try_clone_to_owned().ok(),
             };
-            let outputs = pump_exec_io(&mut child, stdin, stdout, stderr)?;
+            let session = SessionStreams {
+                stdin,
+                stdout,
+                stderr,
+            };
+            let outputs = pump_exec_io(&mut child, session)?;
             if let Some(resize) = resize {
                 forward_resizes(resize, child.resize_handle());
             }
@@ -488,12 +399,9 @@ impl Backend for StreamingBackend {
         tty: bool,
         io: StreamIo,
     ) -> BoxFuture<'static, Result<i32, BackendError>> {
-        let mut session = match self.limits.admit(container_id, io) {
-            Ok(session) => session,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let run = self.exec_session(container_id, cmd, tty, session.io());
-        Box::pin(session.run(run))
+        self.limited(container_id, io, |backend, io| {
+            backend.exec_session(container_id, cmd, tty, io)
+        })
     }
 
     fn attach(
@@ -502,12 +410,9 @@ impl Backend for StreamingBackend {
         tty: bool,
         io: StreamIo,
     ) -> BoxFuture<'static, Result<(), BackendError>> {
-        let mut session = match self.limits.admit(container_id, io) {
-            Ok(session) => session,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let run = self.attach_session(container_id, tty, session.io());
-        Box::pin(session.run(run))
+        self.limited(container_id, io, |backend, io| {
+            backend.attach_session(container_id, tty, io)
+        })
     }
 
     fn port_forward(

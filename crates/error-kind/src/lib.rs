@@ -45,6 +45,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, callers' first.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
+        ErrorKind::DataLoss,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
     /// Whether the caller, not the host, is at fault: every kind but `Unavailable` and
     /// `Internal`.
     pub fn is_callers(self) -> bool {

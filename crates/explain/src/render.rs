@@ -150,11 +150,7 @@ pub fn render_pod(e: &Explanation) -> String {
     root.child(format!(
         "uid {}; ips: {}; pause pid: {}",
         p.uid,
-        if p.ips.is_empty() {
-            "none".to_owned()
-        } else {
-            p.ips.join(", ")
-        },
+        list_or_none(&p.ips),
         opt(p.pause_pid, "not running")
     ));
     root.child(format!(
@@ -163,11 +159,7 @@ pub fn render_pod(e: &Explanation) -> String {
     ));
     root.child(format!(
         "host namespaces: {}",
-        if e.host_namespaces.is_empty() {
-            "none".to_owned()
-        } else {
-            e.host_namespaces.join(", ")
-        }
+        list_or_none(&e.host_namespaces)
     ));
     if !e.sysctls.is_empty() {
         let s = root.child("sysctls");
@@ -182,21 +174,7 @@ pub fn render_pod(e: &Explanation) -> String {
     }
     let ns = root.child("namespaces");
     for n in &e.namespaces {
-        let owner = if n.owner == "host" {
-            "the host's own".to_owned()
-        } else {
-            format!("{} (held by pid {})", n.owner, n.holder_pid)
-        };
-        let mut line = format!(
-            "{:<6} {} {owner}: {}",
-            n.kind,
-            n.inode,
-            n.members.join(", ")
-        );
-        if let Some(pin) = &n.pinned_at {
-            line.push_str(&format!("; pinned at {pin}"));
-        }
-        ns.child(line);
+        ns.child(namespace_line(n));
     }
     root.push(cgroup_node(&e.cgroups));
     if !e.pod_files.is_empty() {
@@ -205,11 +183,7 @@ pub fn render_pod(e: &Explanation) -> String {
             files.child(format!(
                 "{} (mounted in: {}) <- {}",
                 f.container_path,
-                if f.mounted_in.is_empty() {
-                    "none".to_owned()
-                } else {
-                    f.mounted_in.join(", ")
-                },
+                list_or_none(&f.mounted_in),
                 f.host_path
             ));
         }
@@ -221,6 +195,34 @@ pub fn render_pod(e: &Explanation) -> String {
     let mut out = String::new();
     root.render(&mut out);
     out
+}
+
+/// `a, b, c`, or `none`.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A namespace's line: kind, inode, owner, members and where it is pinned.
+fn namespace_line(n: &NamespaceFacts) -> String {
+    let owner = if n.owner == "host" {
+        "the host's own".to_owned()
+    } else {
+        format!("{} (held by pid {})", n.owner, n.holder_pid)
+    };
+    let mut line = format!(
+        "{:<6} {} {owner}: {}",
+        n.kind,
+        n.inode,
+        n.members.join(", ")
+    );
+    if let Some(pin) = &n.pinned_at {
+        line.push_str(&format!("; pinned at {pin}"));
+    }
+    line
 }
 
 fn cgroup_node(c: &CgroupFacts) -> Node {

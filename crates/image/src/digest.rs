@@ -78,6 +78,11 @@ impl From<Digest> for String {
     }
 }
 
+/// The digests as strings, in order.
+pub fn digest_strings(digests: &[Digest]) -> Vec<String> {
+    digests.iter().map(Digest::to_string).collect()
+}
+
 /// The ChainID of a layer stack: the first layer's DiffID, then
 /// `sha256(parent_chain + " " + diff_id)` for each further layer (OCI image spec).
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::content::unique_suffix;
-use crate::digest::{chain_ids, Digest};
+use crate::digest::{chain_ids, digest_strings, Digest};
 use crate::error::{ImageError, Result};
 use crate::media::{host_platform, ConfigDoc, Descriptor, ManifestDoc, ManifestKind};
 use crate::media::{Compression, MAX_CONFIG_SIZE, MAX_LAYERS};
@@ -302,33 +302,7 @@ fn store_candidate(
         .as_ref()
         .map(|(d, _)| d.clone())
         .unwrap_or_else(|| config_digest.clone());
-    if c.layers.len() > MAX_LAYERS {
-        return Err(import_err(
-            archive,
-            format!(
-                "{} layers; corral takes images of at most {MAX_LAYERS}",
-                c.layers.len()
-            ),
-        ));
-    }
-    if c.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(import_err(
-            archive,
-            format!(
-                "{} layers but the config lists {} diff_ids",
-                c.layers.len(),
-                config.rootfs.diff_ids.len()
-            ),
-        ));
-    }
-    let descriptors: Vec<Descriptor> = c
-        .layers
-        .iter()
-        .filter_map(|l| l.descriptor.clone())
-        .collect();
-    if descriptors.len() == c.layers.len() {
-        check_layers(&config, &descriptors, &manifest_digest)?;
-    }
+    check_candidate_layers(archive, &c.layers, &config, &manifest_digest)?;
     let chain = chain_ids(&config.rootfs.diff_ids);
     let mut pins = inner.pin(
         [config_digest.to_string()]
@@ -351,34 +325,8 @@ fn store_candidate(
         if inner.has_layer(chain_id.as_str()) {
             continue;
         }
-        let file = open_inside(archive, dir, &layer.path)?;
-        let tmp = inner.temp_layer_dir()?;
-        let name = layer
-            .descriptor
-            .as_ref()
-            .map(|d| d.digest.to_string())
-            .unwrap_or_else(|| layer.path.display().to_string());
-        let max = layer.descriptor.as_ref().map(|d| d.size);
-        let unpacked = unpack_layer(file, tmp.path(), &name, max)?;
-        match &layer.descriptor {
-            Some(desc) => verify_layer(desc, diff_id, &unpacked)?,
-            None if &unpacked.diff_id != diff_id => {
-                return Err(ImageError::DigestMismatch {
-                    what: "uncompressed layer",
-                    expected: diff_id.to_string(),
-                    actual: unpacked.diff_id.to_string(),
-                })
-            }
-            None => {}
-        }
-        let record = LayerRecord {
-            chain_id: chain_id.to_string(),
-            diff_id: diff_id.to_string(),
-            parent: i.checked_sub(1).map(|p| chain[p].to_string()),
-            blob_size: unpacked.size,
-            usage: disk_usage(tmp.path())?,
-        };
-        inner.install_layer(tmp, record)?;
+        let parent = i.checked_sub(1).map(|p| chain[p].to_string());
+        import_layer(inner, (archive, dir), layer, (diff_id, chain_id), parent)?;
     }
     inner
         .content
@@ -388,6 +336,102 @@ fn store_candidate(
         inner.content.write("manifest", digest, bytes)?;
         blobs.push(digest.to_string());
     }
+    let (repo_tags, repo_digests) = repo_names(&c)?;
+    let record = ImageRecord {
+        id: config_digest.to_string(),
+        repo_tags,
+        repo_digests,
+        size: c.config.len() as u64 + blob_size,
+        config: config.image_config(),
+        chain_ids: digest_strings(&chain),
+        diff_ids: digest_strings(&config.rootfs.diff_ids),
+        manifest_digest: manifest_digest.to_string(),
+        blobs,
+        pinned: false,
+        created: config.created.clone(),
+    };
+    let names = record.names();
+    let stored = inner.commit_image(record, &names)?;
+    drop(pins);
+    Ok(stored)
+}
+
+/// The candidate's layers agree with its config: not too many, one per diff_id, and (when
+/// every layer has a descriptor) the descriptors with the manifest.
+fn check_candidate_layers(
+    archive: &Path,
+    layers: &[LayerSource],
+    config: &ConfigDoc,
+    manifest_digest: &Digest,
+) -> Result<()> {
+    if layers.len() > MAX_LAYERS {
+        return Err(import_err(
+            archive,
+            format!(
+                "{} layers; corral takes images of at most {MAX_LAYERS}",
+                layers.len()
+            ),
+        ));
+    }
+    if layers.len() != config.rootfs.diff_ids.len() {
+        return Err(import_err(
+            archive,
+            format!(
+                "{} layers but the config lists {} diff_ids",
+                layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let descriptors: Vec<Descriptor> = layers.iter().filter_map(|l| l.descriptor.clone()).collect();
+    if descriptors.len() == layers.len() {
+        check_layers(config, &descriptors, manifest_digest)?;
+    }
+    Ok(())
+}
+
+/// Unpacks `layer` from the archive (`archive` unpacked in `dir`), checks it against its
+/// descriptor or its diff_id, and installs it under its chain id (`ids`: diff_id, chain id).
+fn import_layer(
+    inner: &Arc<Inner>,
+    (archive, dir): (&Path, &Path),
+    layer: &LayerSource,
+    (diff_id, chain_id): (&Digest, &Digest),
+    parent: Option<String>,
+) -> Result<()> {
+    let file = open_inside(archive, dir, &layer.path)?;
+    let tmp = inner.temp_layer_dir()?;
+    let name = layer
+        .descriptor
+        .as_ref()
+        .map(|d| d.digest.to_string())
+        .unwrap_or_else(|| layer.path.display().to_string());
+    let max = layer.descriptor.as_ref().map(|d| d.size);
+    let unpacked = unpack_layer(file, tmp.path(), &name, max)?;
+    match &layer.descriptor {
+        Some(desc) => verify_layer(desc, diff_id, &unpacked)?,
+        None if &unpacked.diff_id != diff_id => {
+            return Err(ImageError::DigestMismatch {
+                what: "uncompressed layer",
+                expected: diff_id.to_string(),
+                actual: unpacked.diff_id.to_string(),
+            })
+        }
+        None => {}
+    }
+    let record = LayerRecord {
+        chain_id: chain_id.to_string(),
+        diff_id: diff_id.to_string(),
+        parent,
+        blob_size: unpacked.size,
+        usage: disk_usage(tmp.path())?,
+    };
+    inner.install_layer(tmp, record)
+}
+
+/// The candidate's names as repo tags and repo digests (a name by tag also by the manifest's
+/// digest).
+fn repo_names(c: &Candidate) -> Result<(Vec<String>, Vec<String>)> {
     let mut repo_tags = Vec::new();
     let mut repo_digests = Vec::new();
     for name in &c.names {
@@ -401,33 +445,7 @@ fn store_candidate(
         }
     }
     repo_digests.dedup();
-    let record = ImageRecord {
-        id: config_digest.to_string(),
-        repo_tags,
-        repo_digests,
-        size: c.config.len() as u64 + blob_size,
-        config: config.image_config(),
-        chain_ids: chain.iter().map(Digest::to_string).collect(),
-        diff_ids: config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(Digest::to_string)
-            .collect(),
-        manifest_digest: manifest_digest.to_string(),
-        blobs,
-        pinned: false,
-        created: config.created.clone(),
-    };
-    let names: Vec<String> = record
-        .repo_tags
-        .iter()
-        .chain(&record.repo_digests)
-        .cloned()
-        .collect();
-    let stored = inner.commit_image(record, &names)?;
-    drop(pins);
-    Ok(stored)
+    Ok((repo_tags, repo_digests))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::AuthConfig;
-use crate::digest::{chain_ids, Digest};
+use crate::digest::{chain_ids, digest_strings, Digest};
 use crate::error::{ImageError, Result};
 use crate::media::{
     host_platform, layer_compression, ConfigDoc, Descriptor, ManifestDoc, ManifestKind,
@@ -101,26 +101,10 @@ impl Inner {
         let (manifest, manifest_digest) = match kind {
             ManifestKind::Manifest => (top_doc, top.digest.clone()),
             ManifestKind::Index => {
-                let platform = host_platform();
-                let entry = top_doc.select_platform(&platform).ok_or_else(|| {
-                    ImageError::NoMatchingPlatform {
-                        reference: reference.to_string(),
-                        platform: format!("{}/{}", platform.os, platform.architecture),
-                        digest: top.digest.to_string(),
-                    }
-                })?;
-                let fetched = session.fetch_manifest(entry.digest.as_str()).await?;
-                let (doc, kind) =
-                    ManifestDoc::parse(&fetched.bytes, Some(&entry.media_type), &fetched.digest)?;
-                if kind != ManifestKind::Manifest {
-                    return Err(ImageError::InvalidContent {
-                        what: "manifest",
-                        digest: fetched.digest.to_string(),
-                        reason: "an index inside an index".into(),
-                    });
-                }
-                blobs.push((fetched.digest.clone(), fetched.bytes.clone()));
-                (doc, fetched.digest)
+                let (doc, bytes, digest) =
+                    platform_manifest(&session, reference, &top_doc, &top.digest).await?;
+                blobs.push((digest.clone(), bytes));
+                (doc, digest)
             }
         };
         let config_desc = manifest
@@ -137,43 +121,14 @@ impl Inner {
                 .map(|(d, _)| d.to_string())
                 .chain([config_desc.digest.to_string()]),
         );
-        let config_bytes = match self.content.read(&config_desc.digest)? {
-            Some(b) => b,
-            None => {
-                let b = session
-                    .fetch_blob("image config", &config_desc, MAX_CONFIG_SIZE)
-                    .await?;
-                self.content
-                    .write("image config", &config_desc.digest, &b)?;
-                b.to_vec()
-            }
-        };
+        let config_bytes = self.config_bytes(&session, &config_desc).await?;
         let config = ConfigDoc::parse(&config_bytes, &config_desc.digest)?;
         let layers = check_layers(&config, &manifest.layers, &manifest_digest)?;
         let chain = chain_ids(&config.rootfs.diff_ids);
         pins.add(chain.iter().map(Digest::to_string));
 
-        let mut jobs: Vec<BoxFuture<'_, Result<()>>> = Vec::with_capacity(chain.len());
-        for (i, ((desc, diff_id), chain_id)) in manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .zip(&chain)
-            .enumerate()
-        {
-            let parent = i.checked_sub(1).map(|p| chain[p].to_string());
-            jobs.push(
-                self.ensure_layer(&session, desc, diff_id, chain_id, parent)
-                    .boxed(),
-            );
-        }
-        // Every layer job runs to its end, even after one failed, so that no unpack is still
-        // writing when the pull reports its error.
-        let outcomes: Vec<Result<()>> = futures::stream::iter(jobs)
-            .buffer_unordered(LAYER_CONCURRENCY)
-            .collect()
-            .await;
-        outcomes.into_iter().collect::<Result<Vec<()>>>()?;
+        self.ensure_layers(&session, &manifest.layers, &config.rootfs.diff_ids, &chain)
+            .await?;
 
         for (digest, bytes) in &blobs {
             self.content.write("manifest", digest, bytes)?;
@@ -184,13 +139,8 @@ impl Inner {
             repo_digests: vec![reference.digested_name(&top.digest)],
             size: config_desc.size + layers.iter().map(|l| l.size).sum::<u64>(),
             config: config.image_config(),
-            chain_ids: chain.iter().map(Digest::to_string).collect(),
-            diff_ids: config
-                .rootfs
-                .diff_ids
-                .iter()
-                .map(Digest::to_string)
-                .collect(),
+            chain_ids: digest_strings(&chain),
+            diff_ids: digest_strings(&config.rootfs.diff_ids),
             manifest_digest: manifest_digest.to_string(),
             blobs: blobs
                 .iter()
@@ -200,12 +150,7 @@ impl Inner {
             pinned: false,
             created: config.created.clone(),
         };
-        let names: Vec<String> = record
-            .repo_tags
-            .iter()
-            .chain(&record.repo_digests)
-            .cloned()
-            .collect();
+        let names = record.names();
         let inner = self.clone();
         let stored = tokio::task::spawn_blocking(move || inner.commit_image(record, &names))
             .await
@@ -213,6 +158,49 @@ impl Inner {
         drop(pins);
         tracing::info!(%reference, image = %stored.id, "pulled image");
         Ok(stored)
+    }
+
+    /// The image config: from the content store, or fetched and stored.
+    async fn config_bytes(
+        self: &Arc<Self>,
+        session: &Session<'_>,
+        config_desc: &Descriptor,
+    ) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.content.read(&config_desc.digest)? {
+            return Ok(bytes);
+        }
+        let bytes = session
+            .fetch_blob("image config", config_desc, MAX_CONFIG_SIZE)
+            .await?;
+        self.content
+            .write("image config", &config_desc.digest, &bytes)?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Fetches and unpacks the layers not yet present, some at once. Every layer job runs to
+    /// its end, even after one failed, so that no unpack is still writing when the pull
+    /// reports its error.
+    async fn ensure_layers(
+        self: &Arc<Self>,
+        session: &Session<'_>,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        chain: &[Digest],
+    ) -> Result<()> {
+        let mut jobs: Vec<BoxFuture<'_, Result<()>>> = Vec::with_capacity(chain.len());
+        for (i, ((desc, diff_id), chain_id)) in layers.iter().zip(diff_ids).zip(chain).enumerate() {
+            let parent = i.checked_sub(1).map(|p| chain[p].to_string());
+            jobs.push(
+                self.ensure_layer(session, desc, diff_id, chain_id, parent)
+                    .boxed(),
+            );
+        }
+        let outcomes: Vec<Result<()>> = futures::stream::iter(jobs)
+            .buffer_unordered(LAYER_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
     }
 
     /// Fetches and unpacks one layer unless it is already present.
@@ -260,6 +248,33 @@ impl Inner {
 }
 
 /// Checks that the manifest's layers are layers and match the config's DiffIDs one for one.
+/// The manifest an index lists for this host's platform: (document, bytes, digest).
+async fn platform_manifest(
+    session: &Session<'_>,
+    reference: &Reference,
+    index: &ManifestDoc,
+    index_digest: &Digest,
+) -> Result<(ManifestDoc, bytes::Bytes, Digest)> {
+    let platform = host_platform();
+    let entry = index
+        .select_platform(&platform)
+        .ok_or_else(|| ImageError::NoMatchingPlatform {
+            reference: reference.to_string(),
+            platform: format!("{}/{}", platform.os, platform.architecture),
+            digest: index_digest.to_string(),
+        })?;
+    let fetched = session.fetch_manifest(entry.digest.as_str()).await?;
+    let (doc, kind) = ManifestDoc::parse(&fetched.bytes, Some(&entry.media_type), &fetched.digest)?;
+    if kind != ManifestKind::Manifest {
+        return Err(ImageError::InvalidContent {
+            what: "manifest",
+            digest: fetched.digest.to_string(),
+            reason: "an index inside an index".into(),
+        });
+    }
+    Ok((doc, fetched.bytes, fetched.digest))
+}
+
 pub(crate) fn check_layers<'a>(
     config: &ConfigDoc,
     layers: &'a [Descriptor],

@@ -59,6 +59,15 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// Every name of the image: its tags, then its digests.
+    pub fn names(&self) -> Vec<String> {
+        self.repo_tags
+            .iter()
+            .chain(&self.repo_digests)
+            .cloned()
+            .collect()
+    }
+
     /// The user a container runs as by default: a uid if `USER` is numeric, else a name.
     pub fn user(&self) -> (Option<i64>, String) {
         let user = self.config.user.split(':').next().unwrap_or_default();

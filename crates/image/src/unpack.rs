@@ -391,74 +391,12 @@ impl<'a> Unpacker<'a> {
         let parent = self.prepare_parent(&raw, &rel)?;
         let target = parent.join(OsStr::from_bytes(name));
         match kind {
-            tar::EntryType::Directory => {
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&target)?;
-                        create_dir(&target)?;
-                    }
-                    Err(_) => create_dir(&target)?,
-                }
-                self.set_owner_mode_xattrs(&target, &meta, false)?;
-                self.dir_times.push((target, meta.mtime));
-            }
+            tar::EntryType::Directory => self.make_dir(target, &meta)?,
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_existing(&target)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(ImageError::io("create file", &target))?;
-                io::copy(entry, &mut file)
-                    .map_err(|e| archive_error(self.layer, "read file data", e))?;
-                if self.chown {
-                    std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
-                        .map_err(ImageError::io("chown", &target))?;
-                }
-                file.set_permissions(fs::Permissions::from_mode(meta.mode))
-                    .map_err(ImageError::io("chmod", &target))?;
-                for (name, value) in &meta.xattrs {
-                    set_xattr(&target, name, value)?;
-                }
-                let t = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime);
-                set_file_times(&file, t).map_err(ImageError::io("set mtime", &target))?;
+                self.write_file(entry, &target, &meta)?;
             }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| archive_error(self.layer, "read link target", e))?
-                    .ok_or_else(|| self.refuse(&raw, "symlink without target"))?;
-                remove_existing(&target)?;
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(ImageError::io("create symlink", &target))?;
-                self.set_owner_mode_xattrs(&target, &meta, true)?;
-                set_path_mtime(&target, meta.mtime)?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| archive_error(self.layer, "read link target", e))?
-                    .ok_or_else(|| self.refuse(&raw, "hard link without target"))?
-                    .into_owned();
-                let link_rel = self.relative(&link)?;
-                if link_rel.as_os_str().is_empty() {
-                    return Err(self.refuse(&raw, "hard link to the layer root"));
-                }
-                let link_parent = self.prepare_parent(&raw, &link_rel)?;
-                let source = link_parent.join(link_rel.file_name().unwrap_or_default());
-                match fs::symlink_metadata(&source) {
-                    Ok(m) if !m.is_dir() => {}
-                    _ => return Err(self.refuse(&raw, "hard link target not in this layer")),
-                }
-                if source != target {
-                    remove_existing(&target)?;
-                    fs::hard_link(&source, &target)
-                        .map_err(ImageError::io("create hard link", &target))?;
-                }
-            }
+            tar::EntryType::Symlink => self.make_symlink(entry, &raw, &target, &meta)?,
+            tar::EntryType::Link => self.make_hard_link(entry, &raw, &target)?,
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (major, minor) = (
                     entry.header().device_major().ok().flatten().unwrap_or(0),
@@ -477,6 +415,98 @@ impl<'a> Unpacker<'a> {
             other => {
                 tracing::debug!(layer = self.layer, entry = %raw.display(), kind = ?other, "skipping tar entry");
             }
+        }
+        Ok(())
+    }
+
+    /// A directory entry: kept if there, replacing anything else; its times are set at the end.
+    fn make_dir(&mut self, target: PathBuf, meta: &EntryMeta) -> Result<()> {
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                remove_existing(&target)?;
+                create_dir(&target)?;
+            }
+            Err(_) => create_dir(&target)?,
+        }
+        self.set_owner_mode_xattrs(&target, meta, false)?;
+        self.dir_times.push((target, meta.mtime));
+        Ok(())
+    }
+
+    /// A regular file entry, written without following a link at `target`.
+    fn write_file<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        target: &Path,
+        meta: &EntryMeta,
+    ) -> Result<()> {
+        remove_existing(target)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .map_err(ImageError::io("create file", target))?;
+        io::copy(entry, &mut file).map_err(|e| archive_error(self.layer, "read file data", e))?;
+        if self.chown {
+            std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
+                .map_err(ImageError::io("chown", target))?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(meta.mode))
+            .map_err(ImageError::io("chmod", target))?;
+        for (name, value) in &meta.xattrs {
+            set_xattr(target, name, value)?;
+        }
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime);
+        set_file_times(&file, t).map_err(ImageError::io("set mtime", target))
+    }
+
+    /// A symlink entry.
+    fn make_symlink<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        raw: &Path,
+        target: &Path,
+        meta: &EntryMeta,
+    ) -> Result<()> {
+        let link = entry
+            .link_name()
+            .map_err(|e| archive_error(self.layer, "read link target", e))?
+            .ok_or_else(|| self.refuse(raw, "symlink without target"))?;
+        remove_existing(target)?;
+        std::os::unix::fs::symlink(&link, target)
+            .map_err(ImageError::io("create symlink", target))?;
+        self.set_owner_mode_xattrs(target, meta, true)?;
+        set_path_mtime(target, meta.mtime)
+    }
+
+    /// A hard link entry: its target must be a non-directory this layer already holds.
+    fn make_hard_link<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        raw: &Path,
+        target: &Path,
+    ) -> Result<()> {
+        let link = entry
+            .link_name()
+            .map_err(|e| archive_error(self.layer, "read link target", e))?
+            .ok_or_else(|| self.refuse(raw, "hard link without target"))?
+            .into_owned();
+        let link_rel = self.relative(&link)?;
+        if link_rel.as_os_str().is_empty() {
+            return Err(self.refuse(raw, "hard link to the layer root"));
+        }
+        let link_parent = self.prepare_parent(raw, &link_rel)?;
+        let source = link_parent.join(link_rel.file_name().unwrap_or_default());
+        match fs::symlink_metadata(&source) {
+            Ok(m) if !m.is_dir() => {}
+            _ => return Err(self.refuse(raw, "hard link target not in this layer")),
+        }
+        if source != target {
+            remove_existing(target)?;
+            fs::hard_link(&source, target).map_err(ImageError::io("create hard link", target))?;
         }
         Ok(())
     }

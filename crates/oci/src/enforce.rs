@@ -24,16 +24,25 @@ pub fn drop_unenforceable(
     resources: &mut LinuxResources,
     host: &ChildLimits,
 ) -> Result<(), SpecError> {
-    let missing = |field: &str, controller: &str, value: String| {
-        SpecError::invalid(
-            format!("{FIELD}.{field}"),
-            format!(
-                "{value} needs the {controller} cgroup controller, which this host does not \
-                 provide to the pod's containers; leave it unset or enable the controller"
-            ),
-        )
-    };
+    drop_cpu(resources, host)?;
+    drop_memory(resources, host)?;
+    drop_hugepages(resources, host)?;
+    drop_unified(resources, host)
+}
 
+/// The refusal of a limit the user set on a controller the host lacks.
+fn missing(field: &str, controller: &str, value: String) -> SpecError {
+    SpecError::invalid(
+        format!("{FIELD}.{field}"),
+        format!(
+            "{value} needs the {controller} cgroup controller, which this host does not \
+             provide to the pod's containers; leave it unset or enable the controller"
+        ),
+    )
+}
+
+/// CPU shares, quota and period without the cpu controller; cpusets without cpuset.
+fn drop_cpu(resources: &mut LinuxResources, host: &ChildLimits) -> Result<(), SpecError> {
     if let Some(mut cpu) = resources.cpu().clone() {
         if !host.cpu {
             if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
@@ -55,7 +64,11 @@ pub fn drop_unenforceable(
         let empty = cpu == Default::default();
         resources.set_cpu((!empty).then_some(cpu));
     }
+    Ok(())
+}
 
+/// The memory limit without the memory controller; swap without swap accounting.
+fn drop_memory(resources: &mut LinuxResources, host: &ChildLimits) -> Result<(), SpecError> {
     if let Some(mut memory) = *resources.memory() {
         if !host.memory {
             if let Some(limit) = memory.limit() {
@@ -83,7 +96,11 @@ pub fn drop_unenforceable(
         let empty = memory == Default::default();
         resources.set_memory((!empty).then_some(memory));
     }
+    Ok(())
+}
 
+/// Hugepage limits of page sizes the host has no hugetlb controller for.
+fn drop_hugepages(resources: &mut LinuxResources, host: &ChildLimits) -> Result<(), SpecError> {
     if let Some(limits) = resources.hugepage_limits().clone() {
         let mut kept = Vec::with_capacity(limits.len());
         for limit in limits {
@@ -104,7 +121,11 @@ pub fn drop_unenforceable(
         }
         resources.set_hugepage_limits((!kept.is_empty()).then_some(kept));
     }
+    Ok(())
+}
 
+/// `unified` keys of controllers the host does not provide (or any on cgroup v1).
+fn drop_unified(resources: &mut LinuxResources, host: &ChildLimits) -> Result<(), SpecError> {
     if let Some(unified) = resources.unified().clone() {
         let mut kept = unified.clone();
         for (key, value) in &unified {

@@ -164,19 +164,181 @@ pub struct BuiltSpec {
 /// Everything is checked before anything is made: the only change to the host, creating
 /// missing volume directories, is the last step, and undone when it fails half-way.
 pub fn build_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
-    let config = input.config;
-    let sandbox = input.sandbox;
-    let linux_config = config.linux.as_ref();
-    let security = linux_config.and_then(|l| l.security_context.as_ref());
-    let privileged = security.is_some_and(|s| s.privileged);
-    if privileged && !sandbox.privileged {
-        return Err(SpecError::invalid(
-            "linux.security_context.privileged",
-            "a privileged container needs a privileged pod; set privileged in the pod's \
-             security context too",
-        ));
+    let parts = SpecParts::checked(input)?;
+    // The last fallible step, so that no error leaves directories behind.
+    let mounts_created = mounts::create_missing_sources(&parts.mounts.missing_sources)?;
+    let user = parts.user.clone();
+    let spec = parts.into_spec(input);
+    tracing::debug!(
+        container_id = input.container_id,
+        sandbox_id = %input.sandbox.sandbox_id,
+        created = mounts_created.len(),
+        "OCI spec built"
+    );
+    Ok(BuiltSpec {
+        spec,
+        user,
+        mounts_created,
+    })
+}
+
+/// Everything the spec is made of, each part checked; nothing is changed on the host yet.
+struct SpecParts {
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: PathBuf,
+    user: ResolvedUser,
+    hostname: String,
+    capabilities: oci_spec::runtime::LinuxCapabilities,
+    no_new_privileges: bool,
+    apparmor: Option<String>,
+    oom_score_adj: i32,
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    masked_paths: Vec<String>,
+    readonly_paths: Vec<String>,
+    resources: oci_spec::runtime::LinuxResources,
+    namespaces: Vec<oci_spec::runtime::LinuxNamespace>,
+    device_nodes: Vec<oci_spec::runtime::LinuxDevice>,
+    readonly_rootfs: bool,
+    mounts: mounts::PlannedMounts,
+}
+
+impl SpecParts {
+    /// Reads the request, the image and the host and checks every part.
+    fn checked(input: &SpecInput<'_>) -> Result<SpecParts, SpecError> {
+        let config = input.config;
+        let linux_config = config.linux.as_ref();
+        let security = linux_config.and_then(|l| l.security_context.as_ref());
+        let privileged = security.is_some_and(|s| s.privileged);
+        if privileged && !input.sandbox.privileged {
+            return Err(SpecError::invalid(
+                "linux.security_context.privileged",
+                "a privileged container needs a privileged pod; set privileged in the pod's \
+                 security context too",
+            ));
+        }
+        let namespaces = spec_namespaces(input, security, privileged)?;
+        let args = process::process_args(config, input.image)?;
+        let cwd = process::working_dir(config, input.image)?;
+        let user = user::resolve_user(input.rootfs, security, &input.image.user)?;
+        let hostname = pod_hostname(input.sandbox);
+        let env = process::process_env(
+            &input.image.env,
+            &config.envs,
+            &hostname,
+            user.home.as_deref(),
+            config.tty,
+        )?;
+        let runtime_caps = capabilities::runtime_capabilities(Path::new("/proc/self"));
+        let caps = capabilities::capability_sets(
+            security.and_then(|s| s.capabilities.as_ref()),
+            privileged,
+            runtime_caps.as_ref(),
+        )?;
+        let seccomp = seccomp::container_seccomp(
+            security,
+            privileged,
+            &caps.held,
+            input.seccomp_localhost_root,
+        )?;
+        let apparmor = security::apparmor_profile(security, input.apparmor_enabled)?;
+        let (masked_paths, readonly_paths) =
+            security::masked_and_readonly_paths(security, privileged);
+        let (mut resources, oom_score_adj) = spec_resources(linux_config)?;
+        let container_devices = devices::cri_devices(&config.devices)?;
+        let device_nodes = spec_device_nodes(container_devices.nodes, privileged)?;
+        resources.set_devices(Some(devices::device_rules(
+            privileged,
+            container_devices.rules,
+        )));
+        let readonly_rootfs = security.is_some_and(|s| s.readonly_rootfs);
+        let mounts = mounts::plan_mounts(
+            &config.mounts,
+            &mounts::MountSettings {
+                sandbox: input.sandbox,
+                privileged,
+                readonly_rootfs,
+                mountinfo: input.mountinfo,
+            },
+        )?;
+        Ok(SpecParts {
+            args,
+            env,
+            cwd,
+            user: user.user,
+            hostname,
+            capabilities: caps.to_oci(),
+            no_new_privileges: security.is_some_and(|s| s.no_new_privs),
+            apparmor,
+            oom_score_adj,
+            seccomp,
+            masked_paths,
+            readonly_paths,
+            resources,
+            namespaces,
+            device_nodes,
+            readonly_rootfs,
+            mounts,
+        })
     }
 
+    /// The OCI spec of these parts.
+    fn into_spec(self, input: &SpecInput<'_>) -> Spec {
+        let mut process = Process::default();
+        process.set_terminal(Some(input.config.tty));
+        process.set_console_size(None);
+        process.set_user(oci_user(&self.user));
+        process.set_args(Some(self.args));
+        process.set_env(Some(self.env));
+        process.set_cwd(self.cwd);
+        process.set_capabilities(Some(self.capabilities));
+        process.set_rlimits(None);
+        process.set_no_new_privileges(Some(self.no_new_privileges));
+        process.set_apparmor_profile(self.apparmor);
+        process.set_oom_score_adj(Some(self.oom_score_adj));
+        process.set_selinux_label(None);
+
+        let mut root = Root::default();
+        root.set_path(input.rootfs.to_path_buf());
+        root.set_readonly(Some(self.readonly_rootfs));
+
+        let mut linux = Linux::default();
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
+        linux.set_sysctl(None);
+        linux.set_resources(Some(self.resources));
+        linux.set_cgroups_path(
+            (!input.cgroups_path.is_empty()).then(|| PathBuf::from(&input.cgroups_path)),
+        );
+        linux.set_namespaces(Some(self.namespaces));
+        linux.set_devices((!self.device_nodes.is_empty()).then_some(self.device_nodes));
+        linux.set_seccomp(self.seccomp);
+        linux.set_rootfs_propagation(self.mounts.rootfs_propagation);
+        linux.set_masked_paths(Some(self.masked_paths));
+        linux.set_readonly_paths(Some(self.readonly_paths));
+        linux.set_mount_label(None);
+
+        let mut spec = Spec::default();
+        spec.set_version(OCI_VERSION.to_owned());
+        spec.set_root(Some(root));
+        spec.set_mounts(Some(self.mounts.mounts));
+        spec.set_process(Some(process));
+        spec.set_hostname((input.sandbox.network != NamespaceMode::Node).then_some(self.hostname));
+        spec.set_domainname(None);
+        spec.set_hooks(None);
+        spec.set_annotations(Some(spec_annotations(input)));
+        spec.set_linux(Some(linux));
+        spec
+    }
+}
+
+/// The container's namespaces: the pod's, its own, or a target container's (PID), and a new
+/// cgroup namespace for an unprivileged container on cgroup v2.
+fn spec_namespaces(
+    input: &SpecInput<'_>,
+    security: Option<&cri_proto::v1::LinuxContainerSecurityContext>,
+    privileged: bool,
+) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
     let namespace_options = security.and_then(|s| s.namespace_options.as_ref());
     let pid_mode = match namespace_options {
         Some(options) => NamespaceMode::try_from(options.pid).map_err(|_| {
@@ -185,44 +347,24 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
                 format!("unknown namespace mode {}", options.pid),
             )
         })?,
-        None => sandbox.pid,
+        None => input.sandbox.pid,
     };
     let target_id = namespace_options.map_or("", |o| o.target_id.as_str());
     let mut namespaces =
-        namespaces::container_namespaces(sandbox, pid_mode, input.target_pid, target_id)?;
+        namespaces::container_namespaces(input.sandbox, pid_mode, input.target_pid, target_id)?;
     if input.cgroup_v2 && !privileged {
         namespaces.push(namespaces::cgroup_namespace());
     }
+    Ok(namespaces)
+}
 
-    let args = process::process_args(config, input.image)?;
-    let cwd = process::working_dir(config, input.image)?;
-    let user = user::resolve_user(input.rootfs, security, &input.image.user)?;
-    let hostname = pod_hostname(sandbox);
-    let env = process::process_env(
-        &input.image.env,
-        &config.envs,
-        &hostname,
-        user.home.as_deref(),
-        config.tty,
-    )?;
-
-    let runtime_caps = capabilities::runtime_capabilities(Path::new("/proc/self"));
-    let caps = capabilities::capability_sets(
-        security.and_then(|s| s.capabilities.as_ref()),
-        privileged,
-        runtime_caps.as_ref(),
-    )?;
-    let seccomp = seccomp::container_seccomp(
-        security,
-        privileged,
-        &caps.held,
-        input.seccomp_localhost_root,
-    )?;
-    let apparmor = security::apparmor_profile(security, input.apparmor_enabled)?;
-    let (masked_paths, readonly_paths) = security::masked_and_readonly_paths(security, privileged);
-
+/// The container's cgroup limits and its OOM score adjustment (clamped to what this process
+/// may set).
+fn spec_resources(
+    linux_config: Option<&cri_proto::v1::LinuxContainerConfig>,
+) -> Result<(oci_spec::runtime::LinuxResources, i32), SpecError> {
     let resource_config = linux_config.and_then(|l| l.resources.as_ref());
-    let mut resources = match resource_config {
+    let resources = match resource_config {
         Some(r) => resources::linux_resources(r)?,
         None => linux_resources(&Default::default())?,
     };
@@ -232,97 +374,33 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         own_oom,
         can_lower,
     )?;
+    Ok((resources, oom_score_adj))
+}
 
-    let container_devices = devices::cri_devices(&config.devices)?;
-    let mut device_nodes = container_devices.nodes;
+/// The device nodes to create: the requested ones, and a privileged container's host devices.
+fn spec_device_nodes(
+    mut nodes: Vec<oci_spec::runtime::LinuxDevice>,
+    privileged: bool,
+) -> Result<Vec<oci_spec::runtime::LinuxDevice>, SpecError> {
     if privileged {
         for node in devices::host_devices(Path::new("/dev"))? {
-            if !device_nodes.iter().any(|d| d.path() == node.path()) {
-                device_nodes.push(node);
+            if !nodes.iter().any(|d| d.path() == node.path()) {
+                nodes.push(node);
             }
         }
     }
-    resources.set_devices(Some(devices::device_rules(
-        privileged,
-        container_devices.rules,
-    )));
+    Ok(nodes)
+}
 
-    let readonly_rootfs = security.is_some_and(|s| s.readonly_rootfs);
-    let planned = mounts::plan_mounts(
-        &config.mounts,
-        &mounts::MountSettings {
-            sandbox,
-            privileged,
-            readonly_rootfs,
-            mountinfo: input.mountinfo,
-        },
-    )?;
-    // The last fallible step, so that no error leaves directories behind.
-    let mounts_created = mounts::create_missing_sources(&planned.missing_sources)?;
-
+/// The OCI user of the resolved user.
+fn oci_user(resolved: &ResolvedUser) -> User {
     let mut oci_user = User::default();
-    oci_user.set_uid(user.user.uid);
-    oci_user.set_gid(user.user.gid);
-    oci_user.set_additional_gids(Some(user.user.additional_gids.clone()));
+    oci_user.set_uid(resolved.uid);
+    oci_user.set_gid(resolved.gid);
+    oci_user.set_additional_gids(Some(resolved.additional_gids.clone()));
     oci_user.set_umask(None);
     oci_user.set_username(None);
-
-    let mut process = Process::default();
-    process.set_terminal(Some(config.tty));
-    process.set_console_size(None);
-    process.set_user(oci_user);
-    process.set_args(Some(args));
-    process.set_env(Some(env));
-    process.set_cwd(cwd);
-    process.set_capabilities(Some(caps.to_oci()));
-    process.set_rlimits(None);
-    process.set_no_new_privileges(Some(security.is_some_and(|s| s.no_new_privs)));
-    process.set_apparmor_profile(apparmor);
-    process.set_oom_score_adj(Some(oom_score_adj));
-    process.set_selinux_label(None);
-
-    let mut root = Root::default();
-    root.set_path(input.rootfs.to_path_buf());
-    root.set_readonly(Some(readonly_rootfs));
-
-    let mut linux = Linux::default();
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
-    linux.set_sysctl(None);
-    linux.set_resources(Some(resources));
-    linux.set_cgroups_path(
-        (!input.cgroups_path.is_empty()).then(|| PathBuf::from(&input.cgroups_path)),
-    );
-    linux.set_namespaces(Some(namespaces));
-    linux.set_devices((!device_nodes.is_empty()).then_some(device_nodes));
-    linux.set_seccomp(seccomp);
-    linux.set_rootfs_propagation(planned.rootfs_propagation);
-    linux.set_masked_paths(Some(masked_paths));
-    linux.set_readonly_paths(Some(readonly_paths));
-    linux.set_mount_label(None);
-
-    let mut spec = Spec::default();
-    spec.set_version(OCI_VERSION.to_owned());
-    spec.set_root(Some(root));
-    spec.set_mounts(Some(planned.mounts));
-    spec.set_process(Some(process));
-    spec.set_hostname((sandbox.network != NamespaceMode::Node).then_some(hostname));
-    spec.set_domainname(None);
-    spec.set_hooks(None);
-    spec.set_annotations(Some(spec_annotations(input)));
-    spec.set_linux(Some(linux));
-
-    tracing::debug!(
-        container_id = input.container_id,
-        sandbox_id = %sandbox.sandbox_id,
-        created = mounts_created.len(),
-        "OCI spec built"
-    );
-    Ok(BuiltSpec {
-        spec,
-        user: user.user,
-        mounts_created,
-    })
+    oci_user
 }
 
 /// The pod's hostname, or the host's when the pod gives none.

@@ -424,6 +424,22 @@ mod tests {
             self.dir.path().canonicalize().unwrap().join(name)
         }
 
+        /// A volume at `container` from the fixture's directory `dir` (shared, slave, private).
+        fn volume(&self, container: &str, dir: &str, propagation: MountPropagation) -> CriMount {
+            volume(container, &self.path(dir), propagation)
+        }
+
+        /// Plans one HOST_TO_CONTAINER volume at `/v` from `source`, unprivileged.
+        fn plan_host_to_container_at_v(&self, source: &Path) -> Result<PlannedMounts, SpecError> {
+            let mount = volume("/v", source, MountPropagation::PropagationHostToContainer);
+            self.plan(&[mount], false)
+        }
+
+        /// A PRIVATE volume at `container` from the private directory.
+        fn private(&self, container: &str) -> CriMount {
+            self.volume(container, "private", MountPropagation::PropagationPrivate)
+        }
+
         fn plan(&self, mounts: &[CriMount], privileged: bool) -> Result<PlannedMounts, SpecError> {
             plan_mounts(
                 mounts,
@@ -561,55 +577,31 @@ mod tests {
     #[test]
     fn cri_mounts_replace_pod_and_system_mounts_at_the_same_path() {
         let f = Fixture::new();
-        let mounts = [
-            volume(
-                "/dev/shm",
-                &f.path("private"),
-                MountPropagation::PropagationPrivate,
-            ),
-            volume(
-                "/etc/hosts/",
-                &f.path("private"),
-                MountPropagation::PropagationPrivate,
-            ),
-        ];
+        let mounts = [f.private("/dev/shm"), f.private("/etc/hosts/")];
         let plan = f.plan(&mounts, false).unwrap();
-        let shms: Vec<_> = plan
-            .mounts
-            .iter()
-            .filter(|m| m.destination() == Path::new("/dev/shm"))
-            .collect();
-        assert_eq!(shms.len(), 1);
-        assert_eq!(shms[0].source().as_ref().unwrap(), &f.path("private"));
-        let hosts: Vec<_> = plan
-            .mounts
-            .iter()
-            .filter(|m| m.destination() == Path::new("/etc/hosts"))
-            .collect();
-        assert_eq!(hosts.len(), 1);
-        assert_eq!(hosts[0].source().as_ref().unwrap(), &f.path("private"));
+        for destination in ["/dev/shm", "/etc/hosts"] {
+            let at: Vec<_> = plan
+                .mounts
+                .iter()
+                .filter(|m| m.destination() == Path::new(destination))
+                .collect();
+            assert_eq!(at.len(), 1, "{destination}");
+            assert_eq!(at[0].source().as_ref().unwrap(), &f.path("private"));
+        }
     }
 
     #[test]
     fn volumes_are_rbinds_with_propagation_and_readonly_options() {
         let f = Fixture::new();
-        let mut ro = volume(
-            "/ro",
-            &f.path("private"),
-            MountPropagation::PropagationPrivate,
-        );
+        let mut ro = f.private("/ro");
         ro.readonly = true;
-        let mut rro = volume(
-            "/rro",
-            &f.path("private"),
-            MountPropagation::PropagationPrivate,
-        );
+        let mut rro = f.private("/rro");
         rro.readonly = true;
         rro.recursive_read_only = true;
         rro.selinux_relabel = true;
-        let slave = volume(
+        let slave = f.volume(
             "/slave",
-            &f.path("slave"),
+            "slave",
             MountPropagation::PropagationHostToContainer,
         );
         let plan = f.plan(&[ro, rro, slave], false).unwrap();
@@ -632,16 +624,8 @@ mod tests {
     fn bidirectional_raises_the_rootfs_propagation_to_shared() {
         let f = Fixture::new();
         let mounts = [
-            volume(
-                "/a",
-                &f.path("shared"),
-                MountPropagation::PropagationBidirectional,
-            ),
-            volume(
-                "/b",
-                &f.path("slave"),
-                MountPropagation::PropagationHostToContainer,
-            ),
+            f.volume("/a", "shared", MountPropagation::PropagationBidirectional),
+            f.volume("/b", "slave", MountPropagation::PropagationHostToContainer),
         ];
         let plan = f.plan(&mounts, true).unwrap();
         assert_eq!(plan.rootfs_propagation.as_deref(), Some("rshared"));
@@ -654,23 +638,7 @@ mod tests {
     #[test]
     fn volumes_are_ordered_parents_first() {
         let f = Fixture::new();
-        let mounts = [
-            volume(
-                "/a/b/c",
-                &f.path("private"),
-                MountPropagation::PropagationPrivate,
-            ),
-            volume(
-                "/a",
-                &f.path("private"),
-                MountPropagation::PropagationPrivate,
-            ),
-            volume(
-                "/a/b",
-                &f.path("private"),
-                MountPropagation::PropagationPrivate,
-            ),
-        ];
+        let mounts = [f.private("/a/b/c"), f.private("/a"), f.private("/a/b")];
         let plan = f.plan(&mounts, false).unwrap();
         let order: Vec<_> = plan
             .mounts
@@ -706,16 +674,7 @@ mod tests {
     fn missing_sources_are_planned_and_created_then_undone() {
         let f = Fixture::new();
         let missing = f.path("shared").join("new/deeper");
-        let plan = f
-            .plan(
-                &[volume(
-                    "/v",
-                    &missing,
-                    MountPropagation::PropagationHostToContainer,
-                )],
-                false,
-            )
-            .unwrap();
+        let plan = f.plan_host_to_container_at_v(&missing).unwrap();
         assert_eq!(plan.missing_sources, vec![missing.clone()]);
         assert!(!missing.exists(), "planning must not create anything");
 
@@ -757,18 +716,14 @@ mod tests {
         }];
         let mut rro_writable = volume("/rro", &f.path("private"), private);
         rro_writable.recursive_read_only = true;
-        let mut rro_slave = volume(
+        let mut rro_slave = f.volume(
             "/rro",
-            &f.path("slave"),
+            "slave",
             MountPropagation::PropagationHostToContainer,
         );
         rro_slave.readonly = true;
         rro_slave.recursive_read_only = true;
-        let mut rro_shared = volume(
-            "/rro",
-            &f.path("shared"),
-            MountPropagation::PropagationBidirectional,
-        );
+        let mut rro_shared = f.volume("/rro", "shared", MountPropagation::PropagationBidirectional);
         rro_shared.readonly = true;
         rro_shared.recursive_read_only = true;
         for (mount, hint) in [
@@ -837,16 +792,7 @@ mod tests {
     fn propagation_refusals_come_before_anything_is_created() {
         let f = Fixture::new();
         let missing = f.path("private").join("new");
-        let err = f
-            .plan(
-                &[volume(
-                    "/v",
-                    &missing,
-                    MountPropagation::PropagationHostToContainer,
-                )],
-                false,
-            )
-            .unwrap_err();
+        let err = f.plan_host_to_container_at_v(&missing).unwrap_err();
         assert!(err.to_string().contains("mount --make-rshared"), "{err}");
         assert!(!missing.exists());
     }

@@ -314,15 +314,9 @@ pub fn assess_mount(
     privileged: bool,
     host: &MountTable,
 ) -> Result<MountVerdict, SpecError> {
-    let held_by = host
-        .containing(source)
-        .ok_or_else(|| SpecError::NoContainingMount {
-            path: source.to_path_buf(),
-            mountinfo: PathBuf::from("the host's mount table"),
-        })?;
+    let held_by = host_mount_of(host, source)?;
     let mp = held_by.mount_point.display().to_string();
     let propagation = held_by.propagation();
-    let source_text = source.display();
     let mut verdict = MountVerdict {
         accepted: true,
         receives_host_mounts: false,
@@ -333,94 +327,139 @@ pub fn assess_mount(
         fix: None,
         sub_mounts: Vec::new(),
     };
-    let refuse = |mut verdict: MountVerdict, reason: String, fix: String| {
-        verdict.accepted = false;
-        verdict.reason = reason;
-        verdict.fix = Some(fix);
-        Ok(verdict)
+    let judged = if propagation == Propagation::Unbindable {
+        Err(Refusal {
+            reason: format!("the source's mount {mp} is unbindable and cannot be bind-mounted"),
+            fix: format!("run `mount --make-private {mp}` (or --make-rshared) on the host"),
+        })
+    } else {
+        match requested {
+            MountPropagation::PropagationPrivate => {
+                judge_private(&mut verdict, source, propagation, &mp);
+                Ok(())
+            }
+            MountPropagation::PropagationHostToContainer => {
+                judge_host_to_container(&mut verdict, source, held_by, host)
+            }
+            MountPropagation::PropagationBidirectional => {
+                judge_bidirectional(&mut verdict, source, held_by, privileged)
+            }
+        }
     };
-    if propagation == Propagation::Unbindable {
-        return refuse(
-            verdict,
-            format!("the source's mount {mp} is unbindable and cannot be bind-mounted"),
-            format!("run `mount --make-private {mp}` (or --make-rshared) on the host"),
-        );
-    }
-    match requested {
-        MountPropagation::PropagationPrivate => {
-            verdict.reason = format!(
-                "{} was asked: the container's copy of {source_text} will have no master, so \
-                 later host mounts below it stay on the host and the container's stay inside",
-                propagation_label(requested)
-            );
-            verdict.fix = Some(match propagation {
-                Propagation::Private => format!(
-                    "to see later host mounts, run `mount --make-rshared {mp}` on the host and \
-                     use PROPAGATION_HOST_TO_CONTAINER"
-                ),
-                _ => "to see later host mounts, use PROPAGATION_HOST_TO_CONTAINER".to_owned(),
-            });
-        }
-        MountPropagation::PropagationHostToContainer => match propagation {
-            Propagation::Shared | Propagation::Slave => {
-                verdict.receives_host_mounts = true;
-                verdict.reason = host_to_container_reason(source, held_by, host);
-            }
-            _ => {
-                return refuse(
-                    verdict,
-                    format!(
-                        "PROPAGATION_HOST_TO_CONTAINER needs the source's mount to be shared or \
-                         slave, but {mp} is {propagation}"
-                    ),
-                    format!(
-                        "run `mount --make-rshared {mp}` (or `mount --make-rslave {mp}`) on the \
-                         host, or use PROPAGATION_PRIVATE"
-                    ),
-                )
-            }
-        },
-        MountPropagation::PropagationBidirectional => {
-            if !privileged {
-                return refuse(
-                    verdict,
-                    format!(
-                        "PROPAGATION_BIDIRECTIONAL is only allowed in a privileged container \
-                         (the source's mount {mp} is {propagation})"
-                    ),
-                    "set privileged: true in the container's security context (its pod must be \
-                     privileged too), or use PROPAGATION_HOST_TO_CONTAINER"
-                        .to_owned(),
-                );
-            }
-            if propagation != Propagation::Shared {
-                return refuse(
-                    verdict,
-                    format!(
-                        "PROPAGATION_BIDIRECTIONAL needs the source's mount to be shared, but \
-                         {mp} is {propagation}"
-                    ),
-                    format!(
-                        "run `mount --make-rshared {mp}` on the host, or use \
-                         PROPAGATION_HOST_TO_CONTAINER"
-                    ),
-                );
-            }
-            verdict.receives_host_mounts = true;
-            verdict.reaches_host = true;
-            verdict.reason = format!(
-                "{} in a privileged container: its copy of {source_text} joins peer group {} \
-                 with {mp}, so mounts propagate both ways",
-                propagation_label(requested),
-                held_by.shared.unwrap_or_default()
-            );
-        }
+    if let Err(refusal) = judged {
+        verdict.accepted = false;
+        verdict.reason = refusal.reason;
+        verdict.fix = Some(refusal.fix);
+        return Ok(verdict);
     }
     verdict.sub_mounts = sub_mounts(source, held_by, host, |sub| {
         requested != MountPropagation::PropagationPrivate
             && matches!(sub.propagation(), Propagation::Shared | Propagation::Slave)
     });
     Ok(verdict)
+}
+
+/// The host mount that holds `source`.
+fn host_mount_of<'a>(host: &'a MountTable, source: &Path) -> Result<&'a MountEntry, SpecError> {
+    host.containing(source)
+        .ok_or_else(|| SpecError::NoContainingMount {
+            path: source.to_path_buf(),
+            mountinfo: PathBuf::from("the host's mount table"),
+        })
+}
+
+/// Why CreateContainer would refuse a mount, and the remedy.
+struct Refusal {
+    reason: String,
+    fix: String,
+}
+
+/// PRIVATE is always accepted: the copy has no master.
+fn judge_private(verdict: &mut MountVerdict, source: &Path, propagation: Propagation, mp: &str) {
+    verdict.reason = format!(
+        "{} was asked: the container's copy of {} will have no master, so later host mounts \
+         below it stay on the host and the container's stay inside",
+        propagation_label(MountPropagation::PropagationPrivate),
+        source.display()
+    );
+    verdict.fix = Some(match propagation {
+        Propagation::Private => format!(
+            "to see later host mounts, run `mount --make-rshared {mp}` on the host and use \
+             PROPAGATION_HOST_TO_CONTAINER"
+        ),
+        _ => "to see later host mounts, use PROPAGATION_HOST_TO_CONTAINER".to_owned(),
+    });
+}
+
+/// HOST_TO_CONTAINER needs a shared or slave source mount.
+fn judge_host_to_container(
+    verdict: &mut MountVerdict,
+    source: &Path,
+    held_by: &MountEntry,
+    host: &MountTable,
+) -> Result<(), Refusal> {
+    let mp = held_by.mount_point.display();
+    match held_by.propagation() {
+        Propagation::Shared | Propagation::Slave => {
+            verdict.receives_host_mounts = true;
+            verdict.reason = host_to_container_reason(source, held_by, host);
+            Ok(())
+        }
+        propagation => Err(Refusal {
+            reason: format!(
+                "PROPAGATION_HOST_TO_CONTAINER needs the source's mount to be shared or slave, \
+                 but {mp} is {propagation}"
+            ),
+            fix: format!(
+                "run `mount --make-rshared {mp}` (or `mount --make-rslave {mp}`) on the host, or \
+                 use PROPAGATION_PRIVATE"
+            ),
+        }),
+    }
+}
+
+/// BIDIRECTIONAL needs a privileged container and a shared source mount.
+fn judge_bidirectional(
+    verdict: &mut MountVerdict,
+    source: &Path,
+    held_by: &MountEntry,
+    privileged: bool,
+) -> Result<(), Refusal> {
+    let mp = held_by.mount_point.display();
+    let propagation = held_by.propagation();
+    if !privileged {
+        return Err(Refusal {
+            reason: format!(
+                "PROPAGATION_BIDIRECTIONAL is only allowed in a privileged container (the \
+                 source's mount {mp} is {propagation})"
+            ),
+            fix: "set privileged: true in the container's security context (its pod must be \
+                  privileged too), or use PROPAGATION_HOST_TO_CONTAINER"
+                .to_owned(),
+        });
+    }
+    if propagation != Propagation::Shared {
+        return Err(Refusal {
+            reason: format!(
+                "PROPAGATION_BIDIRECTIONAL needs the source's mount to be shared, but {mp} is \
+                 {propagation}"
+            ),
+            fix: format!(
+                "run `mount --make-rshared {mp}` on the host, or use \
+                 PROPAGATION_HOST_TO_CONTAINER"
+            ),
+        });
+    }
+    verdict.receives_host_mounts = true;
+    verdict.reaches_host = true;
+    verdict.reason = format!(
+        "{} in a privileged container: its copy of {} joins peer group {} with {mp}, so mounts \
+         propagate both ways",
+        propagation_label(MountPropagation::PropagationBidirectional),
+        source.display(),
+        held_by.shared.unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Why HOST_TO_CONTAINER from a shared or slave `held_by` receives the host's mounts.
@@ -528,12 +567,7 @@ pub fn analyse_live(
     host: &MountTable,
     container: &MountTable,
 ) -> Result<LiveMount, SpecError> {
-    let held_by = host
-        .containing(source)
-        .ok_or_else(|| SpecError::NoContainingMount {
-            path: source.to_path_buf(),
-            mountinfo: PathBuf::from("the host's mount table"),
-        })?;
+    let held_by = host_mount_of(host, source)?;
     let tables = [host, container];
     let mp = held_by.mount_point.display().to_string();
     let mut live = LiveMount {
@@ -585,25 +619,16 @@ pub fn analyse_live(
             ),
             None,
         ),
-        (true, false) => {
-            let group = received.unwrap_or_default();
-            let direct = held_by.shared == Some(group);
-            let reason = if direct {
-                format!(
-                    "{label}: the container's copy of {path} is a slave of peer group {group}, \
-                     which holds {mp}, so later host mounts below it arrive; the container's own \
-                     mounts stay inside"
-                )
-            } else {
-                format!(
-                    "{label}: the container's copy of {path} is a slave of peer group {group}{}, \
-                     the master of {mp}: mounts made in that group arrive, but a mount made \
-                     directly below {mp} (a slave, which sends nothing) does not",
-                    group_example(group, host)
-                )
-            };
-            (reason, None)
-        }
+        (true, false) => (
+            slave_reason(
+                label,
+                &path.to_string(),
+                received.unwrap_or_default(),
+                held_by,
+                host,
+            ),
+            None,
+        ),
         (false, true) => (
             format!(
                 "{label}: the container's mounts below {} reach {mp}, but {mp} sends nothing \
@@ -614,7 +639,46 @@ pub fn analyse_live(
         ),
         (false, false) => not_received(requested, copy, held_by, &path.to_string()),
     };
-    live.sub_mounts = sub_mounts(source, held_by, host, |sub| {
+    live.sub_mounts = live_sub_mounts(source, container_path, held_by, host, container);
+    Ok(live)
+}
+
+/// Why a live copy that is a slave of the host's peer `group` receives what it does.
+fn slave_reason(
+    label: &str,
+    path: &str,
+    group: u32,
+    held_by: &MountEntry,
+    host: &MountTable,
+) -> String {
+    let mp = held_by.mount_point.display();
+    if held_by.shared == Some(group) {
+        format!(
+            "{label}: the container's copy of {path} is a slave of peer group {group}, which \
+             holds {mp}, so later host mounts below it arrive; the container's own mounts stay \
+             inside"
+        )
+    } else {
+        format!(
+            "{label}: the container's copy of {path} is a slave of peer group {group}{}, the \
+             master of {mp}: mounts made in that group arrive, but a mount made directly below \
+             {mp} (a slave, which sends nothing) does not",
+            group_example(group, host)
+        )
+    }
+}
+
+/// The host's sub-mounts below `source`, each with whether its copy inside the container (at
+/// the same place below `container_path`) receives from it.
+fn live_sub_mounts(
+    source: &Path,
+    container_path: &Path,
+    held_by: &MountEntry,
+    host: &MountTable,
+    container: &MountTable,
+) -> Vec<SubMount> {
+    let tables = [host, container];
+    sub_mounts(source, held_by, host, |sub| {
         let relative = sub
             .mount_point
             .strip_prefix(source)
@@ -630,8 +694,7 @@ pub fn analyse_live(
                     .iter()
                     .any(|g| receives_from(sub_copy, *g, &tables))
             })
-    });
-    Ok(live)
+    })
 }
 
 /// Why a live copy receives nothing from the host, and the remedy.

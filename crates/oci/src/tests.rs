@@ -87,18 +87,28 @@ impl Fixture {
         target_pid: Option<i32>,
     ) -> Result<BuiltSpec, SpecError> {
         build_spec(&SpecInput {
+            cgroups_path: "/kubepods/podabc/c1".to_owned(),
+            target_pid,
+            ..self.input(config)
+        })
+    }
+
+    /// The input for container `c1` with `config` in the fixture's pod: no cgroups path, no
+    /// seccomp profile root, no AppArmor, cgroup v1.
+    fn input<'a>(&'a self, config: &'a ContainerConfig) -> SpecInput<'a> {
+        SpecInput {
             container_id: "c1",
             config,
             sandbox: &self.sandbox,
             image: &self.image,
             rootfs: &self.rootfs,
-            cgroups_path: "/kubepods/podabc/c1".to_owned(),
-            target_pid,
+            cgroups_path: String::new(),
+            target_pid: None,
             mountinfo: &self.mountinfo,
             seccomp_localhost_root: None,
             apparmor_enabled: false,
             cgroup_v2: false,
-        })
+        }
     }
 }
 
@@ -733,17 +743,8 @@ fn localhost_seccomp_and_the_profile_root() {
 
     let elsewhere = f.path("private");
     let err = build_spec(&SpecInput {
-        container_id: "c1",
-        config: &config,
-        sandbox: &f.sandbox,
-        image: &f.image,
-        rootfs: &f.rootfs,
-        cgroups_path: String::new(),
-        target_pid: None,
-        mountinfo: &f.mountinfo,
         seccomp_localhost_root: Some(&elsewhere),
-        apparmor_enabled: false,
-        cgroup_v2: false,
+        ..f.input(&config)
     })
     .unwrap_err();
     assert!(matches!(err, SpecError::SeccompProfile { .. }), "{err}");
@@ -763,17 +764,8 @@ fn apparmor_is_set_only_when_the_host_has_it() {
         },
     );
     let input = |enabled: bool| SpecInput {
-        container_id: "c1",
-        config: &config,
-        sandbox: &f.sandbox,
-        image: &f.image,
-        rootfs: &f.rootfs,
-        cgroups_path: String::new(),
-        target_pid: None,
-        mountinfo: &f.mountinfo,
-        seccomp_localhost_root: None,
         apparmor_enabled: enabled,
-        cgroup_v2: false,
+        ..f.input(&config)
     };
     let on = build_spec(&input(true)).unwrap();
     assert_eq!(
@@ -805,17 +797,8 @@ fn unprivileged_containers_on_cgroup_v2_get_their_own_cgroup_namespace() {
     let mut f = Fixture::new();
     let has_cgroupns = |config: &ContainerConfig, f: &Fixture, cgroup_v2: bool| {
         let built = build_spec(&SpecInput {
-            container_id: "c1",
-            config,
-            sandbox: &f.sandbox,
-            image: &f.image,
-            rootfs: &f.rootfs,
-            cgroups_path: String::new(),
-            target_pid: None,
-            mountinfo: &f.mountinfo,
-            seccomp_localhost_root: None,
-            apparmor_enabled: false,
             cgroup_v2,
+            ..f.input(config)
         })
         .unwrap();
         let namespaces = linux(&built).namespaces().clone().unwrap();

@@ -118,8 +118,35 @@ pub(crate) fn resolve_user(
         }
     };
     let gid = match &group {
-        Some(IdOrName::Id(gid)) => *gid,
-        Some(IdOrName::Name(name)) => groups
+        Some(group) => group_id(group, &groups, field)?,
+        None => entry.map_or(0, |e| e.gid),
+    };
+    let username = entry.map(|e| e.name.clone());
+
+    let additional_gids = additional_gids(security, &groups, username.as_deref(), gid)?;
+
+    Ok(UserSettings {
+        home: entry
+            .map(|e| e.home.clone())
+            .filter(|home| !home.is_empty()),
+        user: ResolvedUser {
+            uid,
+            gid,
+            additional_gids,
+            username,
+        },
+    })
+}
+
+/// The gid of `group`; a name must be in the image's `/etc/group`.
+fn group_id(
+    group: &IdOrName,
+    groups: &[GroupEntry],
+    field: &'static str,
+) -> Result<u32, SpecError> {
+    match group {
+        IdOrName::Id(gid) => Ok(*gid),
+        IdOrName::Name(name) => groups
             .iter()
             .find(|g| &g.name == name)
             .map(|g| g.gid)
@@ -131,11 +158,18 @@ pub(crate) fn resolve_user(
                          or a group the image defines"
                     ),
                 )
-            })?,
-        None => entry.map_or(0, |e| e.gid),
-    };
-    let username = entry.map(|e| e.name.clone());
+            }),
+    }
+}
 
+/// The process's groups: `gid` first, then the configured supplemental groups and (unless the
+/// policy is Strict) those the image's `/etc/group` gives `username`, sorted, once each.
+fn additional_gids(
+    security: Option<&LinuxContainerSecurityContext>,
+    groups: &[GroupEntry],
+    username: Option<&str>,
+    gid: u32,
+) -> Result<Vec<u32>, SpecError> {
     let mut others = Vec::new();
     if let Some(security) = security {
         for &group in &security.supplemental_groups {
@@ -149,7 +183,7 @@ pub(crate) fn resolve_user(
     }
     let strict = security
         .is_some_and(|s| s.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32);
-    if let (false, Some(name)) = (strict, &username) {
+    if let (false, Some(name)) = (strict, username) {
         others.extend(
             groups
                 .iter()
@@ -162,18 +196,7 @@ pub(crate) fn resolve_user(
     others.retain(|&g| g != gid);
     let mut additional_gids = vec![gid];
     additional_gids.extend(others);
-
-    Ok(UserSettings {
-        home: entry
-            .map(|e| e.home.clone())
-            .filter(|home| !home.is_empty()),
-        user: ResolvedUser {
-            uid,
-            gid,
-            additional_gids,
-            username,
-        },
-    })
+    Ok(additional_gids)
 }
 
 /// The user and group asked for, and the field they came from (for error messages).

@@ -39,6 +39,14 @@ impl Pipe {
         }
     }
 
+    /// Adds the pipe, while open, to `fds`; returns its index there.
+    fn watch<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) -> Option<usize> {
+        self.file.as_ref().map(|file| {
+            fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        })
+    }
+
     /// Reads what is there (one read), keeping at most `limit` bytes; closes the pipe at end of
     /// file or on an error. Returns whether data came.
     fn read_some(&mut self, limit: usize) -> bool {
@@ -76,90 +84,140 @@ pub(crate) fn capture_output(
     limit: usize,
     timeout: Option<Duration>,
 ) -> io::Result<Captured> {
-    let mut stdout = Pipe::new(stdout);
-    let mut stderr = Pipe::new(stderr);
-    let mut timeout_at = timeout.map(|timeout| Instant::now() + timeout);
-    let mut timed_out = false;
-    let mut exited = false;
-    let (mut idle_until, mut drain_until) = (Instant::now(), Instant::now());
-
-    loop {
-        if exited && stdout.file.is_none() && stderr.file.is_none() {
-            break;
-        }
-        let deadline = if exited {
-            Some(idle_until.min(drain_until))
-        } else {
-            timeout_at
+    let mut capture = Capture {
+        pidfd,
+        stdout: Pipe::new(stdout),
+        stderr: Pipe::new(stderr),
+        limit,
+        timeout_at: timeout.map(|timeout| Instant::now() + timeout),
+        timed_out: false,
+        exited: false,
+        idle_until: Instant::now(),
+        drain_until: Instant::now(),
+    };
+    while !capture.done() {
+        let Some(fired) = capture.poll()? else {
+            continue;
         };
-        let poll_timeout = match deadline {
+        if fired.nothing() {
+            if capture.exited {
+                break;
+            }
+            capture.kill_when_late()?;
+            continue;
+        }
+        capture.take(fired);
+    }
+    Ok(Captured {
+        stdout: capture.stdout.data,
+        stderr: capture.stderr.data,
+        timed_out: capture.timed_out,
+    })
+}
+
+/// The state of one `capture_output`.
+struct Capture<'a> {
+    pidfd: BorrowedFd<'a>,
+    stdout: Pipe,
+    stderr: Pipe,
+    limit: usize,
+    timeout_at: Option<Instant>,
+    timed_out: bool,
+    exited: bool,
+    /// Once exited: reading stops when the pipes are silent until `idle_until`, or at
+    /// `drain_until`, whichever comes first.
+    idle_until: Instant,
+    drain_until: Instant,
+}
+
+/// Which of the polled descriptors have events; nothing when the poll timed out.
+struct Fired {
+    process: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+impl Fired {
+    fn nothing(&self) -> bool {
+        !(self.process || self.stdout || self.stderr)
+    }
+}
+
+impl Capture<'_> {
+    fn done(&self) -> bool {
+        self.exited && self.stdout.file.is_none() && self.stderr.file.is_none()
+    }
+
+    /// How long the next poll may wait: until the time limit, or once exited, until the pipes
+    /// count as drained.
+    fn poll_timeout(&self) -> PollTimeout {
+        let deadline = if self.exited {
+            Some(self.idle_until.min(self.drain_until))
+        } else {
+            self.timeout_at
+        };
+        match deadline {
             Some(deadline) => {
                 PollTimeout::try_from(deadline.saturating_duration_since(Instant::now()))
                     .unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
-        };
-        let mut fds = Vec::with_capacity(3);
-        if !exited {
-            fds.push(PollFd::new(pidfd, PollFlags::POLLIN));
         }
-        let out_index = stdout.file.as_ref().map(|file| {
-            fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let err_index = stderr.file.as_ref().map(|file| {
-            fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let ready = match poll(&mut fds, poll_timeout) {
-            Ok(ready) => ready,
-            Err(Errno::EINTR) => continue,
+    }
+
+    /// Waits for the process (until it has exited) and the open pipes; None when interrupted.
+    fn poll(&self) -> io::Result<Option<Fired>> {
+        let mut fds = Vec::with_capacity(3);
+        if !self.exited {
+            fds.push(PollFd::new(self.pidfd, PollFlags::POLLIN));
+        }
+        let out_index = self.stdout.watch(&mut fds);
+        let err_index = self.stderr.watch(&mut fds);
+        match poll(&mut fds, self.poll_timeout()) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(None),
             Err(errno) => return Err(errno.into()),
-        };
+        }
         let fired = |index: Option<usize>| {
             index
                 .and_then(|i| fds[i].revents())
                 .is_some_and(|events| !events.is_empty())
         };
-        let (process_fired, out_fired, err_fired) = (
-            !exited && fired(Some(0)),
-            fired(out_index),
-            fired(err_index),
-        );
-        drop(fds);
+        Ok(Some(Fired {
+            process: !self.exited && fired(Some(0)),
+            stdout: fired(out_index),
+            stderr: fired(err_index),
+        }))
+    }
 
-        if ready == 0 {
-            if exited {
-                break;
-            }
-            if timeout_at.is_some_and(|at| Instant::now() >= at) {
-                timed_out = true;
-                timeout_at = None;
-                corral_process::pidfd::send_signal(pidfd, nix::sys::signal::Signal::SIGKILL)?;
-            }
-            continue;
+    /// Sends SIGKILL once the time limit has passed.
+    fn kill_when_late(&mut self) -> io::Result<()> {
+        if self.timeout_at.is_some_and(|at| Instant::now() >= at) {
+            self.timed_out = true;
+            self.timeout_at = None;
+            corral_process::pidfd::send_signal(self.pidfd, nix::sys::signal::Signal::SIGKILL)?;
         }
+        Ok(())
+    }
+
+    /// Reads the pipes that fired and notes an exit; output after the exit extends the drain.
+    fn take(&mut self, fired: Fired) {
         let mut got_output = false;
-        if out_fired {
-            got_output |= stdout.read_some(limit);
+        if fired.stdout {
+            got_output |= self.stdout.read_some(self.limit);
         }
-        if err_fired {
-            got_output |= stderr.read_some(limit);
+        if fired.stderr {
+            got_output |= self.stderr.read_some(self.limit);
         }
         let now = Instant::now();
-        if process_fired {
-            exited = true;
-            idle_until = now + DRAIN_IDLE;
-            drain_until = now + DRAIN_LIMIT;
-        } else if exited && got_output {
-            idle_until = now + DRAIN_IDLE;
+        if fired.process {
+            self.exited = true;
+            self.idle_until = now + DRAIN_IDLE;
+            self.drain_until = now + DRAIN_LIMIT;
+        } else if self.exited && got_output {
+            self.idle_until = now + DRAIN_IDLE;
         }
     }
-    Ok(Captured {
-        stdout: stdout.data,
-        stderr: stderr.data,
-        timed_out,
-    })
 }
 
 #[cfg(test)]

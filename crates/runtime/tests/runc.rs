@@ -9,23 +9,13 @@ use std::fs;
 use std::io::Read;
 use std::time::Duration;
 
-use corral_runtime::attach::{AttachClient, AttachStreams, Frame};
+use corral_runtime::attach::{AttachStreams, Frame};
 use corral_runtime::state_dir::{ATTACH_SOCKET, CONTROL_SOCKET};
 use corral_runtime::{
     read_container_pid, reopen_log, shim_alive, ExecIo, OciRuntime, RuntimeError,
 };
-use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, UserBuilder};
-use support::{eventually, setup, Fixture, Options};
-
-fn process(args: &[&str]) -> oci_spec::runtime::Process {
-    ProcessBuilder::default()
-        .args(args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>())
-        .env(vec!["PATH=/bin".to_owned(), "TERM=xterm".to_owned()])
-        .cwd("/")
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build().unwrap())
-        .build()
-        .unwrap()
-}
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
+use support::{eventually, fixture, process, setup, Fixture, Options};
 
 /// Joins consecutive entries of `stream` into lines: `P` entries continue, `F` ends a line.
 fn lines_of(entries: &[(String, String, String)], stream: &str) -> Vec<(String, usize)> {
@@ -49,16 +39,15 @@ fn lines_of(entries: &[(String, String, String)], stream: &str) -> Vec<(String, 
 
 #[test]
 fn output_is_logged_in_cri_format_and_the_exit_code_is_recorded() {
-    let Some(host) = setup("output_is_logged_in_cri_format_and_the_exit_code_is_recorded") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "output_is_logged_in_cri_format_and_the_exit_code_is_recorded",
         &Options::shell(
             "echo out; echo err >&2; head -c 40960 /dev/zero | tr '\\0' x; echo; \
              printf 'no newline'; exit 3",
         ),
-    );
+    ) else {
+        return;
+    };
     let shim = fixture.launch().unwrap();
     assert_eq!(
         read_container_pid(fixture.state_dir()).unwrap(),
@@ -115,10 +104,12 @@ fn output_is_logged_in_cri_format_and_the_exit_code_is_recorded() {
 
 #[test]
 fn a_signalled_container_reports_128_plus_the_signal() {
-    let Some(host) = setup("a_signalled_container_reports_128_plus_the_signal") else {
+    let Some(mut fixture) = fixture(
+        "a_signalled_container_reports_128_plus_the_signal",
+        &Options::command(&["sleep", "1000"]),
+    ) else {
         return;
     };
-    let mut fixture = Fixture::new(&host, &Options::command(&["sleep", "1000"]));
     fixture.run();
     fixture.runtime.kill(&fixture.id, 9, false).unwrap();
     let exit = fixture.wait_exit();
@@ -134,10 +125,12 @@ fn a_signalled_container_reports_128_plus_the_signal() {
 
 #[test]
 fn a_failed_create_leaves_nothing_behind() {
-    let Some(host) = setup("a_failed_create_leaves_nothing_behind") else {
+    let Some(mut fixture) = fixture(
+        "a_failed_create_leaves_nothing_behind",
+        &Options::command(&["/bin/no-such-program"]),
+    ) else {
         return;
     };
-    let mut fixture = Fixture::new(&host, &Options::command(&["/bin/no-such-program"]));
     let error = fixture.launch().unwrap_err();
     let message = error.to_string();
     assert!(
@@ -160,38 +153,28 @@ fn a_failed_create_leaves_nothing_behind() {
 
 #[test]
 fn attach_echoes_stdin_and_stdin_once_closes_it() {
-    let Some(host) = setup("attach_echoes_stdin_and_stdin_once_closes_it") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "attach_echoes_stdin_and_stdin_once_closes_it",
         &Options {
             stdin: true,
             stdin_once: true,
             ..Options::command(&["cat"])
         },
-    );
+    ) else {
+        return;
+    };
     fixture.launch().unwrap();
     let streams = AttachStreams {
         stdin: true,
         stdout: true,
         stderr: true,
     };
-    let (mut reader, mut writer) = AttachClient::connect(fixture.state_dir(), streams)
-        .unwrap()
-        .split()
-        .unwrap();
+    let (mut reader, mut writer) = fixture.attach(streams);
     // A second client that only watches stdout.
-    let (mut watcher, _watcher_writer) = AttachClient::connect(
-        fixture.state_dir(),
-        AttachStreams {
-            stdout: true,
-            ..AttachStreams::default()
-        },
-    )
-    .unwrap()
-    .split()
-    .unwrap();
+    let (mut watcher, _watcher_writer) = fixture.attach(AttachStreams {
+        stdout: true,
+        ..AttachStreams::default()
+    });
     fixture.runtime.start(&fixture.id).unwrap();
     writer.send_stdin(b"hello\n").unwrap();
     assert_eq!(
@@ -218,27 +201,21 @@ fn attach_echoes_stdin_and_stdin_once_closes_it() {
 
 #[test]
 fn detaching_the_first_stdin_client_closes_stdin_once() {
-    let Some(host) = setup("detaching_the_first_stdin_client_closes_stdin_once") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "detaching_the_first_stdin_client_closes_stdin_once",
         &Options {
             stdin: true,
             stdin_once: true,
             ..Options::shell("cat; echo stdin closed")
         },
-    );
+    ) else {
+        return;
+    };
     fixture.run();
-    let client = AttachClient::connect(
-        fixture.state_dir(),
-        AttachStreams {
-            stdin: true,
-            ..AttachStreams::default()
-        },
-    )
-    .unwrap();
-    let (reader, mut writer) = client.split().unwrap();
+    let (reader, mut writer) = fixture.attach(AttachStreams {
+        stdin: true,
+        ..AttachStreams::default()
+    });
     writer.send_stdin(b"bye\n").unwrap();
     drop((reader, writer));
     assert_eq!(fixture.wait_exit().exit_code, 0);
@@ -252,11 +229,8 @@ fn detaching_the_first_stdin_client_closes_stdin_once() {
 
 #[test]
 fn a_terminal_container_is_resized_through_attach() {
-    let Some(host) = setup("a_terminal_container_is_resized_through_attach") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "a_terminal_container_is_resized_through_attach",
         &Options {
             tty: true,
             stdin: true,
@@ -264,20 +238,16 @@ fn a_terminal_container_is_resized_through_attach() {
             deep_state_dir: true,
             ..Options::shell("read line; stty size; echo \"got $line\"")
         },
-    );
+    ) else {
+        return;
+    };
     assert!(fixture.state_dir().join(ATTACH_SOCKET).as_os_str().len() > 107);
     fixture.launch().unwrap();
-    let (mut reader, mut writer) = AttachClient::connect(
-        fixture.state_dir(),
-        AttachStreams {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-        },
-    )
-    .unwrap()
-    .split()
-    .unwrap();
+    let (mut reader, mut writer) = fixture.attach(AttachStreams {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    });
     writer.resize(123, 45).unwrap();
     fixture.runtime.start(&fixture.id).unwrap();
     writer.send_stdin(b"go\n").unwrap();
@@ -301,16 +271,15 @@ fn a_terminal_container_is_resized_through_attach() {
 
 #[test]
 fn reopen_log_continues_in_a_new_file() {
-    let Some(host) = setup("reopen_log_continues_in_a_new_file") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "reopen_log_continues_in_a_new_file",
         &Options {
             stdin: true,
             ..Options::shell("echo one; read x; echo two")
         },
-    );
+    ) else {
+        return;
+    };
     fixture.run();
     eventually("the first line is logged", || {
         fixture
@@ -322,16 +291,10 @@ fn reopen_log_continues_in_a_new_file() {
     fs::rename(fixture.log_path(), &rotated).unwrap();
     reopen_log(fixture.state_dir(), Duration::from_secs(10)).unwrap();
     assert!(fixture.log_path().exists());
-    let (_reader, mut writer) = AttachClient::connect(
-        fixture.state_dir(),
-        AttachStreams {
-            stdin: true,
-            ..AttachStreams::default()
-        },
-    )
-    .unwrap()
-    .split()
-    .unwrap();
+    let (_reader, mut writer) = fixture.attach(AttachStreams {
+        stdin: true,
+        ..AttachStreams::default()
+    });
     writer.send_stdin(b"\n").unwrap();
     assert_eq!(fixture.wait_exit().exit_code, 0);
     let old = support::parse_log(&fs::read_to_string(&rotated).unwrap());
@@ -346,10 +309,12 @@ fn reopen_log_continues_in_a_new_file() {
 
 #[test]
 fn exec_sync_collects_output_exit_codes_and_honours_timeouts() {
-    let Some(host) = setup("exec_sync_collects_output_exit_codes_and_honours_timeouts") else {
+    let Some(mut fixture) = fixture(
+        "exec_sync_collects_output_exit_codes_and_honours_timeouts",
+        &Options::command(&["sleep", "1000"]),
+    ) else {
         return;
     };
-    let mut fixture = Fixture::new(&host, &Options::command(&["sleep", "1000"]));
     fixture.run();
     let runtime = &fixture.runtime;
     let id = fixture.id.clone();
@@ -420,22 +385,20 @@ fn exec_sync_collects_output_exit_codes_and_honours_timeouts() {
 
 #[test]
 fn exec_with_a_terminal_reports_its_size_and_exit_code() {
-    let Some(host) = setup("exec_with_a_terminal_reports_its_size_and_exit_code") else {
+    let Some(mut fixture) = fixture(
+        "exec_with_a_terminal_reports_its_size_and_exit_code",
+        &Options::command(&["sleep", "1000"]),
+    ) else {
         return;
     };
-    let mut fixture = Fixture::new(&host, &Options::command(&["sleep", "1000"]));
     fixture.run();
-    let mut exec = fixture
-        .runtime
-        .exec_spawn(
-            &fixture.id,
-            &process(&["sh", "-c", "stty size; exit 5"]),
-            ExecIo::Terminal {
-                width: 91,
-                height: 17,
-            },
-        )
-        .unwrap();
+    let mut exec = fixture.exec(
+        &["sh", "-c", "stty size; exit 5"],
+        ExecIo::Terminal {
+            width: 91,
+            height: 17,
+        },
+    );
     let mut terminal = exec.terminal.take().unwrap();
     let mut output = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -451,40 +414,22 @@ fn exec_with_a_terminal_reports_its_size_and_exit_code() {
     let output = String::from_utf8_lossy(&output);
     assert!(output.contains("17 91"), "{output:?}");
 
-    let mut exec = fixture
-        .runtime
-        .exec_spawn(
-            &fixture.id,
-            &process(&["sh", "-c", "read x; exit 4"]),
-            ExecIo::Pipes { stdin: true },
-        )
-        .unwrap();
+    let mut exec = fixture.exec(
+        &["sh", "-c", "read x; exit 4"],
+        ExecIo::Pipes { stdin: true },
+    );
     assert_eq!(exec.try_wait().unwrap(), None);
     std::io::Write::write_all(exec.stdin.as_mut().unwrap(), b"\n").unwrap();
     assert_eq!(exec.wait().unwrap(), 4);
     assert_eq!(exec.try_wait().unwrap(), Some(4));
 
-    let mut exec = fixture
-        .runtime
-        .exec_spawn(
-            &fixture.id,
-            &process(&["sleep", "100"]),
-            ExecIo::Pipes { stdin: false },
-        )
-        .unwrap();
+    let mut exec = fixture.exec(&["sleep", "100"], ExecIo::Pipes { stdin: false });
     assert!(exec.pid() > 0);
     exec.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_eq!(exec.wait().unwrap(), 137);
 
     // A handle dropped early kills and reaps its process: no zombie is left.
-    let exec = fixture
-        .runtime
-        .exec_spawn(
-            &fixture.id,
-            &process(&["sleep", "100"]),
-            ExecIo::Pipes { stdin: false },
-        )
-        .unwrap();
+    let exec = fixture.exec(&["sleep", "100"], ExecIo::Pipes { stdin: false });
     let pid = exec.pid();
     drop(exec);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
@@ -492,16 +437,15 @@ fn exec_with_a_terminal_reports_its_size_and_exit_code() {
 
 #[test]
 fn update_changes_the_memory_limit() {
-    let Some(host) = setup("update_changes_the_memory_limit") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "update_changes_the_memory_limit",
         &Options {
             memory_limit: Some(64 << 20),
             ..Options::command(&["sleep", "1000"])
         },
-    );
+    ) else {
+        return;
+    };
     fixture.run();
     let limit_file = fixture.cgroup_dir("memory").join("memory.limit_in_bytes");
     let read_limit = || fs::read_to_string(&limit_file).unwrap().trim().to_owned();
@@ -527,17 +471,16 @@ fn update_changes_the_memory_limit() {
 
 #[test]
 fn an_oom_kill_is_recorded() {
-    let Some(host) = setup("an_oom_kill_is_recorded") else {
-        return;
-    };
-    let mut fixture = Fixture::new(
-        &host,
+    let Some(mut fixture) = fixture(
+        "an_oom_kill_is_recorded",
         &Options {
             memory_limit: Some(16 << 20),
             // busybox tail keeps the whole (newline-free) input in memory.
             ..Options::command(&["tail", "/dev/zero"])
         },
-    );
+    ) else {
+        return;
+    };
     fixture.run();
     let exit = fixture.wait_exit();
     assert!(exit.oom_killed, "{exit:?}");

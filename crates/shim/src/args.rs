@@ -50,126 +50,167 @@ impl ShimArgs {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let mut id = None;
-        let mut bundle = None;
-        let mut state_dir = None;
-        let mut log_path = None;
-        let mut runtime_binary = None;
-        let mut runtime_name = None;
-        let mut runtime_root = None;
-        let mut systemd_cgroup = false;
-        let mut tty = false;
-        let mut stdin = false;
-        let mut stdin_once = false;
-        let mut memory_cgroups = Vec::new();
-        let mut create_timeout = DEFAULT_CREATE_TIMEOUT;
-        let mut help = false;
-        let mut restore_from = None;
-        let mut criu = None;
-
+        let mut given = Given::default();
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let flag = arg
                 .to_str()
                 .ok_or_else(|| arg_error(format!("argument {arg:?} is not UTF-8")))?
                 .to_owned();
-            let mut value = || {
+            let value = || {
                 args.next()
                     .ok_or_else(|| arg_error(format!("{flag} needs a value")))
             };
-            match flag.as_str() {
-                "--id" => id = Some(utf8(&flag, value()?)?),
-                "--bundle" => bundle = Some(absolute(&flag, value()?)?),
-                "--state-dir" => state_dir = Some(absolute(&flag, value()?)?),
-                "--log-path" => log_path = Some(absolute(&flag, value()?)?),
-                "--runtime" => runtime_binary = Some(absolute(&flag, value()?)?),
-                "--runtime-name" => runtime_name = Some(utf8(&flag, value()?)?),
-                "--runtime-root" => runtime_root = Some(absolute(&flag, value()?)?),
-                "--memory-cgroup" => memory_cgroups.push(absolute(&flag, value()?)?),
-                "--restore-from" => restore_from = Some(absolute(&flag, value()?)?),
-                "--criu" => criu = Some(PathBuf::from(value()?)),
-                "--create-timeout" => {
-                    let text = utf8(&flag, value()?)?;
-                    let seconds: u64 = text
-                        .parse()
-                        .ok()
-                        .filter(|seconds| *seconds > 0)
-                        .ok_or_else(|| {
-                            arg_error(format!(
-                                "--create-timeout {text:?} is not a positive number of seconds"
-                            ))
-                        })?;
-                    create_timeout = Duration::from_secs(seconds);
-                }
-                "--systemd-cgroup" => systemd_cgroup = true,
-                "--tty" => tty = true,
-                "--stdin" => stdin = true,
-                "--stdin-once" => stdin_once = true,
-                "--help" | "-h" => help = true,
-                other => return Err(arg_error(format!("unknown argument {other:?}"))),
-            }
+            given.set(&flag, value)?;
         }
+        if given.help {
+            Ok(given.help_only())
+        } else {
+            given.checked()
+        }
+    }
+}
 
+/// The flags as given, before the required ones are checked.
+#[derive(Default)]
+struct Given {
+    id: Option<String>,
+    bundle: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    log_path: Option<PathBuf>,
+    runtime_binary: Option<PathBuf>,
+    runtime_name: Option<String>,
+    runtime_root: Option<PathBuf>,
+    systemd_cgroup: bool,
+    tty: bool,
+    stdin: bool,
+    stdin_once: bool,
+    memory_cgroups: Vec<PathBuf>,
+    create_timeout: Option<Duration>,
+    help: bool,
+    restore_from: Option<PathBuf>,
+    criu: Option<PathBuf>,
+}
+
+impl Given {
+    /// Takes one flag, calling `value` for the value of a flag that has one.
+    fn set(
+        &mut self,
+        flag: &str,
+        value: impl FnOnce() -> Result<OsString, ArgError>,
+    ) -> Result<(), ArgError> {
+        match flag {
+            "--id" => self.id = Some(utf8(flag, value()?)?),
+            "--bundle" => self.bundle = Some(absolute(flag, value()?)?),
+            "--state-dir" => self.state_dir = Some(absolute(flag, value()?)?),
+            "--log-path" => self.log_path = Some(absolute(flag, value()?)?),
+            "--runtime" => self.runtime_binary = Some(absolute(flag, value()?)?),
+            "--runtime-name" => self.runtime_name = Some(utf8(flag, value()?)?),
+            "--runtime-root" => self.runtime_root = Some(absolute(flag, value()?)?),
+            "--memory-cgroup" => self.memory_cgroups.push(absolute(flag, value()?)?),
+            "--restore-from" => self.restore_from = Some(absolute(flag, value()?)?),
+            "--criu" => self.criu = Some(PathBuf::from(value()?)),
+            "--create-timeout" => self.create_timeout = Some(seconds(flag, value()?)?),
+            "--systemd-cgroup" => self.systemd_cgroup = true,
+            "--tty" => self.tty = true,
+            "--stdin" => self.stdin = true,
+            "--stdin-once" => self.stdin_once = true,
+            "--help" | "-h" => self.help = true,
+            other => return Err(arg_error(format!("unknown argument {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// The arguments of `--help`: nothing is required, nothing will run.
+    fn help_only(self) -> ShimArgs {
+        let nowhere = PathBuf::new();
+        let runtime = OciRuntime {
+            name: String::new(),
+            binary: nowhere.clone(),
+            root: nowhere.clone(),
+            systemd_cgroup: self.systemd_cgroup,
+        };
+        let paths = [nowhere.clone(), nowhere.clone(), nowhere];
+        self.into_args(String::new(), paths, runtime, None)
+    }
+
+    /// The arguments to run with, once every required flag is there and they agree.
+    fn checked(mut self) -> Result<ShimArgs, ArgError> {
         let required = |value: Option<PathBuf>, flag: &str| {
             value.ok_or_else(|| arg_error(format!("{flag} is required")))
         };
-        if help {
-            let nowhere = PathBuf::new();
-            return Ok(ShimArgs {
-                id: String::new(),
-                bundle: nowhere.clone(),
-                state_dir: nowhere.clone(),
-                log_path: nowhere.clone(),
-                runtime: OciRuntime {
-                    name: String::new(),
-                    binary: nowhere.clone(),
-                    root: nowhere,
-                    systemd_cgroup,
-                },
-                tty,
-                stdin,
-                stdin_once,
-                memory_cgroups,
-                create_timeout,
-                restore: None,
-                help,
-            });
-        }
-        let id = id.ok_or_else(|| arg_error("--id is required"))?;
+        let id = self
+            .id
+            .take()
+            .ok_or_else(|| arg_error("--id is required"))?;
         check_id(&id)?;
-        let binary = required(runtime_binary, "--runtime")?;
-        let name = match runtime_name {
+        let binary = required(self.runtime_binary.take(), "--runtime")?;
+        let name = match self.runtime_name.take() {
             Some(name) => name,
             None => binary
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "runtime".to_owned()),
         };
-        let restore = match (restore_from, criu) {
+        let restore = match (self.restore_from.take(), self.criu.take()) {
             (Some(images), Some(criu)) => Some(RestoreFrom { images, criu }),
             (None, None) => None,
             _ => return Err(arg_error("--restore-from and --criu go together")),
         };
-        Ok(ShimArgs {
-            id,
-            bundle: required(bundle, "--bundle")?,
-            state_dir: required(state_dir, "--state-dir")?,
-            log_path: required(log_path, "--log-path")?,
-            runtime: OciRuntime {
-                name,
-                binary,
-                root: required(runtime_root, "--runtime-root")?,
-                systemd_cgroup,
-            },
-            tty,
-            stdin,
-            stdin_once,
-            memory_cgroups,
-            create_timeout,
-            restore,
-            help,
-        })
+        let paths = [
+            required(self.bundle.take(), "--bundle")?,
+            required(self.state_dir.take(), "--state-dir")?,
+            required(self.log_path.take(), "--log-path")?,
+        ];
+        let runtime = OciRuntime {
+            name,
+            binary,
+            root: required(self.runtime_root.take(), "--runtime-root")?,
+            systemd_cgroup: self.systemd_cgroup,
+        };
+        Ok(self.into_args(id, paths, runtime, restore))
     }
+
+    /// The arguments with the switches as given; `paths` are the bundle, state directory and
+    /// log path.
+    fn into_args(
+        self,
+        id: String,
+        paths: [PathBuf; 3],
+        runtime: OciRuntime,
+        restore: Option<RestoreFrom>,
+    ) -> ShimArgs {
+        let [bundle, state_dir, log_path] = paths;
+        ShimArgs {
+            id,
+            bundle,
+            state_dir,
+            log_path,
+            runtime,
+            tty: self.tty,
+            stdin: self.stdin,
+            stdin_once: self.stdin_once,
+            memory_cgroups: self.memory_cgroups,
+            create_timeout: self.create_timeout.unwrap_or(DEFAULT_CREATE_TIMEOUT),
+            restore,
+            help: self.help,
+        }
+    }
+}
+
+/// A positive number of seconds.
+fn seconds(flag: &str, value: OsString) -> Result<Duration, ArgError> {
+    let text = utf8(flag, value)?;
+    let seconds: u64 = text
+        .parse()
+        .ok()
+        .filter(|seconds| *seconds > 0)
+        .ok_or_else(|| {
+            arg_error(format!(
+                "{flag} {text:?} is not a positive number of seconds"
+            ))
+        })?;
+    Ok(Duration::from_secs(seconds))
 }
 
 /// A container id must be usable as a runtime argument and a file name.

@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, setsid, write, Pid};
 
 use crate::args::ShimArgs;
-use crate::create::{create_container, CreateError};
+use crate::create::{create_container, CreateError, CreatedContainer};
 use crate::cri_log::CriLog;
 use crate::diag::diag;
 use crate::oom::OomBaseline;
@@ -48,12 +48,23 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
             std::process::exit(1)
         }
     };
+    let created = create_or_exit(args, &report);
+    let container_pid = created.pid;
+    let oom_baseline = OomBaseline::read(&args.memory_cgroups);
+    let supervisor = supervise_or_exit(args, setup, created, &report);
+    drop(report);
+    diag!("container {} created, init pid {container_pid}", args.id);
+    supervise_until_exit(args, supervisor, &oom_baseline)
+}
+
+/// Creates the container; on failure reports why and exits.
+fn create_or_exit(args: &ShimArgs, report: &OwnedFd) -> CreatedContainer {
     diag!(
         "creating container {} with {}",
         args.id,
         args.runtime.binary.display()
     );
-    let created = match create_container(args) {
+    match create_container(args) {
         Ok(created) => created,
         Err(error) => {
             let report_line = match error {
@@ -62,12 +73,21 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
             };
             diag!("create failed: {}", report_line.to_line().trim());
             clean_up_failed_create(args);
-            send_report(&report, &report_line);
+            send_report(report, &report_line);
             std::process::exit(1)
         }
-    };
+    }
+}
+
+/// Sets up the supervisor of the created container and reports it created; when either fails,
+/// removes the container and exits.
+fn supervise_or_exit(
+    args: &ShimArgs,
+    setup: Setup,
+    created: CreatedContainer,
+    report: &OwnedFd,
+) -> Supervisor {
     let container_pid = created.pid;
-    let oom_baseline = OomBaseline::read(&args.memory_cgroups);
     let supervisor = Supervisor::new(SupervisorParts {
         container_pid,
         io: created.io,
@@ -78,14 +98,14 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
         attach_listener: setup.attach_listener,
         control_listener: setup.control_listener,
     });
-    let mut supervisor = match (supervisor, own_identity()) {
+    match (supervisor, own_identity()) {
         (Ok(supervisor), Ok(me)) => {
             let created = LaunchReport::Created(ShimProcess {
                 shim_pid: me.pid,
                 shim_start_time: me.start_time,
                 container_pid,
             });
-            if let Err(error) = write_all(&report, created.to_line().as_bytes()) {
+            if let Err(error) = write_all(report, created.to_line().as_bytes()) {
                 // Nobody learns of this container, so nobody would ever remove it.
                 diag!("cannot report to the launcher ({error}); removing the container");
                 clean_up_failed_create(args);
@@ -97,13 +117,18 @@ pub fn run(args: &ShimArgs, report: OwnedFd) -> ! {
             let message = format!("set up the container's stdio: {error}");
             diag!("{message}");
             clean_up_failed_create(args);
-            send_report(&report, &LaunchReport::ShimFailed(message));
+            send_report(report, &LaunchReport::ShimFailed(message));
             std::process::exit(1)
         }
-    };
-    drop(report);
-    diag!("container {} created, init pid {container_pid}", args.id);
+    }
+}
 
+/// Serves the container until it exits, records the exit and tells those waiting, then exits.
+fn supervise_until_exit(
+    args: &ShimArgs,
+    mut supervisor: Supervisor,
+    oom_baseline: &OomBaseline,
+) -> ! {
     // A container sharing a PID namespace leaves processes behind; gone before it is seen exited.
     let exit = supervisor.run(|| {
         crate::leftovers::kill_leftovers(&args.memory_cgroups);

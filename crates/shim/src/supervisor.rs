@@ -218,20 +218,58 @@ impl Supervisor {
         }
     }
 
+    /// Waits once for what is ready and serves it.
     fn poll_once(&mut self) {
-        let timeout = match self.exit {
+        let timeout = self.poll_timeout();
+        let (mut fds, tokens) = self.watched();
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return,
+            Err(errno) => {
+                diag!("poll: {errno}");
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        }
+        let events: Vec<(Token, PollFlags)> = tokens
+            .into_iter()
+            .zip(
+                fds.iter()
+                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
+            )
+            .filter(|(_, revents)| !revents.is_empty())
+            .collect();
+        drop(fds);
+
+        for (token, revents) in events {
+            self.handle(token, revents);
+        }
+        self.release_detached_clients();
+        self.write_stdin();
+        self.clients.retain(|client| !client.closed);
+        self.controls.retain(|control| !control.closed);
+    }
+
+    /// No limit while the container runs; once it has exited, until its output counts as
+    /// drained.
+    fn poll_timeout(&self) -> PollTimeout {
+        match self.exit {
             Some(_) => {
                 let until = self.drain_idle_until.min(self.drain_until);
                 PollTimeout::try_from(until.saturating_duration_since(Instant::now()))
                     .unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
-        };
+        }
+    }
+
+    /// The descriptors to poll, each with what it is. Clients are not read while stdin has a
+    /// backlog.
+    fn watched(&self) -> (Vec<PollFd<'_>>, Vec<Token>) {
         let stdin_backlogged = self
             .stdin
             .as_ref()
             .is_some_and(|sink| sink.pending.len() > STDIN_BACKLOG_LIMIT);
-
         let mut fds: Vec<PollFd<'_>> = Vec::new();
         let mut tokens = Vec::new();
         let mut watch = |fd, flags, token| {
@@ -281,33 +319,7 @@ impl Supervisor {
                 Token::Control(index),
             );
         }
-
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => return,
-            Err(errno) => {
-                diag!("poll: {errno}");
-                std::thread::sleep(Duration::from_millis(100));
-                return;
-            }
-        }
-        let events: Vec<(Token, PollFlags)> = tokens
-            .into_iter()
-            .zip(
-                fds.iter()
-                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
-            )
-            .filter(|(_, revents)| !revents.is_empty())
-            .collect();
-        drop(fds);
-
-        for (token, revents) in events {
-            self.handle(token, revents);
-        }
-        self.release_detached_clients();
-        self.write_stdin();
-        self.clients.retain(|client| !client.closed);
-        self.controls.retain(|control| !control.closed);
+        (fds, tokens)
     }
 
     fn handle(&mut self, token: Token, revents: PollFlags) {

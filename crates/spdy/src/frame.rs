@@ -346,13 +346,7 @@ impl FrameEncoder {
                 stream_id,
                 fin,
                 data,
-            } => {
-                let len = payload_len("DATA", data.len())?;
-                dst.reserve(FRAME_HEADER_LEN + data.len());
-                dst.put_u32(stream_id & MASK_31);
-                dst.put_u32(flags_and_len(fin_flag(*fin), len));
-                dst.put_slice(data);
-            }
+            } => put_data(dst, *stream_id, *fin, data)?,
             Frame::SynStream {
                 stream_id,
                 associated_stream_id,
@@ -379,13 +373,13 @@ impl FrameEncoder {
                 stream_id,
                 fin,
                 headers,
-            } => {
-                let block = self.compressor.compress(headers)?;
-                let len = payload_len("SYN_REPLY", 4 + block.len())?;
-                put_control_header(dst, frame_type::SYN_REPLY, fin_flag(*fin), len);
-                dst.put_u32(stream_id & MASK_31);
-                dst.put_slice(&block);
-            }
+            } => self.put_header_block_frame(
+                dst,
+                ("SYN_REPLY", frame_type::SYN_REPLY),
+                *stream_id,
+                *fin,
+                headers,
+            )?,
             Frame::RstStream { stream_id, status } => {
                 put_control_header(dst, frame_type::RST_STREAM, 0, 8);
                 dst.put_u32(stream_id & MASK_31);
@@ -394,26 +388,7 @@ impl FrameEncoder {
             Frame::Settings {
                 clear_persisted,
                 entries,
-            } => {
-                let len = payload_len("SETTINGS", 4 + 8 * entries.len())?;
-                let flags = if *clear_persisted {
-                    FLAG_SETTINGS_CLEAR_SETTINGS
-                } else {
-                    0
-                };
-                if let Some(bad) = entries.iter().find(|entry| entry.id > 0x00ff_ffff) {
-                    return Err(SpdyError::malformed(
-                        "SETTINGS",
-                        format!("setting id {} does not fit 24 bits", bad.id),
-                    ));
-                }
-                put_control_header(dst, frame_type::SETTINGS, flags, len);
-                dst.put_u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
-                for entry in entries {
-                    dst.put_u32(u32::from(entry.flags) << 24 | entry.id);
-                    dst.put_u32(entry.value);
-                }
-            }
+            } => put_settings(dst, *clear_persisted, entries)?,
             Frame::Ping { id } => {
                 put_control_header(dst, frame_type::PING, 0, 4);
                 dst.put_u32(*id);
@@ -430,23 +405,15 @@ impl FrameEncoder {
                 stream_id,
                 fin,
                 headers,
-            } => {
-                let block = self.compressor.compress(headers)?;
-                let len = payload_len("HEADERS", 4 + block.len())?;
-                put_control_header(dst, frame_type::HEADERS, fin_flag(*fin), len);
-                dst.put_u32(stream_id & MASK_31);
-                dst.put_slice(&block);
-            }
+            } => self.put_header_block_frame(
+                dst,
+                ("HEADERS", frame_type::HEADERS),
+                *stream_id,
+                *fin,
+                headers,
+            )?,
             Frame::WindowUpdate { stream_id, delta } => {
-                if *delta == 0 || *delta > MAX_WINDOW_DELTA {
-                    return Err(SpdyError::malformed(
-                        "WINDOW_UPDATE",
-                        format!("delta {delta} outside 1..=2^31-1"),
-                    ));
-                }
-                put_control_header(dst, frame_type::WINDOW_UPDATE, 0, 8);
-                dst.put_u32(stream_id & MASK_31);
-                dst.put_u32(*delta);
+                put_window_update(dst, *stream_id, *delta)?;
             }
             Frame::Unknown {
                 frame_type,
@@ -460,6 +427,75 @@ impl FrameEncoder {
         }
         Ok(())
     }
+
+    /// A SYN_REPLY or HEADERS frame (`kind`: its name and type): stream id, then the
+    /// compressed header block.
+    fn put_header_block_frame(
+        &mut self,
+        dst: &mut BytesMut,
+        kind: (&'static str, u16),
+        stream_id: u32,
+        fin: bool,
+        headers: &Headers,
+    ) -> Result<(), SpdyError> {
+        let block = self.compressor.compress(headers)?;
+        let len = payload_len(kind.0, 4 + block.len())?;
+        put_control_header(dst, kind.1, fin_flag(fin), len);
+        dst.put_u32(stream_id & MASK_31);
+        dst.put_slice(&block);
+        Ok(())
+    }
+}
+
+/// A DATA frame.
+fn put_data(dst: &mut BytesMut, stream_id: u32, fin: bool, data: &[u8]) -> Result<(), SpdyError> {
+    let len = payload_len("DATA", data.len())?;
+    dst.reserve(FRAME_HEADER_LEN + data.len());
+    dst.put_u32(stream_id & MASK_31);
+    dst.put_u32(flags_and_len(fin_flag(fin), len));
+    dst.put_slice(data);
+    Ok(())
+}
+
+/// A WINDOW_UPDATE frame; the delta must be 1..=2^31-1.
+fn put_window_update(dst: &mut BytesMut, stream_id: u32, delta: u32) -> Result<(), SpdyError> {
+    if delta == 0 || delta > MAX_WINDOW_DELTA {
+        return Err(SpdyError::malformed(
+            "WINDOW_UPDATE",
+            format!("delta {delta} outside 1..=2^31-1"),
+        ));
+    }
+    put_control_header(dst, frame_type::WINDOW_UPDATE, 0, 8);
+    dst.put_u32(stream_id & MASK_31);
+    dst.put_u32(delta);
+    Ok(())
+}
+
+/// A SETTINGS frame; ids must fit 24 bits.
+fn put_settings(
+    dst: &mut BytesMut,
+    clear_persisted: bool,
+    entries: &[Setting],
+) -> Result<(), SpdyError> {
+    let len = payload_len("SETTINGS", 4 + 8 * entries.len())?;
+    let flags = if clear_persisted {
+        FLAG_SETTINGS_CLEAR_SETTINGS
+    } else {
+        0
+    };
+    if let Some(bad) = entries.iter().find(|entry| entry.id > 0x00ff_ffff) {
+        return Err(SpdyError::malformed(
+            "SETTINGS",
+            format!("setting id {} does not fit 24 bits", bad.id),
+        ));
+    }
+    put_control_header(dst, frame_type::SETTINGS, flags, len);
+    dst.put_u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+    for entry in entries {
+        dst.put_u32(u32::from(entry.flags) << 24 | entry.id);
+        dst.put_u32(entry.value);
+    }
+    Ok(())
 }
 
 /// Reads frames for one direction of a connection; owns that direction's decompression
@@ -531,29 +567,7 @@ impl FrameDecoder {
                 })
             }
             frame_type::SYN_REPLY | frame_type::HEADERS => {
-                let name = if frame_type == frame_type::SYN_REPLY {
-                    "SYN_REPLY"
-                } else {
-                    "HEADERS"
-                };
-                check_flags(name, flags, FLAG_FIN)?;
-                check_min_len(name, &payload, 4)?;
-                let stream_id = nonzero_stream(name, payload.get_u32() & MASK_31)?;
-                let headers = self.decompressor.decompress(&payload)?;
-                let fin = flags & FLAG_FIN != 0;
-                Ok(if frame_type == frame_type::SYN_REPLY {
-                    Frame::SynReply {
-                        stream_id,
-                        fin,
-                        headers,
-                    }
-                } else {
-                    Frame::Headers {
-                        stream_id,
-                        fin,
-                        headers,
-                    }
-                })
+                self.decode_header_block_frame(frame_type, flags, payload)
             }
             frame_type::RST_STREAM => {
                 check_flags("RST_STREAM", flags, 0)?;
@@ -563,31 +577,7 @@ impl FrameDecoder {
                     .ok_or_else(|| SpdyError::malformed("RST_STREAM", "status code 0"))?;
                 Ok(Frame::RstStream { stream_id, status })
             }
-            frame_type::SETTINGS => {
-                check_flags("SETTINGS", flags, FLAG_SETTINGS_CLEAR_SETTINGS)?;
-                check_min_len("SETTINGS", &payload, 4)?;
-                let count = payload.get_u32() as usize;
-                if count.checked_mul(8) != Some(payload.len()) {
-                    return Err(SpdyError::malformed(
-                        "SETTINGS",
-                        format!("{count} entries announced, {} bytes follow", payload.len()),
-                    ));
-                }
-                let entries = (0..count)
-                    .map(|_| {
-                        let flags_and_id = payload.get_u32();
-                        Setting {
-                            flags: (flags_and_id >> 24) as u8,
-                            id: flags_and_id & 0x00ff_ffff,
-                            value: payload.get_u32(),
-                        }
-                    })
-                    .collect();
-                Ok(Frame::Settings {
-                    clear_persisted: flags & FLAG_SETTINGS_CLEAR_SETTINGS != 0,
-                    entries,
-                })
-            }
+            frame_type::SETTINGS => decode_settings(flags, payload),
             frame_type::PING => {
                 check_flags("PING", flags, 0)?;
                 check_exact_len("PING", &payload, 4)?;
@@ -620,6 +610,65 @@ impl FrameDecoder {
             }),
         }
     }
+
+    /// A SYN_REPLY or HEADERS frame: stream id, then the compressed header block.
+    fn decode_header_block_frame(
+        &mut self,
+        frame_type: u16,
+        flags: u8,
+        mut payload: Bytes,
+    ) -> Result<Frame, SpdyError> {
+        let name = if frame_type == frame_type::SYN_REPLY {
+            "SYN_REPLY"
+        } else {
+            "HEADERS"
+        };
+        check_flags(name, flags, FLAG_FIN)?;
+        check_min_len(name, &payload, 4)?;
+        let stream_id = nonzero_stream(name, payload.get_u32() & MASK_31)?;
+        let headers = self.decompressor.decompress(&payload)?;
+        let fin = flags & FLAG_FIN != 0;
+        Ok(if frame_type == frame_type::SYN_REPLY {
+            Frame::SynReply {
+                stream_id,
+                fin,
+                headers,
+            }
+        } else {
+            Frame::Headers {
+                stream_id,
+                fin,
+                headers,
+            }
+        })
+    }
+}
+
+/// A SETTINGS frame: the entry count must match the payload.
+fn decode_settings(flags: u8, mut payload: Bytes) -> Result<Frame, SpdyError> {
+    check_flags("SETTINGS", flags, FLAG_SETTINGS_CLEAR_SETTINGS)?;
+    check_min_len("SETTINGS", &payload, 4)?;
+    let count = payload.get_u32() as usize;
+    if count.checked_mul(8) != Some(payload.len()) {
+        return Err(SpdyError::malformed(
+            "SETTINGS",
+            format!("{count} entries announced, {} bytes follow", payload.len()),
+        ));
+    }
+    let entries = (0..count)
+        .map(|_| {
+            let flags_and_id = payload.get_u32();
+            Setting {
+                flags: (flags_and_id >> 24) as u8,
+                id: flags_and_id & 0x00ff_ffff,
+                value: payload.get_u32(),
+            }
+        })
+        .collect();
+    Ok(Frame::Settings {
+        clear_persisted: flags & FLAG_SETTINGS_CLEAR_SETTINGS != 0,
+        entries,
+    })
 }
 
 fn decode_data(stream_id: StreamId, flags: u8, data: Bytes) -> Result<Frame, SpdyError> {
@@ -718,6 +767,19 @@ mod tests {
         frames
     }
 
+    /// A plain SYN_STREAM of stream 1 with `pairs` as headers.
+    fn syn_stream_1(pairs: &[(&str, &str)]) -> Frame {
+        Frame::SynStream {
+            stream_id: 1,
+            associated_stream_id: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            headers: headers(pairs),
+        }
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().copied().collect()
     }
@@ -809,15 +871,7 @@ mod tests {
     #[test]
     fn every_frame_type_round_trips_in_one_stream() {
         let frames = vec![
-            Frame::SynStream {
-                stream_id: 1,
-                associated_stream_id: 0,
-                priority: 0,
-                slot: 0,
-                fin: false,
-                unidirectional: false,
-                headers: headers(&[("streamtype", "error")]),
-            },
+            syn_stream_1(&[("streamtype", "error")]),
             Frame::SynReply {
                 stream_id: 1,
                 fin: false,
@@ -990,15 +1044,7 @@ mod tests {
         let mut valid = BytesMut::new();
         let mut encoder = FrameEncoder::new().unwrap();
         for frame in [
-            Frame::SynStream {
-                stream_id: 1,
-                associated_stream_id: 0,
-                priority: 0,
-                slot: 0,
-                fin: false,
-                unidirectional: false,
-                headers: headers(&[("streamtype", "stdin"), ("port", "1")]),
-            },
+            syn_stream_1(&[("streamtype", "stdin"), ("port", "1")]),
             Frame::Settings {
                 clear_persisted: false,
                 entries: vec![Setting {

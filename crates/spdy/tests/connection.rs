@@ -464,6 +464,12 @@ impl RawPeer {
         }
     }
 
+    /// Sends PING `id`; the next frame but SETTINGS and WINDOW_UPDATEs must be its echo.
+    async fn ping_echoed(&mut self, id: u32) {
+        self.send(Frame::Ping { id }).await;
+        assert_eq!(self.recv_skipping_windows().await, Some(Frame::Ping { id }));
+    }
+
     /// The next frame that is not SETTINGS or a WINDOW_UPDATE.
     async fn recv_skipping_windows(&mut self) -> Option<Frame> {
         loop {
@@ -554,11 +560,7 @@ async fn sender_waits_for_stream_and_session_windows() {
     }
     assert_eq!(received.len(), 64 * 1024, "sent beyond the initial window");
     // The client is out of window: nothing but the PING echo may come now.
-    peer.send(Frame::Ping { id: 2 }).await;
-    assert_eq!(
-        peer.recv_skipping_windows().await,
-        Some(Frame::Ping { id: 2 })
-    );
+    peer.ping_echoed(2).await;
 
     // More stream window alone is not enough: the session window is exhausted too.
     peer.send(Frame::WindowUpdate {
@@ -566,11 +568,7 @@ async fn sender_waits_for_stream_and_session_windows() {
         delta: 1 << 20,
     })
     .await;
-    peer.send(Frame::Ping { id: 4 }).await;
-    assert_eq!(
-        peer.recv_skipping_windows().await,
-        Some(Frame::Ping { id: 4 })
-    );
+    peer.ping_echoed(4).await;
 
     peer.send(Frame::WindowUpdate {
         stream_id: 0,
@@ -667,23 +665,40 @@ async fn drain_like_spdystream(peer: &mut RawPeer, stream_id: u32) -> (Vec<u8>, 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn detect_mode_probes_a_silent_peer_with_ping() {
-    let (io, raw) = duplex(256 * 1024);
-    let server = Connection::server(io);
-    let mut peer = RawPeer::new(raw);
-    const LEN: usize = 300 * 1024;
-
-    peer.send(syn_stream(1, &[("streamtype", "stdout")], false))
-        .await;
+/// Accepts the peer's stdout stream (`stream_id`) and writes `len` bytes of pattern 6 to it
+/// while the peer drains it as spdystream does; the writer task, what the peer received and
+/// how many PINGs it was sent.
+async fn serve_stdout_to(
+    server: &Connection,
+    peer: &mut RawPeer,
+    stream_id: u32,
+    len: usize,
+) -> (tokio::task::JoinHandle<Stream>, Vec<u8>, usize) {
     let mut stdout = within("accept", server.accept()).await.unwrap();
-    let outgoing = pattern(6, LEN);
+    let outgoing = pattern(6, len);
     let writer = tokio::spawn(async move {
         stdout.write_all(&outgoing).await.unwrap();
         stdout.shutdown().await.unwrap();
         stdout
     });
-    let (received, pings) = drain_like_spdystream(&mut peer, 1).await;
+    let (received, pings) = drain_like_spdystream(peer, stream_id).await;
+    (writer, received, pings)
+}
+
+/// A server connection in detect mode and the raw peer on its other end.
+fn server_and_raw_peer() -> (Connection, RawPeer) {
+    let (io, raw) = duplex(256 * 1024);
+    (Connection::server(io), RawPeer::new(raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_mode_probes_a_silent_peer_with_ping() {
+    let (server, mut peer) = server_and_raw_peer();
+    const LEN: usize = 300 * 1024;
+
+    peer.send(syn_stream(1, &[("streamtype", "stdout")], false))
+        .await;
+    let (writer, received, pings) = serve_stdout_to(&server, &mut peer, 1, LEN).await;
     assert_eq!(received, pattern(6, LEN));
     assert_eq!(pings, 1, "one PING probe, then no more waiting for windows");
     within("writer", writer).await.unwrap();
@@ -691,9 +706,7 @@ async fn detect_mode_probes_a_silent_peer_with_ping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detect_mode_serves_a_peer_that_overruns_windows() {
-    let (io, raw) = duplex(256 * 1024);
-    let server = Connection::server(io);
-    let mut peer = RawPeer::new(raw);
+    let (server, mut peer) = server_and_raw_peer();
     const LEN: usize = 300 * 1024;
 
     // The peer ignores the server's window: 300 KiB in big frames, then FIN.
@@ -712,14 +725,7 @@ async fn detect_mode_serves_a_peer_that_overruns_windows() {
     assert_eq!(within("read", read_all(&mut stdin)).await, incoming);
 
     // The overrun showed the peer does no flow control: no probe is needed.
-    let mut stdout = within("accept", server.accept()).await.unwrap();
-    let outgoing = pattern(6, LEN);
-    let writer = tokio::spawn(async move {
-        stdout.write_all(&outgoing).await.unwrap();
-        stdout.shutdown().await.unwrap();
-        stdout
-    });
-    let (received, pings) = drain_like_spdystream(&mut peer, 3).await;
+    let (writer, received, pings) = serve_stdout_to(&server, &mut peer, 3, LEN).await;
     assert_eq!(received, pattern(6, LEN));
     assert_eq!(pings, 0);
     within("writer", writer).await.unwrap();
@@ -824,11 +830,7 @@ async fn unknown_control_frames_are_ignored() {
         payload: Bytes::from_static(b"CREDENTIAL"),
     })
     .await;
-    peer.send(Frame::Ping { id: 7 }).await;
-    assert_eq!(
-        peer.recv_skipping_windows().await,
-        Some(Frame::Ping { id: 7 })
-    );
+    peer.ping_echoed(7).await;
 }
 
 #[tokio::test]

@@ -207,37 +207,34 @@ impl Store {
 
     /// Begins a read transaction, reopening a poisoned database once.
     fn begin_read(&self, op: &'static str, table: Table) -> Result<redb::ReadTransaction> {
-        // Bound first, so that our handle on a poisoned database is gone before it reopens.
-        let first = self.db()?.begin_read();
-        match first {
-            Ok(tx) => Ok(tx),
-            Err(e) => {
-                let e = redb::Error::from(e);
-                self.poisoned(&e);
-                if !matches!(e, redb::Error::PreviousIo) {
-                    return Err(db_err(op, table)(e));
-                }
-                self.db()?
-                    .begin_read()
-                    .map_err(|e| db_err(op, table)(e.into()))
-            }
-        }
+        self.begin(redb::Database::begin_read, |e| db_err(op, table)(e))
     }
 
     /// Begins a write transaction, reopening a poisoned database once.
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        let first = self.db()?.begin_write();
+        self.begin(redb::Database::begin_write, |e| {
+            tx_err("begin", Vec::new())(e)
+        })
+    }
+
+    /// Begins a transaction with `begin`; after a previous I/O error, reopens the database and
+    /// tries once more. `fail` makes the error.
+    fn begin<T, E: Into<redb::Error>>(
+        &self,
+        begin: impl Fn(&redb::Database) -> std::result::Result<T, E>,
+        fail: impl Fn(redb::Error) -> StoreError,
+    ) -> Result<T> {
+        // Bound first, so that our handle on a poisoned database is gone before it reopens.
+        let first = begin(&*self.db()?);
         match first {
             Ok(tx) => Ok(tx),
             Err(e) => {
-                let e = redb::Error::from(e);
+                let e = e.into();
                 self.poisoned(&e);
                 if !matches!(e, redb::Error::PreviousIo) {
-                    return Err(tx_err("begin", Vec::new())(e));
+                    return Err(fail(e));
                 }
-                self.db()?
-                    .begin_write()
-                    .map_err(|e| tx_err("begin", Vec::new())(e.into()))
+                begin(&*self.db()?).map_err(|e| fail(e.into()))
             }
         }
     }

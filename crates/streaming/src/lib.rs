@@ -42,6 +42,7 @@ mod backend;
 pub mod client;
 mod error;
 mod protocol;
+pub mod pump;
 mod server;
 mod token;
 mod tunnel;

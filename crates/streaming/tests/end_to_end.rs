@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +16,12 @@ use corral_streaming::{
     StreamingServer, TerminalSize,
 };
 use cri_proto::v1::{AttachRequest, ExecRequest, PortForwardRequest};
-use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Deadline guard only: no test asserts on timing.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish"))
-}
+use common::{connect_local, io_error, run_process, within};
 
 /// Polls `condition` until it holds (deadline guard only).
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
@@ -62,13 +57,6 @@ struct FakeBackend {
 impl FakeBackend {
     fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
-    }
-}
-
-fn io_error(op: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
-    move |source| BackendError::Io {
-        op: op.to_owned(),
-        source,
     }
 }
 
@@ -119,59 +107,8 @@ impl Backend for FakeBackend {
         _pod_sandbox_id: &str,
         port: u16,
     ) -> BoxFuture<'static, Result<TcpStream, BackendError>> {
-        Box::pin(async move {
-            TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(io_error("connecting"))
-        })
+        Box::pin(connect_local(port))
     }
-}
-
-/// Runs `cmd` as a local process with the client's streams.
-async fn run_process(cmd: Vec<String>, io: StreamIo) -> Result<i32, BackendError> {
-    let (program, args) = cmd
-        .split_first()
-        .ok_or_else(|| BackendError::Other("empty command".into()))?;
-    let piped = |wanted: bool| {
-        if wanted {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        }
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(piped(io.stdin.is_some()))
-        .stdout(piped(io.stdout.is_some()))
-        .stderr(piped(io.stderr.is_some()))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io_error("spawning"))?;
-    let child_stdin = child.stdin.take();
-    let stdin = async move {
-        if let (Some(mut source), Some(mut sink)) = (io.stdin, child_stdin) {
-            let _ = tokio::io::copy(&mut source, &mut sink).await;
-        }
-    };
-    async fn forward(source: Option<impl AsyncRead + Unpin>, sink: Option<BoxWriter>) {
-        if let (Some(mut source), Some(mut sink)) = (source, sink) {
-            let _ = tokio::io::copy(&mut source, &mut sink).await;
-            let _ = sink.shutdown().await;
-        }
-    }
-    let stdout = forward(child.stdout.take(), io.stdout);
-    let stderr = forward(child.stderr.take(), io.stderr);
-    let output = async {
-        tokio::join!(stdout, stderr);
-    };
-    // stdin may stay open after the process is gone: do not wait for it.
-    tokio::pin!(stdin, output);
-    tokio::select! {
-        () = &mut output => {}
-        () = &mut stdin => output.await,
-    }
-    let status = child.wait().await.map_err(io_error("waiting"))?;
-    Ok(status.code().unwrap_or(128))
 }
 
 /// "exec" with a tty: prints the first terminal size the client sends.
@@ -550,6 +487,20 @@ async fn reused_token_is_refused(protocol: Protocol) {
         ..StreamIo::default()
     };
     let result = within("second exec", client::exec(&url, protocol, false, second)).await;
+    assert_refused_404(&result);
+}
+
+/// Streams with only stdout, captured and dropped.
+fn stdout_only() -> StreamIo {
+    let (stdout, _) = capture();
+    StreamIo {
+        stdout,
+        ..StreamIo::default()
+    }
+}
+
+/// The upgrade was refused with 404 (an unknown, spent, expired or misused token).
+fn assert_refused_404<T: std::fmt::Debug>(result: &Result<T, StreamingError>) {
     assert!(
         matches!(
             result,
@@ -562,46 +513,20 @@ async fn reused_token_is_refused(protocol: Protocol) {
 async fn unknown_token_is_refused(protocol: Protocol) {
     let h = start().await;
     let url = format!("{}/exec/no-such-token", h.server.base_url());
-    let (stdout, _) = capture();
-    let io = StreamIo {
-        stdout,
-        ..StreamIo::default()
-    };
+    let io = stdout_only();
     let result = client::exec(&url, protocol, false, io).await;
-    assert!(
-        matches!(
-            result,
-            Err(StreamingError::UpgradeRefused { status: 404, .. })
-        ),
-        "{result:?}"
-    );
+    assert_refused_404(&result);
     // A token is only good for the endpoint it was made for (and is spent by trying).
     let url = h
         .server
         .port_forward_url(&port_forward_request(&[80]))
         .unwrap();
     let attach_url = url.replace("/portforward/", "/attach/");
-    let (stdout, _) = capture();
-    let io = StreamIo {
-        stdout,
-        ..StreamIo::default()
-    };
+    let io = stdout_only();
     let result = client::attach(&attach_url, protocol, false, io).await;
-    assert!(
-        matches!(
-            result,
-            Err(StreamingError::UpgradeRefused { status: 404, .. })
-        ),
-        "{result:?}"
-    );
+    assert_refused_404(&result);
     let result = PortForwarder::connect(&url, protocol, &[80]).await;
-    assert!(
-        matches!(
-            result,
-            Err(StreamingError::UpgradeRefused { status: 404, .. })
-        ),
-        "{result:?}"
-    );
+    assert_refused_404(&result);
 }
 
 async fn expired_token_is_refused(protocol: Protocol) {
@@ -611,19 +536,9 @@ async fn expired_token_is_refused(protocol: Protocol) {
         .exec_url(&exec_request(&["true"], false, true, false, false))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (stdout, _) = capture();
-    let io = StreamIo {
-        stdout,
-        ..StreamIo::default()
-    };
+    let io = stdout_only();
     let result = client::exec(&url, protocol, false, io).await;
-    assert!(
-        matches!(
-            result,
-            Err(StreamingError::UpgradeRefused { status: 404, .. })
-        ),
-        "{result:?}"
-    );
+    assert_refused_404(&result);
 }
 
 /// Starts `sleep 1000` through the client in a task; returns once the backend runs it.

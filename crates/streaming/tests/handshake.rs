@@ -145,72 +145,61 @@ fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
 }
 
+/// A SPDY upgrade request (POST) to `path` with the `extra` headers.
+async fn spdy_request(server: &StreamingServer, path: &str, extra: &[&str]) -> Head {
+    request(server, "POST", path, &with(&SPDY, extra)).await
+}
+
+/// The upgrade succeeded with `version`.
+fn assert_upgraded(head: &Head, version: &str) {
+    assert_eq!(head.status, 101);
+    assert_eq!(head.one("x-stream-protocol-version"), Some(version));
+}
+
 #[tokio::test]
 async fn spdy_upgrade_names_the_negotiated_version() {
     let server = server(|_| {}).await;
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &exec_path(&server),
-        &with(
-            &SPDY,
-            &[
-                "X-Stream-Protocol-Version: v4.channel.k8s.io",
-                "X-Stream-Protocol-Version: v3.channel.k8s.io",
-                "X-Stream-Protocol-Version: v2.channel.k8s.io",
-                "X-Stream-Protocol-Version: channel.k8s.io",
-            ],
-        ),
+        &[
+            "X-Stream-Protocol-Version: v4.channel.k8s.io",
+            "X-Stream-Protocol-Version: v3.channel.k8s.io",
+            "X-Stream-Protocol-Version: v2.channel.k8s.io",
+            "X-Stream-Protocol-Version: channel.k8s.io",
+        ],
     )
     .await;
-    assert_eq!(head.status, 101);
-    assert_eq!(
-        head.one("x-stream-protocol-version"),
-        Some("v4.channel.k8s.io")
-    );
+    assert_upgraded(&head, "v4.channel.k8s.io");
     assert_eq!(head.one("upgrade"), Some("SPDY/3.1"));
     assert_eq!(head.one("connection"), Some("Upgrade"));
 
     // The client's order decides, as in httpstream.Handshake.
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &exec_path(&server),
-        &with(
-            &SPDY,
-            &["X-Stream-Protocol-Version: v2.channel.k8s.io, v4.channel.k8s.io"],
-        ),
+        &["X-Stream-Protocol-Version: v2.channel.k8s.io, v4.channel.k8s.io"],
     )
     .await;
-    assert_eq!(head.status, 101);
-    assert_eq!(
-        head.one("x-stream-protocol-version"),
-        Some("v2.channel.k8s.io")
-    );
+    assert_upgraded(&head, "v2.channel.k8s.io");
 
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &port_forward_path(&server),
-        &with(&SPDY, &["X-Stream-Protocol-Version: portforward.k8s.io"]),
+        &["X-Stream-Protocol-Version: portforward.k8s.io"],
     )
     .await;
-    assert_eq!(head.status, 101);
-    assert_eq!(
-        head.one("x-stream-protocol-version"),
-        Some("portforward.k8s.io")
-    );
+    assert_upgraded(&head, "portforward.k8s.io");
     within("shutdown", server.shutdown()).await;
 }
 
 #[tokio::test]
 async fn spdy_refusals_follow_kubelet() {
     let server = server(|_| {}).await;
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &exec_path(&server),
-        &with(&SPDY, &["X-Stream-Protocol-Version: v9.channel.k8s.io"]),
+        &["X-Stream-Protocol-Version: v9.channel.k8s.io"],
     )
     .await;
     assert_eq!(head.status, 403);
@@ -233,11 +222,10 @@ async fn spdy_refusals_follow_kubelet() {
     )
     .await;
     assert_eq!(head.status, 400, "no upgrade headers");
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &port_forward_path(&server),
-        &with(&SPDY, &["X-Stream-Protocol-Version: v4.channel.k8s.io"]),
+        &["X-Stream-Protocol-Version: v4.channel.k8s.io"],
     )
     .await;
     assert_eq!(head.status, 403, "remote-command protocol on port-forward");
@@ -355,11 +343,10 @@ async fn unknown_paths_and_methods() {
 #[tokio::test]
 async fn server_gives_up_on_a_client_that_opens_no_streams() {
     let server = server(|config| config.stream_creation_timeout = Duration::from_millis(100)).await;
-    let head = request(
+    let head = spdy_request(
         &server,
-        "POST",
         &exec_path(&server),
-        &with(&SPDY, &["X-Stream-Protocol-Version: v4.channel.k8s.io"]),
+        &["X-Stream-Protocol-Version: v4.channel.k8s.io"],
     )
     .await;
     assert_eq!(head.status, 101);

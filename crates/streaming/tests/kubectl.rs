@@ -5,10 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
+mod common;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use corral_streaming::{Backend, BackendError, BoxFuture, StreamIo, StreamingServer};
 use cri_proto::v1::{AttachRequest, ExecRequest, PortForwardRequest};
@@ -17,12 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-/// Deadline guard only: no test asserts on timing.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish"))
-}
+use common::{connect_local, run_process, within};
 
 fn kubectl_available() -> bool {
     let found = std::process::Command::new("kubectl")
@@ -48,57 +43,7 @@ impl Backend for LocalBackend {
         _tty: bool,
         io: StreamIo,
     ) -> BoxFuture<'static, Result<i32, BackendError>> {
-        Box::pin(async move {
-            let failed = |source| BackendError::Io {
-                op: "running".into(),
-                source,
-            };
-            let (program, args) = cmd
-                .split_first()
-                .ok_or_else(|| BackendError::Other("empty command".into()))?;
-            let piped = |wanted: bool| {
-                if wanted {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                }
-            };
-            let mut child = Command::new(program)
-                .args(args)
-                .stdin(piped(io.stdin.is_some()))
-                .stdout(piped(io.stdout.is_some()))
-                .stderr(piped(io.stderr.is_some()))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(failed)?;
-            let child_stdin = child.stdin.take();
-            let (child_stdout, child_stderr) = (child.stdout.take(), child.stderr.take());
-            let stdin = async move {
-                if let (Some(mut from), Some(mut to)) = (io.stdin, child_stdin) {
-                    let _ = tokio::io::copy(&mut from, &mut to).await;
-                }
-            };
-            let stdout = async move {
-                if let (Some(mut from), Some(mut to)) = (child_stdout, io.stdout) {
-                    let _ = tokio::io::copy(&mut from, &mut to).await;
-                    let _ = to.shutdown().await;
-                }
-            };
-            let stderr = async move {
-                if let (Some(mut from), Some(mut to)) = (child_stderr, io.stderr) {
-                    let _ = tokio::io::copy(&mut from, &mut to).await;
-                    let _ = to.shutdown().await;
-                }
-            };
-            let output = async { tokio::join!(stdout, stderr) };
-            tokio::pin!(stdin, output);
-            tokio::select! {
-                _ = &mut output => {}
-                () = &mut stdin => { output.await; }
-            }
-            let status = child.wait().await.map_err(failed)?;
-            Ok(status.code().unwrap_or(128))
-        })
+        Box::pin(run_process(cmd, io))
     }
 
     fn attach(
@@ -121,14 +66,7 @@ impl Backend for LocalBackend {
         _pod_sandbox_id: &str,
         port: u16,
     ) -> BoxFuture<'static, Result<TcpStream, BackendError>> {
-        Box::pin(async move {
-            TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(|source| BackendError::Io {
-                    op: "connecting".into(),
-                    source,
-                })
-        })
+        Box::pin(connect_local(port))
     }
 }
 

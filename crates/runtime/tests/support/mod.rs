@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use corral_runtime::attach::{AttachClient, AttachReader, AttachStreams, AttachWriter};
 use corral_runtime::{
-    launch_shim, read_exit, ExitInfo, OciRuntime, Result, ShimConfig, ShimProcess,
+    launch_shim, read_exit, ExecChild, ExecIo, ExitInfo, OciRuntime, Result, ShimConfig,
+    ShimProcess,
 };
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use oci_spec::runtime::{ProcessBuilder, UserBuilder};
 use serde_json::{json, Value};
 
 /// The busybox applets linked into the test rootfs.
@@ -122,6 +125,23 @@ impl Options {
     }
 }
 
+/// The fixture of `test` with `options`, or `None` (the reason printed) when it cannot run here.
+pub fn fixture(test: &str, options: &Options) -> Option<Fixture> {
+    let host = setup(test)?;
+    Some(Fixture::new(&host, options))
+}
+
+/// A process to exec as root in `/`, with `PATH` and `TERM` set.
+pub fn process(args: &[&str]) -> oci_spec::runtime::Process {
+    ProcessBuilder::default()
+        .args(args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>())
+        .env(vec!["PATH=/bin".to_owned(), "TERM=xterm".to_owned()])
+        .cwd("/")
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build().unwrap())
+        .build()
+        .unwrap()
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// One test container: its bundle, runc root, state dir and cgroup, all removed on drop together
@@ -200,6 +220,21 @@ impl Fixture {
         let shim = launch_shim(&self.config)?;
         self.shim = Some(shim);
         Ok(shim)
+    }
+
+    /// Runs `args` in the running container with `io`.
+    pub fn exec(&self, args: &[&str], io: ExecIo) -> ExecChild {
+        self.runtime
+            .exec_spawn(&self.id, &process(args), io)
+            .unwrap()
+    }
+
+    /// Attaches to the container's shim with `streams`; the client's two halves.
+    pub fn attach(&self, streams: AttachStreams) -> (AttachReader, AttachWriter) {
+        AttachClient::connect(self.state_dir(), streams)
+            .unwrap()
+            .split()
+            .unwrap()
     }
 
     /// Launches the shim and starts the container.

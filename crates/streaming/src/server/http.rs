@@ -124,16 +124,9 @@ fn upgrade_remote_command(
                 Ok(accepted) => accepted,
                 Err(refusal) => return *refusal,
             };
-        let upgrade = hyper::upgrade::on(&mut request);
-        shared.tasks.spawn(
-            async move {
-                let Some(socket) = upgraded_websocket(upgrade).await else {
-                    return;
-                };
-                remote_command::serve_websocket(socket, protocol, command, sessions).await;
-            }
-            .instrument(span),
-        );
+        on_websocket(shared, &mut request, span, move |socket| async move {
+            remote_command::serve_websocket(socket, protocol, command, sessions).await;
+        });
         return response;
     }
     let supported: Vec<&str> = SpdyCommandVersion::ALL
@@ -147,19 +140,9 @@ fn upgrade_remote_command(
     let Some(version) = SpdyCommandVersion::from_name(chosen) else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "protocol table mismatch");
     };
-    let upgrade = hyper::upgrade::on(&mut request);
-    shared.tasks.spawn(
-        async move {
-            match upgrade.await {
-                Ok(upgraded) => {
-                    remote_command::serve_spdy(TokioIo::new(upgraded), version, command, sessions)
-                        .await;
-                }
-                Err(err) => debug!(%err, "SPDY upgrade did not complete"),
-            }
-        }
-        .instrument(span),
-    );
+    on_spdy(shared, &mut request, span, move |upgraded| async move {
+        remote_command::serve_spdy(upgraded, version, command, sessions).await;
+    });
     spdy_switching_protocols(chosen)
 }
 
@@ -180,17 +163,10 @@ fn upgrade_port_forward(
             Ok(accepted) => accepted,
             Err(refusal) => return *refusal,
         };
-        let upgrade = hyper::upgrade::on(&mut request);
-        shared.tasks.spawn(
-            async move {
-                let Some(socket) = upgraded_websocket(upgrade).await else {
-                    return;
-                };
-                debug!("port-forward over the SPDY-over-WebSocket tunnel");
-                port_forward::serve_spdy(WsByteStream::new(socket), sandbox_id, sessions).await;
-            }
-            .instrument(span),
-        );
+        on_websocket(shared, &mut request, span, move |socket| async move {
+            debug!("port-forward over the SPDY-over-WebSocket tunnel");
+            port_forward::serve_spdy(WsByteStream::new(socket), sandbox_id, sessions).await;
+        });
         return response;
     }
     if is_websocket_request(request.headers()) {
@@ -206,35 +182,65 @@ fn upgrade_port_forward(
             Ok(accepted) => accepted,
             Err(refusal) => return *refusal,
         };
-        let upgrade = hyper::upgrade::on(&mut request);
-        shared.tasks.spawn(
-            async move {
-                let Some(socket) = upgraded_websocket(upgrade).await else {
-                    return;
-                };
-                port_forward::serve_websocket(socket, protocol, sandbox_id, ports, sessions).await;
-            }
-            .instrument(span),
-        );
+        on_websocket(shared, &mut request, span, move |socket| async move {
+            port_forward::serve_websocket(socket, protocol, sandbox_id, ports, sessions).await;
+        });
         return response;
     }
     let chosen = match spdy_handshake(&request, &[PORT_FORWARD_PROTOCOL]) {
         Ok(chosen) => chosen,
         Err(refusal) => return *refusal,
     };
-    let upgrade = hyper::upgrade::on(&mut request);
+    on_spdy(shared, &mut request, span, move |upgraded| async move {
+        port_forward::serve_spdy(upgraded, sandbox_id, sessions).await;
+    });
+    spdy_switching_protocols(chosen)
+}
+
+/// The upgraded connection of a request.
+type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Once `request` is upgraded to SPDY, runs `serve` on the connection as a server task.
+fn on_spdy<F, Fut>(
+    shared: &ServerShared,
+    request: &mut Request<Incoming>,
+    span: tracing::Span,
+    serve: F,
+) where
+    F: FnOnce(Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(request);
     shared.tasks.spawn(
         async move {
             match upgrade.await {
-                Ok(upgraded) => {
-                    port_forward::serve_spdy(TokioIo::new(upgraded), sandbox_id, sessions).await;
-                }
+                Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
                 Err(err) => debug!(%err, "SPDY upgrade did not complete"),
             }
         }
         .instrument(span),
     );
-    spdy_switching_protocols(chosen)
+}
+
+/// Once `request` is upgraded to a WebSocket, runs `serve` on it as a server task.
+fn on_websocket<F, Fut>(
+    shared: &ServerShared,
+    request: &mut Request<Incoming>,
+    span: tracing::Span,
+    serve: F,
+) where
+    F: FnOnce(WebSocketStream<Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(request);
+    shared.tasks.spawn(
+        async move {
+            if let Some(socket) = upgraded_websocket(upgrade).await {
+                serve(socket).await;
+            }
+        }
+        .instrument(span),
+    );
 }
 
 async fn upgraded_websocket(

@@ -145,16 +145,8 @@ impl StreamingServer {
 
     /// The URL serving `request` (single use, valid for the token TTL).
     pub fn exec_url(&self, request: &ExecRequest) -> Result<String, StreamingError> {
-        validate_streams(
-            "exec",
-            request.stdin,
-            request.stdout,
-            request.stderr,
-            request.tty,
-        )?;
-        if request.container_id.is_empty() {
-            return Err(invalid("exec", "missing required container_id"));
-        }
+        let streams = [request.stdin, request.stdout, request.stderr, request.tty];
+        validate_command("exec", &request.container_id, streams)?;
         if request.cmd.is_empty() {
             return Err(invalid("exec", "cmd is empty"));
         }
@@ -163,16 +155,8 @@ impl StreamingServer {
 
     /// The URL serving `request` (single use, valid for the token TTL).
     pub fn attach_url(&self, request: &AttachRequest) -> Result<String, StreamingError> {
-        validate_streams(
-            "attach",
-            request.stdin,
-            request.stdout,
-            request.stderr,
-            request.tty,
-        )?;
-        if request.container_id.is_empty() {
-            return Err(invalid("attach", "missing required container_id"));
-        }
+        let streams = [request.stdin, request.stdout, request.stderr, request.tty];
+        validate_command("attach", &request.container_id, streams)?;
         self.url("attach", CachedRequest::Attach(request.clone()))
     }
 
@@ -219,6 +203,20 @@ fn invalid(kind: &'static str, reason: &'static str) -> StreamingError {
 }
 
 /// kubelet's checks of Exec and Attach requests.
+/// What exec and attach requests share: sensible streams (`[stdin, stdout, stderr, tty]`) and
+/// a container id.
+fn validate_command(
+    kind: &'static str,
+    container_id: &str,
+    [stdin, stdout, stderr, tty]: [bool; 4],
+) -> Result<(), StreamingError> {
+    validate_streams(kind, stdin, stdout, stderr, tty)?;
+    if container_id.is_empty() {
+        return Err(invalid(kind, "missing required container_id"));
+    }
+    Ok(())
+}
+
 fn validate_streams(
     kind: &'static str,
     stdin: bool,

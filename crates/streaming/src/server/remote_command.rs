@@ -133,33 +133,65 @@ pub(crate) async fn serve_spdy<T>(
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let conn = Connection::server(io);
-    let expected = request.expected_streams(version);
-    let accepted = tokio::select! {
-        accepted = tokio::time::timeout(
-            ctx.stream_creation_timeout,
-            accept_streams(&conn, &expected, version),
-        ) => accepted,
-        () = ctx.shutdown.cancelled() => Ok(None),
-    };
-    let mut streams = match accepted {
-        Ok(Some(streams)) => streams,
-        Ok(None) => {
-            debug!("connection ended before the client opened its streams");
-            conn.close().await;
-            return;
-        }
-        Err(_) => {
-            warn!(?expected, "timed out waiting for client to create streams");
-            conn.close().await;
-            return;
-        }
+    let Some(mut streams) = client_streams(&conn, &request, version, &ctx).await else {
+        conn.close().await;
+        return;
     };
     let Some(error_stream) = streams.remove(&StreamType::Error) else {
         conn.close().await;
         return;
     };
     debug!(protocol = version.name(), "SPDY streams ready");
+    let (io, inputs, outputs) = wire_spdy_streams(&mut streams, &request);
+    let session = Session {
+        ctx,
+        request,
+        status: StatusSink::Spdy(error_stream),
+        status_format: version.status_format(),
+        transport: Transport::Spdy(conn),
+        inputs,
+        outputs,
+    };
+    session.run(io).await;
+    // Streams the client opened beyond the request's live until the connection is closed.
+    drop(streams);
+}
 
+/// The streams the client opens for `request`; `None` when the connection ends, the server
+/// shuts down or the client is too slow (said in the log).
+async fn client_streams(
+    conn: &Connection,
+    request: &CommandRequest,
+    version: SpdyCommandVersion,
+    ctx: &SessionContext,
+) -> Option<HashMap<StreamType, Stream>> {
+    let expected = request.expected_streams(version);
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(
+            ctx.stream_creation_timeout,
+            accept_streams(conn, &expected, version),
+        ) => accepted,
+        () = ctx.shutdown.cancelled() => Ok(None),
+    };
+    match accepted {
+        Ok(Some(streams)) => Some(streams),
+        Ok(None) => {
+            debug!("connection ended before the client opened its streams");
+            None
+        }
+        Err(_) => {
+            warn!(?expected, "timed out waiting for client to create streams");
+            None
+        }
+    }
+}
+
+/// Connects the client's SPDY streams that `request` asked for to the backend's side: the
+/// backend's streams, the tasks copying input to it and those copying its output out.
+fn wire_spdy_streams(
+    streams: &mut HashMap<StreamType, Stream>,
+    request: &CommandRequest,
+) -> (StreamIo, JoinSet<()>, JoinSet<()>) {
     let mut io = StreamIo::default();
     let mut inputs = JoinSet::new();
     let mut outputs = JoinSet::new();
@@ -192,18 +224,7 @@ pub(crate) async fn serve_spdy<T>(
         });
         inputs.spawn(forward_resizes(stream, sizes));
     }
-    let session = Session {
-        ctx,
-        request,
-        status: StatusSink::Spdy(error_stream),
-        status_format: version.status_format(),
-        transport: Transport::Spdy(conn),
-        inputs,
-        outputs,
-    };
-    session.run(io).await;
-    // Streams the client opened beyond the request's live until the connection is closed.
-    drop(streams);
+    (io, inputs, outputs)
 }
 
 /// Accepts streams until one of each expected type is there; `None` if the connection ends.
