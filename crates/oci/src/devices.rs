@@ -30,8 +30,9 @@ pub(crate) struct ContainerDevices {
     pub rules: Vec<LinuxDeviceCgroup>,
 }
 
-/// Looks up each CRI device on the host (following symlinks). A directory adds every device
-/// below it at the same relative path under `container_path`. `container_path` defaults to
+/// Looks up each CRI device on the host (following symlinks). A directory (under `/dev`: any
+/// other would walk arbitrary host trees) adds every device below it at the same relative path
+/// under `container_path`. `container_path` defaults to
 /// `host_path`; `permissions` (a subset of `rwm`) to `rwm`.
 pub(crate) fn cri_devices(devices: &[CriDevice]) -> Result<ContainerDevices, SpecError> {
     let mut out = ContainerDevices::default();
@@ -77,6 +78,19 @@ pub(crate) fn cri_devices(devices: &[CriDevice]) -> Result<ContainerDevices, Spe
             )
         })?;
         let found = if metadata.is_dir() {
+            if !host
+                .canonicalize()
+                .is_ok_and(|real| real.starts_with("/dev"))
+            {
+                return Err(SpecError::invalid(
+                    field,
+                    format!(
+                        "{} is a directory outside /dev; name a device node, or a directory of \
+                         devices under /dev",
+                        host.display()
+                    ),
+                ));
+            }
             devices_under(host, Path::new(&container_path))?
         } else {
             let node = device_node(&metadata, Path::new(&container_path)).ok_or_else(|| {
@@ -243,8 +257,18 @@ mod tests {
             .nodes
             .iter()
             .any(|n| n.path() == Path::new("/hostdev/null")));
-        let empty = cri_devices(&[device(&dir.path().to_string_lossy(), "/x", "")]).unwrap();
-        assert!(empty.nodes.is_empty());
+        let _ = dir;
+    }
+
+    #[test]
+    fn a_directory_outside_dev_is_refused_without_walking_it() {
+        // `/` would walk the whole host (and fail somewhere in /proc as a host error).
+        let dir = tempfile::tempdir().unwrap();
+        for host in ["/", "/proc", &dir.path().to_string_lossy()] {
+            let err = cri_devices(&[device(host, "/x", "")]).unwrap_err();
+            assert!(err.is_invalid_argument(), "{host}: {err}");
+            assert!(err.to_string().contains("under /dev"), "{err}");
+        }
     }
 
     #[test]
