@@ -489,3 +489,50 @@ async fn refusals_found_by_libraries_keep_the_callers_code() {
     cri::remove_pod(&mut env.rt, &pod_id).await;
     remove_cgroup_dirs(&format!("corral-e2e-{}-kinds", std::process::id()));
 }
+
+/// The OCI runtime's own refusals of a container's process (issue 10, item 3): a command that
+/// is not in the image, one that is not executable, a working directory that is a file. runc
+/// finds these only when it creates the container; they are the caller's mistake, so they
+/// reach the client as FailedPrecondition naming the field, not as Internal, and the refused
+/// container leaves nothing behind.
+#[tokio::test]
+async fn the_runtimes_refusals_of_the_process_name_the_field() {
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    let (pod_id, pod) = env.pod_with("refusals", (POD, POD, POD), |_| {}).await;
+    let mut bad_cwd = cri::container_config("cwd", &env.image, &["true"]);
+    bad_cwd.working_dir = "/bin/busybox".into();
+    for (what, config, field) in [
+        (
+            "a command not in the image's PATH",
+            cri::container_config("nopath", &env.image, &["no-such-command"]),
+            "command",
+        ),
+        (
+            "a command path that does not exist",
+            cri::container_config("nofile", &env.image, &["/no/such/binary"]),
+            "command",
+        ),
+        (
+            "a command that is a directory",
+            cri::container_config("dir", &env.image, &["/bin"]),
+            "command",
+        ),
+        ("a working directory that is a file", bad_cwd, "working_dir"),
+    ] {
+        let got = cri::try_create(&mut env.rt, &pod_id, &pod, config).await;
+        refused(what, got, Code::FailedPrecondition, field);
+    }
+    let left = env
+        .rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "refused containers are listed: {left:?}");
+    assert!(entries(&env.daemon.state().join("containers")).is_empty());
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}
