@@ -44,6 +44,14 @@ pub(crate) const STEPS: &[&str] = &[
     "remove_container:destroyed",
 ];
 
+/// `corrald --crash-steps`: [`STEPS`], one a line, for the tests to read (so that the list is
+/// written once).
+pub(crate) fn print_steps() {
+    for step in STEPS {
+        println!("{step}");
+    }
+}
+
 /// The environment variable naming the step to crash at.
 pub(crate) const ENV: &str = "CORRAL_CRASH_AT";
 
@@ -64,6 +72,26 @@ pub(crate) fn point(step: &str) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
     }
+}
+
+/// How long start-up waits for the metadata database's lock (see [`open_store`]).
+const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Start-up: opens the metadata database, waiting (up to [`STORE_LOCK_WAIT`]) while its lock
+/// is still held by what a killed corrald left: a child it had forked (a CNI plugin, runc, a
+/// launcher) shares the locked descriptor until it reaches its `exec`, which on a loaded
+/// machine can come after a supervisor has already restarted corrald.
+pub(crate) fn open_store(path: &std::path::Path) -> anyhow::Result<corral_store::Store> {
+    use anyhow::Context;
+    corral_store::Store::open_when_free(path, STORE_LOCK_WAIT, |holders| {
+        tracing::warn!(
+            db = %path.display(),
+            ?holders,
+            "the metadata database is still locked (by a process a killed corrald left?); \
+             waiting up to {STORE_LOCK_WAIT:?} for it to be released"
+        );
+    })
+    .context("open metadata store")
 }
 
 /// Start-up: runs `undo` on every half-made record `(id, record)` at once, one thread each
