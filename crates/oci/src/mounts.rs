@@ -254,22 +254,41 @@ fn propagation_rank(propagation: MountPropagation) -> u8 {
 /// Creates the missing volume directories, outermost first, and returns every directory it
 /// created in that order (the caller removes them in reverse to undo). When one cannot be
 /// made, those made so far are removed again.
+#[cfg(test)]
 pub(crate) fn create_missing_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
-    let mut created: Vec<PathBuf> = Vec::new();
+    create_dirs(&dirs_to_create(paths))
+}
+
+/// The directories to make so that every path of `paths` exists: each missing ancestor and
+/// the path itself, outermost first, each once. Nothing is changed.
+pub(crate) fn dirs_to_create(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for path in paths {
-        let mut to_make: Vec<&Path> = path
+        let mut missing: Vec<&Path> = path
             .ancestors()
             .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
             .collect();
-        to_make.reverse();
-        for dir in to_make {
-            match std::fs::create_dir(dir) {
-                Ok(()) => created.push(dir.to_path_buf()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                Err(e) => {
-                    remove_created(&created);
-                    return Err(io_error("create volume directory", dir)(e));
-                }
+        missing.reverse();
+        for dir in missing {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+    }
+    dirs
+}
+
+/// Makes `dirs` in order (parents first); returns those made, leaving out any that exists
+/// already as a directory. On failure, removes those it made.
+pub(crate) fn create_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
+    let mut created: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        match std::fs::create_dir(dir) {
+            Ok(()) => created.push(dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                remove_created(&created);
+                return Err(io_error("create volume directory", dir)(e));
             }
         }
     }
