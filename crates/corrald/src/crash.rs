@@ -31,6 +31,7 @@ pub(crate) const STEPS: &[&str] = &[
     "run_pod:built",
     "create_container:recorded",
     "create_container:rootfs_mounted",
+    "create_container:sources_recorded",
     "create_container:spec_written",
     "create_container:shim_launched",
     "start_container:started",
