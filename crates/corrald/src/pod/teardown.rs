@@ -265,6 +265,7 @@ pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>>
     }
     let known: HashSet<String> = names.values().cloned().collect();
     sweep_orphans(env, &known);
+    super::owned_cgroups::sweep_slices(env);
     Ok(names)
 }
 
