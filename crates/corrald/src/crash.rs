@@ -175,7 +175,10 @@ mod tests {
         let (id, record, result) = &undone[0];
         assert_eq!(id, "bad");
         assert_eq!(record, &vec!["pause"], "the record keeps what is left");
-        let message = result.as_ref().unwrap_err().to_string();
+        let message = result
+            .as_ref()
+            .expect_err("a panicking undo is an error")
+            .to_string();
         assert!(
             message.contains("panicked") && message.contains("undo of bad broke"),
             "{message}"
