@@ -67,14 +67,26 @@ impl Drop for Harness {
         let dir = env.daemon.dir().to_string_lossy().into_owned();
         drop(env);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut killed = BTreeSet::new();
         loop {
+            // Those re-parented to this test process (a subreaper) are reaped here: a pause
+            // that is its PID namespace's init does not finish exiting before the namespace's
+            // other processes are reaped.
+            for pid in &killed {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(*pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
             let left = processes_of(&dir, None, &self.cgroup_tag);
             if left.is_empty() || std::time::Instant::now() > deadline {
                 break;
             }
-            eprintln!("killing what the test left: {left:?}");
             for process in left {
                 if let Some(pid) = process.rsplit(' ').next().and_then(|p| p.parse().ok()) {
+                    if killed.insert(pid) {
+                        eprintln!("killing what the test left: {process}");
+                    }
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
