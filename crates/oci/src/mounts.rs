@@ -6,7 +6,7 @@
 //! containerd does: kubelet (and some programs) rewrite `/etc/hosts`, and the files belong to
 //! the pod, not the host. A CRI mount at any of these paths replaces the pod's own.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use cri_proto::v1::{Mount as CriMount, MountPropagation, NamespaceMode};
 use oci_spec::runtime::Mount;
@@ -183,6 +183,15 @@ fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
     }
     if !Path::new(&mount.container_path).is_absolute() {
         return Err(refuse("container_path must be an absolute path"));
+    }
+    if Path::new(&mount.container_path)
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+    {
+        return Err(refuse(
+            "container_path is the container's root: a volume cannot replace the root \
+             filesystem; mount it at a directory below /",
+        ));
     }
     if mount.recursive_read_only && !mount.readonly {
         return Err(refuse(
@@ -833,6 +842,28 @@ mod tests {
                 }
                 other => panic!("{container} {host}: expected a refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_volume_over_the_root_is_refused_naming_the_mount() {
+        let f = Fixture::new();
+        for root in ["/", "//", "/.", "/./"] {
+            let err = f
+                .plan(
+                    &[volume(
+                        root,
+                        &f.path("private"),
+                        MountPropagation::PropagationPrivate,
+                    )],
+                    false,
+                )
+                .unwrap_err();
+            assert!(err.is_invalid_argument(), "{root}: {err}");
+            assert!(
+                err.to_string().contains("container's root"),
+                "{root}: {err}"
+            );
         }
     }
 
