@@ -109,16 +109,26 @@ impl ShimProcess {
 /// The longest message a [`LaunchReport`] carries, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 4096;
 
-/// `message` cut to at most `max` bytes (on a character boundary), saying how long it was.
+/// `message` cut to about `max` bytes (on character boundaries), saying how long it was: its
+/// start and its end, which says why (`exec: "<a huge name>": executable file not found`).
 fn cut(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_owned();
     }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
+    let mut head = max / 2;
+    while !message.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}… ({} bytes)", &message[..end], message.len())
+    let mut tail = message.len() - max / 2;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … ({} bytes) … {}",
+        &message[..head],
+        message.len(),
+        &message[tail..]
+    )
 }
 
 /// The launcher's one line on stdout.
@@ -133,10 +143,10 @@ pub enum LaunchReport {
 }
 
 impl LaunchReport {
-    /// The report as printed, newline included. A message is cut at [`MAX_MESSAGE_LEN`]
-    /// bytes (the runtime's error may echo a request's 1 MB argument): a report larger than
-    /// the pipe would block the shim writing it while its launcher, past its read limit,
-    /// waits for the shim.
+    /// The report as printed, newline included. A message is cut to about
+    /// [`MAX_MESSAGE_LEN`] bytes, keeping its start and end (the runtime's error may echo a
+    /// request's 1 MB argument): a report larger than the pipe would block the shim writing
+    /// it while its launcher, past its read limit, waits for the shim.
     pub fn to_line(&self) -> String {
         let one_line = |message: &str| cut(message, MAX_MESSAGE_LEN).replace('\n', " ");
         match self {
@@ -241,10 +251,10 @@ mod tests {
             LaunchReport::RuntimeFailed(format!("exec: \"{}\": not found", "é".repeat(40_000)));
         let line = huge.to_line();
         assert!(line.len() < MAX_MESSAGE_LEN + 64, "{} bytes", line.len());
+        assert!(line.contains(" … (80019 bytes) … "), "{line}");
         assert!(
-            line.ends_with("… (80019 bytes)\n"),
-            "{}",
-            &line[line.len() - 40..]
+            line.ends_with("éé\": not found\n"),
+            "the end says why: {line}"
         );
         assert!(matches!(
             LaunchReport::parse(&line),
