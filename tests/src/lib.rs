@@ -176,6 +176,8 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                // Reaped: its pid may be another process's now, so nothing may signal it.
+                self.child = None;
                 panic!("corrald exited early ({status}); log:\n{}", self.log());
             }
             assert!(
@@ -334,6 +336,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A daemon that died (a crash test's, say) answers nothing: only the forced part runs.
+        if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+            self.child = None;
+        }
         self.remove_all_pods();
         self.stop_daemon(nix::sys::signal::Signal::SIGTERM);
         // Anything a failed test left: mounts under our directory, our bridge.

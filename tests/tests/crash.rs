@@ -21,32 +21,83 @@ use cri_proto::v1::*;
 
 const POD: i32 = NamespaceMode::Pod as i32;
 
-/// Every crash point of corrald (kept in step with `corrald/src/crash.rs`).
-const STEPS: &[&str] = &[
-    "run_pod:recorded",
-    "run_pod:files_written",
-    "run_pod:cgroup_created",
-    "run_pod:pause_started",
-    "run_pod:pause_in_cgroup",
-    "run_pod:shm_mounted",
-    "run_pod:netns_pinned",
-    "run_pod:network_recorded",
-    "run_pod:network_added",
-    "run_pod:built",
-    "create_container:recorded",
-    "create_container:rootfs_mounted",
-    "create_container:spec_written",
-    "create_container:shim_launched",
-    "start_container:started",
-    "stop_pod:pause_stopped",
-    "stop_pod:network_removed",
-    "remove_pod:released",
-    "remove_pod:cgroups_removed",
-    "remove_pod:files_removed",
-    "remove_container:killed",
-    "remove_container:rootfs_unmounted",
-    "remove_container:destroyed",
-];
+/// Every crash point of corrald, as `corrald --crash-steps` lists them (`corrald/src/crash.rs`
+/// is the one list).
+fn steps() -> Vec<String> {
+    let out = std::process::Command::new(built_binary("corrald"))
+        .arg("--crash-steps")
+        .output()
+        .expect("run corrald --crash-steps");
+    assert!(out.status.success(), "corrald --crash-steps: {out:?}");
+    let steps: Vec<String> = String::from_utf8(out.stdout)
+        .expect("step names are UTF-8")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        steps.len() > 10 && steps.iter().all(|s| s.contains(':')),
+        "corrald --crash-steps printed {steps:?}"
+    );
+    steps
+}
+
+/// A test's daemon and, on every way out of the test (an assertion, a corrald that would not
+/// restart after a crash), the teardown of what its pods may have left: first the daemon's
+/// own (it removes every pod it still answers for, and unmounts what lies under its
+/// directory), then by force whatever remains: processes in the test's cgroups or naming the
+/// daemon's directory (pauses, shims, containers), then the test's cgroup directories.
+struct Harness {
+    env: Option<ContainerEnv>,
+    cgroup_tag: String,
+}
+
+impl Harness {
+    fn env(&mut self) -> &mut ContainerEnv {
+        self.env
+            .as_mut()
+            .expect("the harness holds its daemon until dropped")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let Some(env) = self.env.take() else {
+            return;
+        };
+        let dir = env.daemon.dir().to_string_lossy().into_owned();
+        drop(env);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut killed = BTreeSet::new();
+        loop {
+            // Those re-parented to this test process (a subreaper) are reaped here: a pause
+            // that is its PID namespace's init does not finish exiting before the namespace's
+            // other processes are reaped.
+            for pid in &killed {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(*pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+            let left = processes_of(&dir, None, &self.cgroup_tag);
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            for process in left {
+                if let Some(pid) = process.rsplit(' ').next().and_then(|p| p.parse().ok()) {
+                    if killed.insert(pid) {
+                        eprintln!("killing what the test left: {process}");
+                    }
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        remove_cgroup_dirs(&self.cgroup_tag);
+    }
+}
 
 /// The two tests below compare snapshots of processes re-parented to this test process, so
 /// they must not run at once.
@@ -83,13 +134,21 @@ fn status_field(status: &str, name: &str) -> String {
 }
 
 fn processes(daemon: &Daemon, cgroup_tag: &str) -> BTreeSet<String> {
+    processes_of(
+        &daemon.dir().to_string_lossy(),
+        Some(daemon.pid().to_string()),
+        cgroup_tag,
+    )
+}
+
+/// `name pid` of the processes of the daemon whose directory is `dir` (but the daemon, when
+/// `daemon_pid` names it) and of this test; see [`Host::processes`].
+fn processes_of(dir: &str, daemon_pid: Option<String>, cgroup_tag: &str) -> BTreeSet<String> {
     let me = std::process::id().to_string();
-    let daemon_pid = daemon.pid().to_string();
-    let dir = daemon.dir().to_string_lossy().into_owned();
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let pid = entry.file_name().to_string_lossy().into_owned();
-        if pid.parse::<u32>().is_err() || pid == daemon_pid {
+        if pid.parse::<u32>().is_err() || Some(&pid) == daemon_pid.as_ref() {
             continue;
         }
         let status = proc_text(&pid, "status");
@@ -99,10 +158,10 @@ fn processes(daemon: &Daemon, cgroup_tag: &str) -> BTreeSet<String> {
             continue;
         }
         let ours = (["corral-pause", "corral-shim"].contains(&name.as_str())
-            && (ppid == me || ppid == daemon_pid))
+            && (ppid == me || Some(&ppid) == daemon_pid.as_ref()))
             || proc_text(&pid, "cgroup").contains(cgroup_tag)
-            || proc_text(&pid, "cmdline").contains(&dir)
-            || proc_text(&pid, "environ").contains(&dir);
+            || proc_text(&pid, "cmdline").contains(dir)
+            || proc_text(&pid, "environ").contains(dir);
         if ours {
             found.insert(format!("{name} {pid}"));
         }
@@ -127,7 +186,45 @@ fn files(daemon: &Daemon) -> BTreeSet<String> {
     for dir in dirs {
         list_into(&dir, 2, &mut found);
     }
+    every_path_under(&daemon.dir().join(VOLUMES), &mut found);
     found
+}
+
+/// Where the tests' containers have their volumes: the host directories under it do not
+/// exist, so CreateContainer makes them (as kubelet expects) and must not leak them.
+const VOLUMES: &str = "volumes";
+
+/// Makes the daemon's [`VOLUMES`] directory (before the baseline: only what is under it is
+/// each container's).
+fn make_volumes_dir(daemon: &Daemon) {
+    std::fs::create_dir_all(daemon.dir().join(VOLUMES)).unwrap();
+}
+
+/// A victim's container: a sleeper with a volume at `/data` whose host directory
+/// (`<daemon dir>/volumes/<name>/data`) is missing.
+fn volume_sleeper(env: &ContainerEnv, name: &str) -> ContainerConfig {
+    let mut config = sleeper(&env.image);
+    let host = env.daemon.dir().join(VOLUMES).join(name).join("data");
+    config.mounts.push(cri::mount(
+        &host,
+        "/data",
+        MountPropagation::PropagationPrivate,
+    ));
+    config
+}
+
+/// Every file and directory under `dir`, at any depth.
+fn every_path_under(dir: &Path, out: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        out.insert(path.to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            every_path_under(&path, out);
+        }
+    }
 }
 
 fn list_into(dir: &Path, depth: usize, out: &mut BTreeSet<String>) {
@@ -274,12 +371,18 @@ async fn check_intact(rt: &mut cri::Rt, pod_id: &str, container_id: &str, pause:
 async fn a_crash_at_any_step_leaves_nothing_behind() {
     require_root!();
     let _serial = SERIAL.lock().await;
-    let Some(mut env) = container_env().await else {
+    let Some(env) = container_env().await else {
         return;
     };
     let tag = format!("corral-e2e-{}-crash", std::process::id());
+    let mut harness = Harness {
+        env: Some(env),
+        cgroup_tag: tag.clone(),
+    };
+    let env = harness.env();
+    make_volumes_dir(&env.daemon);
     // The acknowledged pod every crash must leave alone.
-    let kept_config = pod(&env, "kept", &tag);
+    let kept_config = pod(env, "kept", &tag);
     let kept = cri::run_pod(&mut env.rt, &kept_config).await;
     let kept_container = cri::run(&mut env.rt, &kept, &kept_config, sleeper(&env.image)).await;
     let kept_pause = cri::pause_pid(&mut env.rt, &kept).await;
@@ -289,20 +392,21 @@ async fn a_crash_at_any_step_leaves_nothing_behind() {
     // Every step runs; the leaks of all of them are reported together at the end.
     let mut failed = Vec::new();
 
-    for (n, step) in STEPS.iter().enumerate() {
+    for (n, step) in steps().iter().enumerate() {
         if !only.is_empty() && !only.split(',').any(|s| s == *step) {
             continue;
         }
         let mut problems = Vec::new();
         let (rpc, _) = step.split_once(':').unwrap();
         // What the victim RPC needs, made before the crash point is armed.
-        let victim_config = pod(&env, &format!("victim{n}"), &tag);
+        let victim_config = pod(env, &format!("victim{n}"), &tag);
         let mut victim_pod = None;
         let mut victim_container = None;
         if rpc != "run_pod" {
             let id = cri::run_pod(&mut env.rt, &victim_config).await;
             if rpc != "create_container" {
-                let c = cri::create(&mut env.rt, &id, &victim_config, sleeper(&env.image)).await;
+                let container = volume_sleeper(env, &id);
+                let c = cri::create(&mut env.rt, &id, &victim_config, container).await;
                 if rpc != "start_container" {
                     env.rt
                         .start_container(StartContainerRequest {
@@ -317,7 +421,7 @@ async fn a_crash_at_any_step_leaves_nothing_behind() {
         }
         let before_crash = snapshot(&env.daemon, &mut env.rt, &tag).await;
 
-        env.daemon.set_env("CORRAL_CRASH_AT", Some(step));
+        env.daemon.set_env("CORRAL_CRASH_AT", Some(step.as_str()));
         env.daemon.restart();
         let mut rt = env.daemon.runtime().await;
         let pod_id = victim_pod.clone().unwrap_or_default();
@@ -330,11 +434,14 @@ async fn a_crash_at_any_step_leaves_nothing_behind() {
                 })
                 .await
                 .map(|_| ()),
-            "create_container" => {
-                cri::try_create(&mut rt, &pod_id, &victim_config, sleeper(&env.image))
-                    .await
-                    .map(|_| ())
-            }
+            "create_container" => cri::try_create(
+                &mut rt,
+                &pod_id,
+                &victim_config,
+                volume_sleeper(env, &pod_id),
+            )
+            .await
+            .map(|_| ()),
             "start_container" => rt
                 .start_container(StartContainerRequest {
                     container_id: container_id.clone(),
@@ -497,7 +604,7 @@ struct Acknowledged {
 async fn a_random_kill_during_concurrent_pod_lifecycles_leaks_nothing() {
     require_root!();
     let _serial = SERIAL.lock().await;
-    let Some(mut env) = container_env().await else {
+    let Some(env) = container_env().await else {
         return;
     };
     let seed = std::env::var("CORRAL_CRASH_SEED")
@@ -513,13 +620,19 @@ async fn a_random_kill_during_concurrent_pod_lifecycles_leaks_nothing() {
     eprintln!("seed {seed} (repeat with CORRAL_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
     let tag = format!("corral-e2e-{}-random", std::process::id());
+    let mut harness = Harness {
+        env: Some(env),
+        cgroup_tag: tag.clone(),
+    };
+    let env = harness.env();
+    make_volumes_dir(&env.daemon);
     let baseline = snapshot(&env.daemon, &mut env.rt, &tag).await;
 
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let config = pod(&env, &format!("p{i}"), &tag);
-        let container = sleeper(&env.image);
+        let config = pod(env, &format!("p{i}"), &tag);
+        let container = volume_sleeper(env, &format!("p{i}"));
         let mut rt = env.rt.clone();
         let acked = acked.clone();
         let remove = i % 2 == 0;

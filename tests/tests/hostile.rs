@@ -446,3 +446,224 @@ async fn refusals_found_by_libraries_keep_the_callers_code() {
     cri::remove_pod(&mut env.rt, &pod_id).await;
     remove_cgroup_dirs(&test_cgroup_root("kinds"));
 }
+
+/// The OCI runtime's own refusals of a container's process (issue 10, item 3): a command that
+/// is not in the image, one that is not executable, a working directory that is a file. runc
+/// finds these only when it creates the container; they are the caller's mistake, so they
+/// reach the client as FailedPrecondition naming the field, not as Internal, and the refused
+/// container leaves nothing behind.
+#[tokio::test]
+async fn the_runtimes_refusals_of_the_process_name_the_field() {
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    let (pod_id, pod) = env.pod_with("refusals", (POD, POD, POD), |_| {}).await;
+    let mut bad_cwd = cri::container_config("cwd", &env.image, &["true"]);
+    bad_cwd.working_dir = "/bin/busybox".into();
+    for (what, config, field) in [
+        (
+            "a command not in the image's PATH",
+            cri::container_config("nopath", &env.image, &["no-such-command"]),
+            "command",
+        ),
+        (
+            "a command path that does not exist",
+            cri::container_config("nofile", &env.image, &["/no/such/binary"]),
+            "command",
+        ),
+        (
+            "a command that is a directory",
+            cri::container_config("dir", &env.image, &["/bin"]),
+            "command",
+        ),
+        ("a working directory that is a file", bad_cwd, "working_dir"),
+    ] {
+        let got = cri::try_create(&mut env.rt, &pod_id, &pod, config).await;
+        refused(what, got, Code::FailedPrecondition, field);
+    }
+    let left = env
+        .rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "refused containers are listed: {left:?}");
+    assert!(dir_entries(&env.daemon.state().join("containers")).is_empty());
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+/// Hostile strings: `..`, absolute and climbing paths, NUL, `/` in names, non-ASCII, 64 KiB.
+fn hostile_string() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(String::new()),
+        Just("..".to_owned()),
+        Just("../../../etc/passwd".to_owned()),
+        Just("/etc/shadow".to_owned()),
+        Just("a\0b".to_owned()),
+        Just("net/ipv4/ip_forward".to_owned()),
+        Just("é".repeat(32_768)),
+        "[a-z0-9./-]{1,24}",
+        any::<String>(),
+    ]
+}
+
+/// One CreateContainer request with one hostile field (the others benign, so that the bad
+/// one reaches its check): which field, and its value.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Command(Vec<String>),
+    WorkingDir(String),
+    Env(String, String),
+    MountContainerPath(String),
+    /// Under the daemon's `volumes` directory (missing: CreateContainer makes it).
+    MountHostPath(String),
+    LogPath(String),
+    Label(String),
+}
+
+fn hostile_field() -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    prop_oneof![
+        proptest::collection::vec(hostile_string(), 0..3).prop_map(Hostile::Command),
+        hostile_string().prop_map(Hostile::WorkingDir),
+        (hostile_string(), hostile_string()).prop_map(|(k, v)| Hostile::Env(k, v)),
+        hostile_string().prop_map(Hostile::MountContainerPath),
+        hostile_string().prop_map(Hostile::MountHostPath),
+        hostile_string().prop_map(Hostile::LogPath),
+        hostile_string().prop_map(Hostile::Label),
+    ]
+}
+
+/// A bounded property run through a live corrald (issue 10, item 4): CreateContainer requests
+/// with one hostile field each are accepted (then removed) or refused with a code other than
+/// Unknown and a message a client can take; corrald keeps serving, and a refused request
+/// leaves no container, state directory or mount source behind. `CORRAL_HOSTILE_CASES`
+/// changes the number of cases (default 24).
+#[test]
+fn hostile_create_container_requests_leave_nothing_half_made() {
+    require_root!();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(mut env) = runtime.block_on(container_env()) else {
+        return;
+    };
+    let (pod_id, pod) = runtime.block_on(env.pod_with("propfuzz", (POD, POD, POD), |_| {}));
+    let volumes = env.daemon.dir().join("volumes");
+    std::fs::create_dir_all(&volumes).unwrap();
+    let cases = std::env::var("CORRAL_HOSTILE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(24);
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    let image = env.image.clone();
+    let state = env.daemon.state();
+    let result = runner.run(&hostile_field(), |hostile| {
+        let mut config = cri::container_config("fuzz", &image, &["true"]);
+        match hostile.clone() {
+            Hostile::Command(command) => config.command = command,
+            Hostile::WorkingDir(dir) => config.working_dir = dir,
+            Hostile::Env(key, value) => config.envs = vec![KeyValue { key, value }],
+            Hostile::MountContainerPath(path) => {
+                config.mounts = vec![cri::mount(
+                    &volumes.join("m"),
+                    &path,
+                    MountPropagation::PropagationPrivate,
+                )]
+            }
+            Hostile::MountHostPath(path) => {
+                config.mounts = vec![cri::mount(
+                    &volumes.join(path),
+                    "/data",
+                    MountPropagation::PropagationPrivate,
+                )]
+            }
+            Hostile::LogPath(path) => config.log_path = path,
+            Hostile::Label(key) => {
+                config.labels = [(key, "v".to_owned())].into_iter().collect();
+            }
+        }
+        let mut client = env.rt.clone();
+        let rt = &mut client;
+        let outcome = runtime.block_on(async {
+            let created = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                cri::try_create(rt, &pod_id, &pod, config),
+            )
+            .await
+            .map_err(|_| "CreateContainer hung".to_owned())?;
+            if let Ok(id) = &created {
+                rt.remove_container(RemoveContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map_err(|e| format!("RemoveContainer of the accepted {id}: {e}"))?;
+            }
+            rt.version(VersionRequest::default())
+                .await
+                .map_err(|e| format!("corrald stopped serving: {e}"))?;
+            let left = rt
+                .list_containers(ListContainersRequest::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .containers;
+            Ok::<_, String>((created, left))
+        });
+        let (created, left) = outcome.map_err(proptest::test_runner::TestCaseError::fail)?;
+        if let Err(status) = &created {
+            proptest::prop_assert_ne!(status.code(), Code::Unknown, "{}", status.message());
+            proptest::prop_assert!(status.message().len() <= 4096);
+        }
+        proptest::prop_assert!(left.is_empty(), "left: {:?}", left);
+        proptest::prop_assert!(dir_entries(&state.join("containers")).is_empty());
+        let made: Vec<_> = walk(&volumes);
+        proptest::prop_assert!(made.is_empty(), "mount sources left: {:?}", made);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    runtime.block_on(cri::remove_pod(&mut env.rt, &pod_id));
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// Found by the property run above: a command of 64 KiB that is not in the image makes runc
+/// write an error longer than a pipe holds to its stderr, which is the container's stderr
+/// pipe; the shim read it only after runc exited, so runc blocked and CreateContainer hung
+/// until the shim's create timeout. It is refused at once, naming the command.
+#[tokio::test]
+async fn a_64k_command_that_runc_echoes_does_not_hang_create() {
+    require_root!();
+    let Some(mut env) = container_env().await else {
+        return;
+    };
+    let (pod_id, pod) = env.pod_with("bigcmd", (POD, POD, POD), |_| {}).await;
+    let command = "é".repeat(32_768);
+    let config = cri::container_config("big", &env.image, &[command.as_str()]);
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        cri::try_create(&mut env.rt, &pod_id, &pod, config),
+    )
+    .await
+    .expect("CreateContainer hung");
+    refused("a 64 KiB command", got, Code::FailedPrecondition, "command");
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}

@@ -5,7 +5,8 @@
 #
 #   suite.sh [CASE...]      cases: install, then per driver (cgroupfs, systemd): limits,
 #                           cgroupns, pod update, hugetlb, io weight, stats, oom, oom.group,
-#                           restart, stop-start, removal; then kubelet (systemd driver).
+#                           restart, stop-start, removal; then kubelet (systemd driver);
+#                           crash (systemd driver: a crash after starting a pod slice).
 #                           Default: all of them (kubelet when its binary is in the share).
 #
 # Everything goes through the installed package: systemctl, the unit, corralctl (crictl's
@@ -515,6 +516,34 @@ leftovers() {
   return $found
 }
 
+# Crash safety under systemd: corrald killed (its test-only crash point) right after
+# StartTransientUnit made the pod's slice and before the record named it; once corrald is up
+# again (systemd restarts it, Restart=always) the slice and everything else of the pod is gone.
+case_crash() {
+  use_driver systemd
+  section "a crash between starting a pod slice and recording it (systemd)"
+  local dropin=/run/systemd/system/corrald.service.d
+  mkdir -p "$dropin"
+  printf '[Service]\nEnvironment=CORRAL_CRASH_AT=run_pod:cgroup_created\n' >"$dropin/crash.conf"
+  systemctl daemon-reload
+  check "restart corrald armed to crash after starting a pod slice" systemctl restart corrald
+  check "the socket serves" until_true 30 socket_serves
+  write_pod crash "$WORK/crash-pod.json"
+  local main_pid
+  main_pid=$(systemctl show -p MainPID --value corrald)
+  check "RunPodSandbox fails: corrald killed itself" bash -c "! corralctl runp $WORK/crash-pod.json"
+  check "corrald was restarted by systemd" \
+    until_true 60 bash -c "[ \"\$(systemctl show -p MainPID --value corrald)\" != $main_pid ] && corralctl version"
+  echo "    corral units after the crash: $(systemctl list-units --all --no-legend 'corral-*' | tr '\n' ' ')"
+  rm -f "$dropin/crash.conf"
+  systemctl daemon-reload
+  check "restart corrald disarmed" systemctl restart corrald
+  check "the socket serves again" until_true 30 socket_serves
+  check "the crashed pod is not listed" bash -c '[ -z "$(corralctl pods -q)" ]'
+  check "nothing of the crashed pod left: slice, scopes, cgroups, mounts" until_true 30 leftovers
+  leftovers
+}
+
 case_removal() {
   local driver=$1
   section "removal ($driver)"
@@ -528,7 +557,7 @@ case_removal() {
 main() {
   local cases=("$@")
   if [ ${#cases[@]} = 0 ]; then
-    cases=(install cgroupfs systemd)
+    cases=(install cgroupfs systemd crash)
     # run.sh copies kubelet when the machine has it (scripts/test.sh builds it in CI).
     if [ -x "$SHARE/kubelet" ]; then cases+=(kubelet); else echo "# no kubelet: case kubelet skipped"; fi
   fi
@@ -552,6 +581,7 @@ main() {
         case_removal "$c"
         ;;
       kubelet) case_kubelet ;;
+      crash) case_crash ;;
       *) bad "unknown case $c" ;;
     esac
   done

@@ -36,6 +36,6 @@ pub use driver::{expand_slice, CgroupDriver, ChildCgroupPath, SYSTEMD_SCOPE_PREF
 pub use enforce::{child_limits, ChildLimits};
 pub use error::{CgroupError, Result};
 pub use layout::{CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, SELF_MOUNTINFO};
-pub use pod::{remove_unused_dirs, PodCgroup, SystemdSlice};
+pub use pod::{child_slices, remove_unused_dirs, PodCgroup, SystemdSlice};
 pub use proc::{pid_cgroup_paths, proc_cgroup_file};
 pub use resources::{shares_to_weight, Resources};

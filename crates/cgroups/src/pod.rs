@@ -144,6 +144,38 @@ impl PodCgroup {
         })
     }
 
+    /// A handle on the systemd pod slice `cgroup_parent`, whether or not it exists, starting
+    /// nothing: for stopping a slice a killed daemon started but never recorded (its name was
+    /// recorded first, see [`PodCgroup::is_missing`]) or one no record names any more.
+    pub fn systemd_handle(layout: &CgroupLayout, cgroup_parent: &str) -> Result<Self> {
+        let relative_path = CgroupDriver::Systemd.pod_relative_path(cgroup_parent)?;
+        Ok(Self {
+            layout: layout.clone(),
+            driver: CgroupDriver::Systemd,
+            cgroup_parent: cgroup_parent.to_owned(),
+            relative_path,
+            created_dirs: Vec::new(),
+            systemd: Some(SystemdSlice {
+                name: cgroup_parent.to_owned(),
+                started: false,
+            }),
+        })
+    }
+
+    /// Whether the pod cgroup `cgroup_parent` exists in none of `layout`'s hierarchies: a
+    /// slice started now would be this caller's, so its name is recorded before it is.
+    pub fn is_missing(
+        layout: &CgroupLayout,
+        driver: CgroupDriver,
+        cgroup_parent: &str,
+    ) -> Result<bool> {
+        let relative = driver.pod_relative_path(cgroup_parent)?;
+        Ok(layout
+            .hierarchies()
+            .iter()
+            .all(|h| !h.dir(&relative).exists()))
+    }
+
     /// The systemd slice of this pod, when systemd manages it.
     pub fn systemd_slice(&self) -> Option<&SystemdSlice> {
         self.systemd.as_ref()
@@ -370,6 +402,26 @@ impl PodCgroup {
 }
 
 /// The unit name of a leaf: its last path component (`corral-<id>.scope`).
+/// The slices nested directly in the slice `parent` (`corral.slice`) whose names start with
+/// `prefix`, as the hierarchies show them: the pod slices a daemon named after its sandboxes,
+/// for a start-up sweep of those no record names.
+pub fn child_slices(layout: &CgroupLayout, parent: &str, prefix: &str) -> Result<Vec<String>> {
+    let relative = CgroupDriver::Systemd.pod_relative_path(parent)?;
+    let mut found = std::collections::BTreeSet::new();
+    for hierarchy in layout.hierarchies() {
+        for dir in fs::child_dirs(&hierarchy.dir(&relative))? {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with(prefix) && name.ends_with(".slice") {
+                found.insert(name);
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
 fn unit_name(leaf: &Path) -> Result<String> {
     leaf.file_name()
         .map(|name| name.to_string_lossy().into_owned())
@@ -514,6 +566,52 @@ mod tests {
             read(&mock.dir("", slice).join("corral-pause.scope/cgroup.procs")),
             "4321"
         );
+    }
+
+    /// A daemon killed between starting a pod slice and recording its cgroup knew the slice
+    /// was missing (and recorded its name) before starting it; at start-up a handle on that
+    /// name stops the pause scope and then the slice, once empty, through systemd.
+    #[test]
+    fn a_slice_started_but_never_recorded_is_found_and_stopped_by_name() {
+        let mock = MockCgroupFs::v2();
+        let layout = mock.layout();
+        let units = FakeUnits::default();
+        let slice = "corral-podabc.slice";
+        assert!(PodCgroup::is_missing(&layout, CgroupDriver::Systemd, slice).unwrap());
+        // What the killed daemon did: the slice and the pause's scope; systemd made their
+        // cgroups.
+        let started = PodCgroup::create_with_systemd(&layout, slice, &units).unwrap();
+        let pause = started.child("abc").unwrap();
+        started
+            .add_process_with(&pause.relative_path, 4321, Some(&units))
+            .unwrap();
+        let slice_dir = mock.dir("", "corral.slice/corral-podabc.slice");
+        std::fs::create_dir_all(slice_dir.join("corral-abc.scope")).unwrap();
+        assert!(!PodCgroup::is_missing(&layout, CgroupDriver::Systemd, slice).unwrap());
+        assert_eq!(
+            child_slices(&layout, "corral.slice", "corral-pod").unwrap(),
+            [slice]
+        );
+
+        let found = PodCgroup::systemd_handle(&layout, slice).unwrap();
+        assert!(
+            !found.stop_slice_if_unused(&units).unwrap(),
+            "a slice holding the pause's scope is busy"
+        );
+        found
+            .remove_leaf_with(&pause.relative_path, Some(&units))
+            .unwrap();
+        assert!(found.stop_slice_if_unused(&units).unwrap());
+        assert_eq!(
+            units.calls(),
+            [
+                "start corral-podabc.slice",
+                "start corral-abc.scope",
+                "stop corral-abc.scope",
+                "stop corral-podabc.slice",
+            ]
+        );
+        assert!(units.units.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct Flags {
     /// is looked up on PATH [default: criu].
     #[arg(long)]
     pub criu_path: Option<PathBuf>,
+    /// Tests only: print the names of corrald's crash points (`CORRAL_CRASH_AT`), one a line,
+    /// and exit.
+    #[arg(long, hide = true)]
+    pub crash_steps: bool,
 }
 
 /// The cgroup driver, as named in flags and the config file.

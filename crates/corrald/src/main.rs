@@ -113,7 +113,12 @@ impl Daemon {
 fn main() -> anyhow::Result<()> {
     // Before any thread exists: nothing corrald starts may inherit systemd's NOTIFY_SOCKET.
     sd_notify::take_socket_from_env();
-    let config = Config::load(Flags::parse())?;
+    let flags = Flags::parse();
+    if flags.crash_steps {
+        crash::print_steps();
+        return Ok(());
+    }
+    let config = Config::load(flags)?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log_level)
@@ -141,9 +146,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for dir in [&config.root, &config.state] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let store = Arc::new(
-        corral_store::Store::open(&config.root.join("meta.redb")).context("open metadata store")?,
-    );
+    let store = Arc::new(crash::open_store(&config.root.join("meta.redb"))?);
     let registry: corral_image::RegistryConfig = toml::Value::Table(config.registry.clone())
         .try_into()
         .context("config: [registry]")?;

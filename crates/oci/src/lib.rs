@@ -13,7 +13,8 @@
 //! than the runtime itself has.
 //!
 //! Building a spec changes nothing on the host except creating missing volume directories,
-//! which [`BuiltSpec::mounts_created`] lists so that a failed create can remove them again.
+//! which [`BuiltSpec::mounts_created`] lists so that a failed create can remove them again;
+//! [`plan_spec`] only lists them, for a caller that records them before they are made.
 //! Everything is blocking file I/O; async callers use `spawn_blocking`.
 
 use std::collections::HashMap;
@@ -155,8 +156,11 @@ pub struct BuiltSpec {
     /// The user the process runs as (for ContainerStatus).
     pub user: ResolvedUser,
     /// Volume source directories created because they were missing, outermost first; remove
-    /// them in reverse order to undo a failed create.
+    /// them in reverse order to undo a failed create. ([`plan_spec`] creates none.)
     pub mounts_created: Vec<PathBuf>,
+    /// The volume source directories missing when the spec was built, outermost first: what
+    /// [`create_mount_sources`] makes.
+    pub mounts_to_create: Vec<PathBuf>,
 }
 
 /// Builds the OCI runtime spec of a CRI container.
@@ -164,21 +168,37 @@ pub struct BuiltSpec {
 /// Everything is checked before anything is made: the only change to the host, creating
 /// missing volume directories, is the last step, and undone when it fails half-way.
 pub fn build_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
+    let mut built = plan_spec(input)?;
+    built.mounts_created = create_mount_sources(&built.mounts_to_create)?;
+    Ok(built)
+}
+
+/// Creates the missing volume source directories `dirs` ([`BuiltSpec::mounts_to_create`]),
+/// outermost first, and returns those it made (one that appeared meanwhile is not this
+/// caller's). When one cannot be made, those made so far are removed again.
+pub fn create_mount_sources(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
+    mounts::create_dirs(dirs)
+}
+
+/// [`build_spec`] without changing the host: the missing volume directories are only listed
+/// ([`BuiltSpec::mounts_to_create`]), so that a caller can record them before it makes them
+/// (a crash in between then still knows them) with [`create_mount_sources`].
+pub fn plan_spec(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
     let parts = SpecParts::checked(input)?;
-    // The last fallible step, so that no error leaves directories behind.
-    let mounts_created = mounts::create_missing_sources(&parts.mounts.missing_sources)?;
+    let mounts_to_create = mounts::dirs_to_create(&parts.mounts.missing_sources);
     let user = parts.user.clone();
     let spec = parts.into_spec(input);
     tracing::debug!(
         container_id = input.container_id,
         sandbox_id = %input.sandbox.sandbox_id,
-        created = mounts_created.len(),
+        to_create = mounts_to_create.len(),
         "OCI spec built"
     );
     Ok(BuiltSpec {
         spec,
         user,
-        mounts_created,
+        mounts_created: Vec::new(),
+        mounts_to_create,
     })
 }
 

@@ -6,7 +6,7 @@
 //! containerd does: kubelet (and some programs) rewrite `/etc/hosts`, and the files belong to
 //! the pod, not the host. A CRI mount at any of these paths replaces the pod's own.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use cri_proto::v1::{Mount as CriMount, MountPropagation, NamespaceMode};
 use oci_spec::runtime::Mount;
@@ -184,6 +184,15 @@ fn check_volume_fields(mount: &CriMount) -> Result<(), SpecError> {
     if !Path::new(&mount.container_path).is_absolute() {
         return Err(refuse("container_path must be an absolute path"));
     }
+    if Path::new(&mount.container_path)
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+    {
+        return Err(refuse(
+            "container_path is the container's root: a volume cannot replace the root \
+             filesystem; mount it at a directory below /",
+        ));
+    }
     if mount.recursive_read_only && !mount.readonly {
         return Err(refuse(
             "recursive_read_only needs readonly: true as well; set both, or neither",
@@ -254,22 +263,41 @@ fn propagation_rank(propagation: MountPropagation) -> u8 {
 /// Creates the missing volume directories, outermost first, and returns every directory it
 /// created in that order (the caller removes them in reverse to undo). When one cannot be
 /// made, those made so far are removed again.
+#[cfg(test)]
 pub(crate) fn create_missing_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
-    let mut created: Vec<PathBuf> = Vec::new();
+    create_dirs(&dirs_to_create(paths))
+}
+
+/// The directories to make so that every path of `paths` exists: each missing ancestor and
+/// the path itself, outermost first, each once. Nothing is changed.
+pub(crate) fn dirs_to_create(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for path in paths {
-        let mut to_make: Vec<&Path> = path
+        let mut missing: Vec<&Path> = path
             .ancestors()
             .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
             .collect();
-        to_make.reverse();
-        for dir in to_make {
-            match std::fs::create_dir(dir) {
-                Ok(()) => created.push(dir.to_path_buf()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                Err(e) => {
-                    remove_created(&created);
-                    return Err(io_error("create volume directory", dir)(e));
-                }
+        missing.reverse();
+        for dir in missing {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+    }
+    dirs
+}
+
+/// Makes `dirs` in order (parents first); returns those made, leaving out any that exists
+/// already as a directory. On failure, removes those it made.
+pub(crate) fn create_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
+    let mut created: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        match std::fs::create_dir(dir) {
+            Ok(()) => created.push(dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => {
+                remove_created(&created);
+                return Err(io_error("create volume directory", dir)(e));
             }
         }
     }
@@ -769,6 +797,28 @@ mod tests {
                 }
                 other => panic!("{container} {host}: expected a refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_volume_over_the_root_is_refused_naming_the_mount() {
+        let f = Fixture::new();
+        for root in ["/", "//", "/.", "/./"] {
+            let err = f
+                .plan(
+                    &[volume(
+                        root,
+                        &f.path("private"),
+                        MountPropagation::PropagationPrivate,
+                    )],
+                    false,
+                )
+                .unwrap_err();
+            assert!(err.is_invalid_argument(), "{root}: {err}");
+            assert!(
+                err.to_string().contains("container's root"),
+                "{root}: {err}"
+            );
         }
     }
 

@@ -625,6 +625,51 @@ fn volume(container: &str, host: &Path, propagation: MountPropagation) -> CriMou
     }
 }
 
+/// Write-ahead for volume directories: `plan_spec` lists what is missing (each directory
+/// once, parents first) and makes nothing; `create_mount_sources` makes exactly those and
+/// returns what it made.
+#[test]
+fn planning_lists_missing_volume_dirs_and_creating_makes_them() {
+    let f = Fixture::new();
+    let first = f.path("shared").join("new/a");
+    let second = f.path("shared").join("new/b");
+    let mut config = basic_config();
+    config.mounts = vec![
+        volume("/a", &first, MountPropagation::PropagationPrivate),
+        volume("/b", &second, MountPropagation::PropagationPrivate),
+    ];
+    let input = SpecInput {
+        container_id: "c1",
+        config: &config,
+        sandbox: &f.sandbox,
+        image: &f.image,
+        rootfs: &f.rootfs,
+        cgroups_path: "/kubepods/pod1/c1".into(),
+        target_pid: None,
+        mountinfo: &f.mountinfo,
+        seccomp_localhost_root: None,
+        apparmor_enabled: false,
+        cgroup_v2: false,
+    };
+    let planned = plan_spec(&input).unwrap();
+    let new = f.path("shared").join("new");
+    assert_eq!(
+        planned.mounts_to_create,
+        [new.clone(), first.clone(), second.clone()]
+    );
+    assert!(planned.mounts_created.is_empty());
+    assert!(!new.exists(), "planning made a directory");
+
+    std::fs::create_dir(&new).unwrap();
+    let made = create_mount_sources(&planned.mounts_to_create).unwrap();
+    assert_eq!(
+        made,
+        [first.clone(), second.clone()],
+        "one that appeared is not ours"
+    );
+    assert!(first.is_dir() && second.is_dir());
+}
+
 #[test]
 fn volumes_are_mounted_with_propagation_and_missing_dirs_reported() {
     let f = Fixture::new();

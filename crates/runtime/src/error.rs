@@ -29,6 +29,19 @@ pub enum RuntimeError {
         message: String,
     },
 
+    /// The runtime refused the container's process as the request configured it (a command
+    /// not in the image, a working directory that cannot be entered): the caller's mistake,
+    /// named by the CRI `field` (see `refusal.rs`).
+    #[error("{field}: {reason} ({} {command} {id}: {message})", binary.display())]
+    Refused {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+        field: &'static str,
+        reason: &'static str,
+        message: String,
+    },
+
     /// The runtime cannot run containers on this host at all.
     #[error("{runtime} cannot run on this host: {message}")]
     Unusable { runtime: String, message: String },
@@ -115,14 +128,16 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// Whose fault the error is. A runtime that cannot run on this host is
-    /// `FailedPrecondition`; one that did not answer in time is `Unavailable`; a full disk is
-    /// `ResourceExhausted`; everything else is the host's (`Internal`): the runtime's own
-    /// refusals cannot be told apart from its failures, so requests are checked before they
-    /// reach it.
+    /// Whose fault the error is. The runtime's refusal of the request's process and a runtime
+    /// that cannot run on this host are `FailedPrecondition`; one that did not answer in time is `Unavailable`; a full disk is
+    /// `ResourceExhausted`; everything else is the host's (`Internal`): requests are checked
+    /// before they reach the runtime, and only the refusals `refusal.rs` recognises are taken
+    /// for the caller's.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            RuntimeError::Unusable { .. } => ErrorKind::FailedPrecondition,
+            RuntimeError::Unusable { .. } | RuntimeError::Refused { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             RuntimeError::Timeout { .. } => ErrorKind::Unavailable,
             RuntimeError::Spawn { source, .. }
             | RuntimeError::LaunchShim { source, .. }

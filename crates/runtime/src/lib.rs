@@ -46,6 +46,7 @@ pub mod error;
 mod exec;
 mod exit;
 mod lookup;
+mod refusal;
 mod runtime;
 mod shim;
 mod signal;

@@ -315,7 +315,8 @@ impl OciRuntime {
         Ok(captured.stdout)
     }
 
-    /// Turns a failure message into an error, recognising a runtime that cannot run on this host.
+    /// Turns a failure message into an error, recognising a runtime that cannot run on this host
+    /// and its refusals of the request's process (`refusal.rs`).
     pub(crate) fn classify_failure(
         &self,
         command: &'static str,
@@ -331,6 +332,15 @@ impl OciRuntime {
                      {message}",
                     self.name
                 ),
+            }
+        } else if let Some(refusal) = crate::refusal::recognise(command, &message) {
+            RuntimeError::Refused {
+                binary: self.binary.clone(),
+                command,
+                id: id.to_owned(),
+                field: refusal.field,
+                reason: refusal.reason,
+                message,
             }
         } else {
             RuntimeError::Command {

@@ -106,6 +106,31 @@ impl ShimProcess {
     }
 }
 
+/// The longest message a [`LaunchReport`] carries, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+
+/// `message` cut to about `max` bytes (on character boundaries), saying how long it was: its
+/// start and its end, which says why (`exec: "<a huge name>": executable file not found`).
+fn cut(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_owned();
+    }
+    let mut head = max / 2;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - max / 2;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … ({} bytes) … {}",
+        &message[..head],
+        message.len(),
+        &message[tail..]
+    )
+}
+
 /// The launcher's one line on stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchReport {
@@ -118,9 +143,12 @@ pub enum LaunchReport {
 }
 
 impl LaunchReport {
-    /// The report as printed, newline included.
+    /// The report as printed, newline included. A message is cut to about
+    /// [`MAX_MESSAGE_LEN`] bytes, keeping its start and end (the runtime's error may echo a
+    /// request's 1 MB argument): a report larger than the pipe would block the shim writing
+    /// it while its launcher, past its read limit, waits for the shim.
     pub fn to_line(&self) -> String {
-        let one_line = |message: &str| message.replace('\n', " ");
+        let one_line = |message: &str| cut(message, MAX_MESSAGE_LEN).replace('\n', " ");
         match self {
             LaunchReport::Created(shim) => format!(
                 "created {} {} {}\n",
@@ -222,6 +250,23 @@ pub fn launch_shim(cfg: &ShimConfig) -> Result<ShimProcess> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_huge_message_is_cut_to_fit_the_report_pipe() {
+        let huge =
+            LaunchReport::RuntimeFailed(format!("exec: \"{}\": not found", "é".repeat(40_000)));
+        let line = huge.to_line();
+        assert!(line.len() < MAX_MESSAGE_LEN + 64, "{} bytes", line.len());
+        assert!(line.contains(" … (80019 bytes) … "), "{line}");
+        assert!(
+            line.ends_with("éé\": not found\n"),
+            "the end says why: {line}"
+        );
+        assert!(matches!(
+            LaunchReport::parse(&line),
+            Some(LaunchReport::RuntimeFailed(_))
+        ));
+    }
 
     #[test]
     fn reports_round_trip() {

@@ -136,8 +136,9 @@ fn a_failed_create_leaves_nothing_behind() {
     assert!(
         matches!(
             error,
-            RuntimeError::Command {
+            RuntimeError::Refused {
                 command: "create",
+                field: "config.command",
                 ..
             }
         ),
@@ -367,8 +368,9 @@ fn exec_sync_collects_output_exit_codes_and_honours_timeouts() {
     assert!(
         matches!(
             error,
-            RuntimeError::Command {
+            RuntimeError::Refused {
                 command: "exec",
+                field: "cmd",
                 ..
             }
         ),

@@ -113,12 +113,18 @@ fn create_with_pipes(
     // The container's ends of the pipes live in `command` until it is dropped: drop it right after
     // the spawn, so that end of file on stdout means the container (not the shim) closed it.
     let child = spawn(command, args)?;
-    let status = wait_with_timeout(child, args)?;
     let mut stderr = File::from(stderr_read);
+    // A restored container runs during the restore: its output is the container's to log.
+    let (status, mut drained) = if args.restore.is_none() {
+        wait_draining(child, args, &stderr)?
+    } else {
+        (wait_with_timeout(child, args)?, Vec::new())
+    };
     if !status.success() {
         let mut said = runtime_said(log_file);
         if said.is_empty() {
-            said = runtime_message(&read_available(&mut stderr));
+            drained.extend(read_available(&mut stderr));
+            said = runtime_message(&drained);
         }
         return Err(CreateError::Runtime(failure_message(said, status)));
     }
@@ -236,6 +242,48 @@ fn wait_with_timeout(mut child: Child, args: &ShimArgs) -> Result<ExitStatus, Cr
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
+        }
+    }
+}
+
+/// How much of what `<runtime> create` writes to the container's stderr is kept.
+const MAX_DRAINED: usize = 64 * 1024;
+
+/// [`wait_with_timeout`], reading meanwhile what the runtime writes to the container's stderr
+/// pipe (its error too, as runc writes it to both its log and stderr; the first
+/// [`MAX_DRAINED`] bytes are kept): an error echoing a long argument can be more than a pipe
+/// holds, and the runtime would block writing it. The container's own process runs only from
+/// `start`, so none of its output is taken.
+fn wait_draining(
+    mut child: Child,
+    args: &ShimArgs,
+    stderr: &File,
+) -> Result<(ExitStatus, Vec<u8>), CreateError> {
+    let deadline = Instant::now() + args.create_timeout;
+    let mut drained = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok((status, drained)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(timeout_error(args));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
+        }
+        let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
+        let readable = poll(&mut fds, PollTimeout::from(5u8)).is_ok_and(|n| n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if readable {
+            // Readable: this read returns what is there without blocking.
+            if let Ok(n) = nix::unistd::read(stderr, &mut buffer) {
+                let keep = n.min(MAX_DRAINED.saturating_sub(drained.len()));
+                drained.extend_from_slice(&buffer[..keep]);
+            }
         }
     }
 }

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+mod lock_wait;
+pub use lock_wait::holders;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A table of records keyed by id.

@@ -212,7 +212,7 @@ impl ContainerPlan {
             stop_signal: self.image.config.stop_signal.clone(),
         };
         let target_pid = self.target_pid(env)?;
-        let mut built = corral_oci::build_spec(&SpecInput {
+        let mut built = corral_oci::plan_spec(&SpecInput {
             container_id: &self.id,
             config: &self.config,
             sandbox: &sandbox_ctx,
@@ -233,7 +233,18 @@ impl ContainerPlan {
                 step("generate OCI spec")(e)
             }
         })?;
-        record.created_sources = built.mounts_created.clone();
+        if !built.mounts_to_create.is_empty() {
+            // Write-ahead: the missing mount sources are recorded before they are made, so
+            // that a crash in between still removes them (those still empty) at start-up.
+            record.created_sources = built.mounts_to_create.clone();
+            env.store.put(CONTAINERS, &record.id, &*record)?;
+            crate::crash::point("create_container:sources_recorded");
+            // What was made (a directory that appeared meanwhile is not this container's);
+            // a failure removed what it made itself.
+            let made = corral_oci::create_mount_sources(&built.mounts_to_create);
+            record.created_sources = made.as_ref().cloned().unwrap_or_default();
+            made.map_err(step("create missing mount sources"))?;
+        }
         // Limits the pod's cgroup cannot pass on are left out, or refused when really set.
         if let Some(resources) = built
             .spec

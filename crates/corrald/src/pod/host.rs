@@ -80,7 +80,7 @@ impl Pauses for HostPauses {
     }
 
     fn stop(&self, pause: PauseRef) -> CriResult<()> {
-        super::teardown::stop_pause(pause)
+        super::teardown::stop_pause(pause.process())
     }
 
     fn stop_marked(&self, dir: &Path) -> CriResult<()> {

@@ -16,7 +16,7 @@ use corral_store::SANDBOXES;
 
 use super::network::runtime_conf;
 use super::paths::{netns_pin_path, sandbox_dir, userns_pin_path};
-use super::record::{PauseRef, SandboxRecord, SandboxState};
+use super::record::{SandboxRecord, SandboxState};
 use super::PodEnv;
 use crate::error::{CriError, CriResult, FirstError};
 
@@ -200,23 +200,15 @@ fn stop_found(found: Vec<corral_sandbox::find::Found>) -> CriResult<()> {
     let mut errors = FirstError::default();
     for pause in found {
         tracing::info!(pid = pause.process.pid, owner = %pause.path.display(), "stopping a pause no record names");
-        errors.note(
-            pause
-                .process
-                .stop(PAUSE_GRACE)
-                .map_err(|e| CriError::internal("stop pause process", e)),
-        );
-        if let Err(e) = corral_sandbox::reap_if_child(pause.process.pid) {
-            tracing::debug!(pid = pause.process.pid, error = %e, "reaping pause process");
-        }
+        errors.note(stop_pause(pause.process));
     }
     errors.into_result()
 }
 
-/// Stops the pause process and reaps it if it is corrald's child.
-pub(super) fn stop_pause(pause: PauseRef) -> CriResult<()> {
+/// Stops a pause process (SIGTERM, then SIGKILL after [`PAUSE_GRACE`]) and reaps it if it is
+/// corrald's child.
+pub(super) fn stop_pause(pause: corral_sandbox::pause::PauseProcess) -> CriResult<()> {
     let stopped = pause
-        .process()
         .stop(PAUSE_GRACE)
         .map_err(|e| CriError::internal("stop pause process", e));
     if let Err(e) = corral_sandbox::reap_if_child(pause.pid) {
@@ -265,6 +257,7 @@ pub(super) fn reconcile(env: &PodEnv) -> anyhow::Result<HashMap<String, String>>
     }
     let known: HashSet<String> = names.values().cloned().collect();
     sweep_orphans(env, &known);
+    super::owned_cgroups::sweep_slices(env);
     Ok(names)
 }
 
