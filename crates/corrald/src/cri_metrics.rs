@@ -25,7 +25,8 @@ use cri_proto::v1::{
 
 use crate::container::ContainerRecord;
 use crate::error::{CriError, CriResult};
-use crate::pod::{now_nanos, SandboxRecord};
+use crate::ids::now_nanos;
+use crate::pod::SandboxRecord;
 use crate::Daemon;
 
 /// cAdvisor's labels on every series.

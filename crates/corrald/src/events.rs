@@ -76,7 +76,7 @@ impl EventSink {
             id: id.to_string(),
             pod_sandbox_id: pod_sandbox_id.to_string(),
             kind,
-            at: crate::pod::now_nanos(),
+            at: crate::ids::now_nanos(),
             pod_status: None,
         });
     }
@@ -92,7 +92,7 @@ impl EventSink {
             id: id.to_string(),
             pod_sandbox_id: id.to_string(),
             kind,
-            at: crate::pod::now_nanos(),
+            at: crate::ids::now_nanos(),
             pod_status,
         });
     }

@@ -1,5 +1,6 @@
-//! What pods and containers share about ids: resolving a unique prefix to a full id, and one
-//! lock per id so that operations on one object never interleave.
+//! What pods and containers share about ids: new ids, resolving a unique prefix to a full id,
+//! one lock per id so that operations on one object never interleave, and the time stamps
+//! records and events carry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,4 +98,19 @@ impl PodLocks {
 /// guards stay consistent: every update is a single insert or remove).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A new pod sandbox or container id: 32 random bytes in hex, as kubelet expects.
+pub fn new_id() -> CriResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| CriError::internal("generate id", e))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Now, in nanoseconds since the Unix epoch (the CRI's time stamps).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

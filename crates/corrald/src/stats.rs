@@ -29,7 +29,8 @@ use cri_proto::v1::{
 use crate::container::{ContainerEnv, ContainerRecord};
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
-use crate::pod::{now_nanos, SandboxRecord};
+use crate::ids::now_nanos;
+use crate::pod::SandboxRecord;
 use crate::Daemon;
 
 /// Below this many nanoseconds since an object's previous CPU sample, the previous rate is

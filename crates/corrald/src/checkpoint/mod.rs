@@ -145,7 +145,7 @@ fn checkpoint_blocking(
         rootfs_image_name: image_name,
         runtime: record.runtime_handler.clone(),
         created_time: rfc3339(record.created_at),
-        checkpointed_time: rfc3339(crate::pod::now_nanos()),
+        checkpointed_time: rfc3339(crate::ids::now_nanos()),
         corral_container_config: Some(record.config.clone()),
     };
     let parts = archive::Parts {

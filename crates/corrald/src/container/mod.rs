@@ -9,8 +9,15 @@
 //! lost while corrald is down.
 
 mod create;
-mod lifecycle;
+mod exec;
+mod reconcile;
 mod record;
+mod refresh;
+mod remove;
+mod start;
+mod stop;
+mod update;
+mod validate;
 mod view;
 
 use std::collections::HashMap;
@@ -28,9 +35,9 @@ use crate::config::{CgroupDriverName, Config};
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
 use crate::pod::SandboxRecord;
-pub(crate) use lifecycle::exec_process;
-pub(crate) use lifecycle::refreshed;
+pub(crate) use exec::exec_process;
 pub use record::{ContainerRecord, ContainerState};
+pub(crate) use refresh::refreshed;
 
 /// Everything the container lifecycle needs, shared with blocking tasks.
 pub(crate) struct ContainerEnv {
@@ -135,7 +142,7 @@ impl ContainerManager {
             locks: crate::ids::IdLocks::default(),
             pod_locks: crate::ids::PodLocks::default(),
         };
-        let names = tokio::task::spawn_blocking(move || lifecycle::reconcile(&env)).await??;
+        let names = tokio::task::spawn_blocking(move || reconcile::reconcile(&env)).await??;
         *lock(&manager.names) = names;
         Ok(manager)
     }
@@ -195,7 +202,7 @@ impl ContainerManager {
 
     /// StartContainer.
     pub async fn start_container(&self, id: &str) -> CriResult<()> {
-        self.blocking(id, lifecycle::start).await
+        self.blocking(id, start::start).await
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout_secs`; idempotent, and an
@@ -206,13 +213,13 @@ impl ContainerManager {
             Err(CriError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.blocking(&id, move |env, id| lifecycle::stop(env, id, timeout_secs))
+        self.blocking(&id, move |env, id| stop::stop(env, id, timeout_secs))
             .await
     }
 
     /// StopContainer for a caller holding the pod's lock exclusively.
     async fn stop_in_locked_pod(&self, id: &str, timeout_secs: i64) -> CriResult<()> {
-        self.blocking_in_locked_pod(id, move |env, id| lifecycle::stop(env, id, timeout_secs))
+        self.blocking_in_locked_pod(id, move |env, id| stop::stop(env, id, timeout_secs))
             .await
     }
 
@@ -228,7 +235,7 @@ impl ContainerManager {
     /// RemoveContainer for a caller holding the pod's lock.
     async fn remove_in_locked_pod(&self, id: &str) -> CriResult<()> {
         let id = id.to_string();
-        let removed = self.blocking_in_locked_pod(&id, lifecycle::remove).await?;
+        let removed = self.blocking_in_locked_pod(&id, remove::remove).await?;
         if let Some(key) = removed {
             let mut names = lock(&self.names);
             if names.get(&key) == Some(&id) {
@@ -243,7 +250,7 @@ impl ContainerManager {
     pub async fn status(&self, id: &str, verbose: bool) -> CriResult<ContainerStatusResponse> {
         // The status reads the bundle's config.json and /proc: on the blocking thread too.
         self.blocking(id, move |env, id| {
-            let record = lifecycle::refreshed(env, id)?;
+            let record = refresh::refreshed(env, id)?;
             Ok(view::status_response(env, &record, verbose))
         })
         .await
@@ -258,7 +265,7 @@ impl ContainerManager {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let updated = lifecycle::refresh_shared(&env, record)?;
+                let updated = refresh::refresh_shared(&env, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 if view::matches(record, filter.as_ref()) {
                     out.push(view::container(record));
@@ -284,7 +291,7 @@ impl ContainerManager {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let updated = lifecycle::refresh_shared(&env, record)?;
+                let updated = refresh::refresh_shared(&env, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 if view::matches(record, filter.as_ref()) {
                     out.push(record.clone());
@@ -298,13 +305,13 @@ impl ContainerManager {
 
     /// UpdateContainerResources.
     pub async fn update(&self, id: &str, resources: LinuxContainerResources) -> CriResult<()> {
-        self.blocking(id, move |env, id| lifecycle::update(env, id, &resources))
+        self.blocking(id, move |env, id| update::update(env, id, &resources))
             .await
     }
 
     /// ReopenContainerLog.
     pub async fn reopen_log(&self, id: &str) -> CriResult<()> {
-        self.blocking(id, lifecycle::reopen_log).await
+        self.blocking(id, update::reopen_log).await
     }
 
     /// ExecSync.
@@ -318,7 +325,7 @@ impl ContainerManager {
         // must not block StopContainer.
         let id = self.resolve_async(id).await?;
         let env = self.env.clone();
-        tokio::task::spawn_blocking(move || lifecycle::exec_sync(&env, &id, cmd, timeout_secs))
+        tokio::task::spawn_blocking(move || exec::exec_sync(&env, &id, cmd, timeout_secs))
             .await
             .map_err(|e| CriError::internal("ExecSync task", e))?
     }
@@ -364,7 +371,7 @@ impl ContainerManager {
 
     /// A container's record, refreshed from its shim's exit file.
     pub async fn record(&self, id: &str) -> CriResult<ContainerRecord> {
-        self.blocking(id, lifecycle::refreshed).await
+        self.blocking(id, refresh::refreshed).await
     }
 
     /// The ids of the containers that are created or running as last recorded.
@@ -399,7 +406,7 @@ impl ContainerManager {
                 {
                     continue;
                 }
-                let updated = lifecycle::refresh_shared(&env, record)?;
+                let updated = refresh::refresh_shared(&env, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 out.extend(view::status_response(&env, record, false).status);
             }

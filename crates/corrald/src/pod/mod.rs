@@ -7,11 +7,14 @@
 //! from the sandbox id (paths) or recorded in it (pids, cgroups, IPs), so that a restarted
 //! corrald finds and tears down what an earlier one made.
 
+mod network;
 mod owned_cgroups;
+mod paths;
 mod phases;
 mod record;
 mod run;
 mod teardown;
+mod validate;
 mod view;
 
 use std::collections::HashMap;
@@ -28,7 +31,6 @@ use crate::config::Config;
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
 pub use record::{NamespaceModes, SandboxRecord, SandboxState};
-pub(crate) use run::{new_id, now_nanos};
 
 /// The key under which the pod CIDR from UpdateRuntimeConfig is kept.
 const POD_CIDR_KEY: &str = "pod_cidr";
@@ -313,7 +315,7 @@ impl PodManager {
                 record.id
             )));
         };
-        let Some(limits) = run::pod_limits(resources.as_ref(), overhead.as_ref()) else {
+        let Some(limits) = validate::pod_limits(resources.as_ref(), overhead.as_ref()) else {
             return Err(CriError::InvalidArgument(
                 "resources, overhead: give at least one of them".into(),
             ));
@@ -361,7 +363,7 @@ impl PodManager {
 
     /// Whether the pod network can be set up: `Ok` or the reason it cannot.
     pub fn network_ready(&self) -> Result<(), String> {
-        network_ready_in(&self.env)
+        network::network_ready_in(&self.env)
     }
 
     /// The full id of a sandbox given its id or a unique prefix of it.
@@ -443,21 +445,4 @@ fn record_in(env: &PodEnv, id: &str) -> CriResult<SandboxRecord> {
     env.store
         .get(SANDBOXES, id)?
         .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id} not found")))
-}
-
-/// The CNI network pods are attached to, or the reason pods cannot get a network.
-fn network_config(env: &PodEnv) -> Result<corral_cni::NetworkConfigList, String> {
-    match env.cni_config.load() {
-        Ok(Some(net)) => Ok(net),
-        Ok(None) => Err(format!(
-            "no network config found in {}: install a CNI config (e.g. packaging/10-corral-bridge.conflist)",
-            env.config.cni_conf_dir.display()
-        )),
-        Err(e) => Err(format!("CNI config in {}: {e}", env.config.cni_conf_dir.display())),
-    }
-}
-
-/// Whether a CNI network config is in place: `Ok` or the reason pods cannot get a network.
-fn network_ready_in(env: &PodEnv) -> Result<(), String> {
-    network_config(env).map(|_| ())
 }

@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use corral_store::SANDBOXES;
 
+use super::network::{cni_del, runtime_conf, settle_cni};
+use super::paths::{netns_pin_path, sandbox_dir, userns_pin_path};
 use super::record::{PauseRef, SandboxRecord, SandboxState};
-use super::run::{netns_pin_path, sandbox_dir, userns_pin_path};
 use super::PodEnv;
 use crate::error::{CriError, CriResult, FirstError};
 
 /// How long the pause process gets to exit on SIGTERM before SIGKILL.
 const PAUSE_GRACE: Duration = Duration::from_secs(2);
-/// How long CNI plugins a killed daemon left running get to finish before DEL.
-const CNI_SETTLE: Duration = Duration::from_secs(30);
 
 /// StopPodSandbox: the pause process stopped, the network torn down, shm unmounted.
 pub(super) fn stop(env: &PodEnv, id: &str) -> CriResult<()> {
@@ -60,7 +59,7 @@ pub(super) fn destroy(env: &PodEnv, record: &mut SandboxRecord) -> CriResult<()>
     let released = release_runtime_resources(env, record);
     crate::crash::point("remove_pod:released");
     if record.pod_cgroup.is_none() && record.state == SandboxState::Creating {
-        let parent = super::run::cgroup_parent(env, &record.config, &record.id);
+        let parent = super::paths::cgroup_parent(env, &record.config, &record.id);
         super::owned_cgroups::release_unrecorded(env, &parent, &record.id)?;
     }
     if let Some(cgroup) = record.pod_cgroup.as_ref() {
@@ -197,19 +196,6 @@ fn stop_marked_pauses(dir: &Path) -> CriResult<()> {
     )))
 }
 
-/// Waits (up to [`CNI_SETTLE`]) for CNI plugins a killed daemon left running on the netns pin
-/// `pin` to finish, so that the DEL that follows does not race an ADD still under way.
-fn settle_cni(pin: &Path) {
-    let deadline = std::time::Instant::now() + CNI_SETTLE;
-    while std::time::Instant::now() < deadline {
-        match corral_sandbox::find::env_under("CNI_NETNS", pin) {
-            Ok(found) if !found.is_empty() => std::thread::sleep(Duration::from_millis(50)),
-            _ => return,
-        }
-    }
-    tracing::warn!(pin = %pin.display(), "CNI plugins still run; deleting the network anyway");
-}
-
 fn stop_found(found: Vec<corral_sandbox::find::Found>) -> CriResult<()> {
     let mut errors = FirstError::default();
     for pause in found {
@@ -237,76 +223,6 @@ fn stop_pause(pause: PauseRef) -> CriResult<()> {
         tracing::debug!(pid = pause.pid, error = %e, "reaping pause process");
     }
     stopped
-}
-
-/// CNI DEL with the network config the pod was attached with (cached at ADD, else recorded
-/// before ADD), so that a changed or removed config in the conf dir still tears down what was
-/// made. DEL without a cached result still frees host-local's IP: it releases by container id.
-fn cni_del(
-    env: &PodEnv,
-    network: &str,
-    recorded: Option<&serde_json::Value>,
-    rt: &corral_cni::RuntimeConf,
-) -> corral_cni::Result<()> {
-    // The cache is written without an fsync: after a power loss it may be torn, and DEL then
-    // runs as if nothing were cached.
-    let cached = env
-        .cni
-        .cached_attachment(network, &rt.container_id, &rt.if_name)
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "ignoring an unreadable CNI result cache");
-            None
-        });
-    let recorded = recorded
-        .and_then(|json| corral_cni::NetworkConfigList::from_json(json.clone()).ok())
-        .filter(|net| net.name() == network);
-    let net = match (cached, recorded) {
-        (Some(attachment), _) => attachment.network,
-        (None, Some(net)) => net,
-        (None, None) => match corral_cni::CniConfig::load(&env.config.cni_conf_dir)? {
-            Some(net) if net.name() == network => net,
-            // Nothing cached and no such network: ADD never completed a plugin.
-            _ => return Ok(()),
-        },
-    };
-    env.cni.del(&net, rt)
-}
-
-/// The CNI runtime arguments for a sandbox (see [`corral_cni::pod::PodNetwork`]).
-pub(super) fn runtime_conf(
-    env: &PodEnv,
-    record: &SandboxRecord,
-    netns: &Path,
-) -> corral_cni::RuntimeConf {
-    let meta = record.config.metadata.clone().unwrap_or_default();
-    let port_mappings = record
-        .config
-        .port_mappings
-        .iter()
-        .map(|p| corral_cni::pod::PortMapping {
-            host_port: p.host_port,
-            container_port: p.container_port,
-            protocol: cri_proto::v1::Protocol::try_from(p.protocol)
-                .unwrap_or(cri_proto::v1::Protocol::Tcp)
-                .as_str_name()
-                .to_ascii_lowercase(),
-            host_ip: p.host_ip.clone(),
-        })
-        .collect();
-    let pod_cidr = env
-        .store
-        .get::<String>(corral_store::SETTINGS, super::POD_CIDR_KEY)
-        .ok()
-        .flatten();
-    corral_cni::pod::PodNetwork {
-        sandbox_id: record.id.clone(),
-        namespace: meta.namespace,
-        name: meta.name,
-        uid: meta.uid,
-        port_mappings,
-        pod_cidr,
-    }
-    .runtime_conf(netns)
 }
 
 /// Start-up: undoes sandboxes a crashed daemon left half-made, marks those whose pause process

@@ -97,7 +97,7 @@ pub(super) fn status_response(
         status: Some(status),
         info,
         containers_statuses: Vec::new(),
-        timestamp: super::run::now_nanos(),
+        timestamp: crate::ids::now_nanos(),
     }
 }
 
@@ -132,7 +132,7 @@ fn verbose_info(env: &PodEnv, record: &SandboxRecord, alive: bool) -> serde_json
         "namespaces": namespaces,
         "runtimeHandler": record.runtime_handler,
         "cniNetwork": record.cni_network,
-        "sandboxDir": super::run::sandbox_dir(env, &record.id),
+        "sandboxDir": super::paths::sandbox_dir(env, &record.id),
         "config": record.config,
     })
 }
