@@ -397,7 +397,7 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
             &format!("{label}, p50 / p99"),
             cell(0),
             cell(1),
-            crate::summary::ratio(cells.first().map(|c| c.1), cells.get(1).map(|c| c.1)),
+            crate::summary::ratio(cells.first().map(|c| c.0), cells.get(1).map(|c| c.0)),
             target,
         );
     }
@@ -557,12 +557,16 @@ async fn empty(node: &mut Node, concurrency: usize) {
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     println!(
-        "{}: removed {n} pods in {:.1} s ({failed} failed)",
+        "{}: removed {n} pods in {:.1} s ({} failed)",
         node.name,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        failed.len()
     );
+    for e in failed.iter().take(3) {
+        println!("  {}", crate::figures::short(&format!("{e:#}"), 200));
+    }
     node.pods.clear();
 }
 

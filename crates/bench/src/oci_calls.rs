@@ -86,25 +86,29 @@ impl Drop for Bundle {
     }
 }
 
-/// Runs `runtime --root ROOT args...`; fails with its stderr.
+/// Runs `runtime --root ROOT args...`; fails with its stderr. The stderr goes to a file, not a
+/// pipe: the container's init inherits it, and a pipe would stay open as long as it runs.
 fn call(runtime: &Path, root: &Path, args: &[&str]) -> anyhow::Result<Duration> {
+    let err_path = root.with_extension("stderr");
+    let err = std::fs::File::create(&err_path).context("create the runtime's stderr file")?;
     let t = Instant::now();
-    let out = Command::new(runtime)
+    let status = Command::new(runtime)
         .arg("--root")
         .arg(root)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(err)
+        .status()
         .with_context(|| format!("run {}", runtime.display()))?;
     let took = t.elapsed();
-    if !out.status.success() {
+    if !status.success() {
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
         bail!(
             "{} {}: {}",
             runtime.display(),
             args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         );
     }
     Ok(took)
