@@ -53,7 +53,7 @@ pub struct Options {
 /// Runs every part, then prints the table of every row.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let load_start = crate::containers::load_average();
-    let mut runtimes = vec![("runc".to_string(), PathBuf::from("/usr/sbin/runc"))];
+    let mut runtimes = vec![("runc".to_string(), on_path("runc"))];
     runtimes.extend(options.extra_handlers.iter().filter_map(|s| {
         let (name, path) = s.split_once('=')?;
         Some((name.to_string(), PathBuf::from(path)))
@@ -98,6 +98,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &crate::containers::load_average(),
     );
     Ok(())
+}
+
+/// `name` found on `PATH`, or `name` itself (the call then fails with its error as a row).
+fn on_path(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Records a part that failed as a row of the table.
