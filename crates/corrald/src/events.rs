@@ -354,7 +354,6 @@ impl Publisher {
 /// it waits, the pod is verified in `live` (its pause need not be looked at by lists).
 fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord, live: &Arc<LiveSet>) {
     let Some(pause) = sandbox.pause else { return };
-    let epoch = live.epoch();
     let pidfd = match corral_process::Pidfd::open(pause.pid) {
         Ok(Some(pidfd)) => pidfd,
         Ok(None) => return,
@@ -367,12 +366,16 @@ fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord, live: &Arc<LiveSet>) {
     tokio::spawn(async move {
         // Opened after the pid was recorded: it may be another process by now (a /proc read,
         // so not on the worker).
-        let checked = sandbox.clone();
-        let alive = tokio::task::spawn_blocking(move || checked.pause_alive())
-            .await
-            .unwrap_or(false);
+        let (checked, marks) = (sandbox.clone(), live.clone());
+        let alive = tokio::task::spawn_blocking(move || {
+            // Verified only if still alive after the epoch is taken; alive either way is
+            // what the watch needs (a pod left unverified is read the slow way).
+            marks.verify_checked(&checked.id, pause.pid, || checked.pause_alive())
+                || checked.pause_alive()
+        })
+        .await
+        .unwrap_or(false);
         if alive {
-            live.verify(&sandbox.id, pause.pid, epoch);
             let waited = pidfd.exited().await;
             live.forget(&sandbox.id);
             if let Err(e) = waited {
@@ -462,16 +465,17 @@ impl ExitWatcher {
     /// container is verified if it has not exited. `None` (after notifying, so that the record
     /// is refreshed) when it has exited or its shim is gone. Blocks (small reads).
     fn verify_shim(&self, dir: &Path, id: &str) -> Option<Pidfd> {
-        let epoch = self.live.epoch();
         let shim = corral_runtime::state_dir::read_shim_pid(dir)
             .ok()
             .flatten()
             .and_then(|identity| Pidfd::open_identity(identity).ok().flatten());
-        // Looked at after the watch and the pidfd: an exit from now on is signalled.
-        let exited = dir.join(EXIT_FILE).exists();
+        // Looked at after the watch and the pidfd: an exit from now on is signalled (a shim
+        // that dies meanwhile makes the pidfd readable, and its wait then forgets the mark).
+        let not_exited = || !dir.join(EXIT_FILE).exists();
         match shim {
-            Some(pidfd) if !exited => {
-                self.live.verify(id, pidfd.pid(), epoch);
+            Some(pidfd) if self.live.verify_checked(id, pidfd.pid(), not_exited) => Some(pidfd),
+            Some(pidfd) if not_exited() => {
+                // Not verified (other objects kept changing): still watched, read the slow way.
                 Some(pidfd)
             }
             _ => {

@@ -22,6 +22,9 @@ use std::sync::Mutex;
 
 use crate::ids::lock;
 
+/// How often [`LiveSet::verify_checked`] tries when other objects are forgotten meanwhile.
+const VERIFY_ATTEMPTS: usize = 4;
+
 /// The verified containers (by their shim) or pods (by their pause).
 #[derive(Debug, Default)]
 pub struct LiveSet {
@@ -53,6 +56,26 @@ impl LiveSet {
         }
         inner.verified.insert(id.to_string(), pid);
         true
+    }
+
+    /// Verifies `id` (watched through `pid`) if `still_alive` says so: the check runs after the
+    /// epoch is taken and is repeated (a few times) when a forget of any object landed
+    /// meanwhile, so that churn elsewhere does not leave `id` unverified for good. Returns
+    /// whether `id` was marked.
+    pub fn verify_checked(&self, id: &str, pid: i32, still_alive: impl Fn() -> bool) -> bool {
+        for _ in 0..VERIFY_ATTEMPTS {
+            let epoch = self.epoch();
+            if !still_alive() {
+                return false;
+            }
+            if self.verify(id, pid, epoch) {
+                return true;
+            }
+            if lock(&self.inner).disabled {
+                return false;
+            }
+        }
+        false
     }
 
     /// Whether `id`, whose record names the process `pid`, is verified: no exit signal since,
@@ -125,6 +148,32 @@ mod tests {
         // A verification started after it counts.
         assert!(live.verify("c1", 10, live.epoch()));
         assert!(live.is_verified("c1", 10));
+    }
+
+    #[test]
+    fn a_checked_verification_retries_after_a_forget_elsewhere_and_rechecks() {
+        let live = LiveSet::default();
+        let checks = std::cell::Cell::new(0);
+        // Another container exits during the first check: the second attempt counts.
+        let verified = live.verify_checked("c1", 10, || {
+            checks.set(checks.get() + 1);
+            if checks.get() == 1 {
+                live.forget("other");
+            }
+            true
+        });
+        assert!(verified);
+        assert_eq!(checks.get(), 2);
+        assert!(live.is_verified("c1", 10));
+        // A check that finds the object gone marks nothing.
+        assert!(!live.verify_checked("c2", 20, || false));
+        assert!(!live.is_verified("c2", 20));
+        // Forgets on every attempt: given up, not marked.
+        assert!(!live.verify_checked("c3", 30, || {
+            live.forget("other");
+            true
+        }));
+        assert!(!live.is_verified("c3", 30));
     }
 
     #[test]
