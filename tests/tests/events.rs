@@ -1,7 +1,7 @@
 //! GetContainerEvents against a real corrald: the events of a container's and a pod's life in
 //! order with the pod's statuses, an exit without StopContainer noticed as it happens, exits
-//! while corrald was down reported after its restart, several subscribers, and a subscriber
-//! that never reads holding up nobody.
+//! while corrald was down reported after its restart, a shim killed before it could record the
+//! exit, several subscribers, and a subscriber that never reads holding up nobody.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -216,6 +216,83 @@ async fn exits_while_corrald_was_down_are_reported_after_its_restart() {
     // The restarted daemon watches the running one too.
     cri::stop(&mut env.rt, &stayer, 0).await;
     expect(&mut events, &stayer, STOPPED).await;
+    cri::remove_pod(&mut env.rt, &pod_id).await;
+}
+
+/// SIGKILLs the shim of container `id`, which then cannot write the container's exit.
+fn kill_shim(env: &Env, id: &str) {
+    let pid_file = env
+        .daemon
+        .state()
+        .join("containers")
+        .join(id)
+        .join("shim.pid");
+    let text = std::fs::read_to_string(&pid_file).expect("the shim's pid file");
+    let pid: i32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a pid in shim.pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+}
+
+/// ListContainers' state of `id`.
+async fn listed_state(rt: &mut Rt, id: &str) -> i32 {
+    rt.list_containers(ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .iter()
+        .find(|c| c.id == id)
+        .map(|c| c.state)
+        .expect("the container is listed")
+}
+
+#[tokio::test]
+async fn a_shim_that_dies_without_the_exit_is_reported_as_it_happens_and_listed_exited() {
+    let Some(mut env) = env().await else { return };
+    let (pod_id, config) = pod(&mut env, "ev-shim").await;
+    let cfg = cri::container_config("before", &env.image, &["sleep", "3600"]);
+    let before = cri::run(&mut env.rt, &pod_id, &config, cfg).await;
+    let cfg = cri::container_config("after", &env.image, &["sleep", "3600"]);
+    let after = cri::run(&mut env.rt, &pod_id, &config, cfg).await;
+    let mut events = subscribe(&mut env.rt).await;
+    // Listed running first: corrald may answer the next lists from what it knows.
+    assert_eq!(
+        listed_state(&mut env.rt, &before).await,
+        ContainerState::ContainerRunning as i32
+    );
+    kill_shim(&env, &before);
+    // Nobody lists: only corrald's watch on the shim can tell.
+    let stopped = expect(&mut events, &before, STOPPED).await;
+    assert_eq!(
+        container_state(&stopped, &before),
+        Some(ContainerState::ContainerExited as i32)
+    );
+    assert_eq!(
+        listed_state(&mut env.rt, &before).await,
+        ContainerState::ContainerExited as i32
+    );
+
+    // A restarted corrald watches the shims it finds.
+    env.daemon.restart();
+    env.rt = env.daemon.runtime().await;
+    let mut events = subscribe(&mut env.rt).await;
+    assert_eq!(
+        listed_state(&mut env.rt, &after).await,
+        ContainerState::ContainerRunning as i32
+    );
+    kill_shim(&env, &after);
+    expect(&mut events, &after, STOPPED).await;
+    assert_eq!(
+        listed_state(&mut env.rt, &after).await,
+        ContainerState::ContainerExited as i32
+    );
     cri::remove_pod(&mut env.rt, &pod_id).await;
 }
 

@@ -5,6 +5,7 @@
 //! runtime instead — corrald or any other CRI runtime, so the same client compares them.
 //! Timings are printed, never asserted.
 
+mod all;
 mod cleanup;
 mod containerd;
 mod containers;
@@ -13,10 +14,12 @@ mod figures;
 mod images;
 mod memory;
 mod node;
+mod oci_calls;
 mod pod_paths;
 mod processes;
 mod pull;
 mod soak;
+mod summary;
 
 use std::time::{Duration, Instant};
 
@@ -98,6 +101,10 @@ enum What {
     /// Cold pulls of a ~200 MB, 8-layer image (gzip and zstd) from a loopback registry: wall
     /// and CPU time, optionally against a private containerd in turns.
     Pull(pull::Options),
+    /// Every benchmark of issue 13 in one run (OCI runtime calls, pod paths with steps and a
+    /// burst, a node with 500 pods, cold pulls), then one table of every row with the ratios
+    /// against containerd and the load average.
+    All(all::Options),
 }
 
 #[tokio::main]
@@ -148,6 +155,12 @@ async fn main() -> anyhow::Result<()> {
         What::Soak { n } => soak::run(n).await?,
         What::Node(options) => node::run(options).await?,
         What::Pull(options) => pull::run(options).await?,
+        What::All(options) => {
+            if cli.socket.is_some() {
+                bail!("all starts its own corrald (and containerd): drop --socket");
+            }
+            all::run(options).await?
+        }
     }
     Ok(())
 }

@@ -44,6 +44,10 @@ pub struct Options {
     /// Timed stats rounds (ListContainerStats + ListPodSandboxStats) per runtime.
     #[arg(long, default_value_t = 20)]
     pub stats: usize,
+    /// At most this many of the stats rounds for containerd (its ListPodSandboxStats over
+    /// 500 pods takes minutes on a busy 2-core machine).
+    #[arg(long, default_value_t = usize::MAX)]
+    pub containerd_stats: usize,
     /// Seconds over which the idle daemons' CPU is measured.
     #[arg(long, default_value_t = 20)]
     pub idle_secs: u64,
@@ -278,18 +282,39 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
     );
     let cpu_before: Vec<(u64, u64)> = nodes.iter().map(cpu_of_node).collect();
     tokio::time::sleep(Duration::from_secs(options.idle_secs)).await;
+    let mut idle = Vec::new();
     for (node, (daemon0, pods0)) in nodes.iter().zip(cpu_before) {
         let (daemon1, pods1) = cpu_of_node(node);
         let per_sec =
             |ticks: u64| ticks as f64 / ticks_per_second() / options.idle_secs as f64 * 100.0;
-        println!(
-            "  {:<11} daemon CPU {:>6.2}% of a core; its {} pods' processes together {:>6.2}%",
-            node.name,
+        let (daemon, pods) = (
             per_sec(daemon1.saturating_sub(daemon0)),
-            node.pods.len(),
             per_sec(pods1.saturating_sub(pods0)),
         );
+        println!(
+            "  {:<11} daemon CPU {daemon:>6.2}% of a core; its {} pods' processes together {pods:>6.2}%",
+            node.name,
+            node.pods.len(),
+        );
+        idle.push((daemon, pods));
     }
+    let section = format!("a node with {} pods, one container each", options.n);
+    let cell = |i: usize| {
+        idle.get(i).map_or("-".to_string(), |(d, p)| {
+            format!("{d:.2} % (+{p:.2} % in its per-pod processes)")
+        })
+    };
+    crate::summary::record_with_target(
+        &section,
+        &format!(
+            "daemon CPU while idle ({} s), % of a core",
+            options.idle_secs
+        ),
+        cell(0),
+        cell(1),
+        crate::summary::ratio(idle.first().map(|i| i.0), idle.get(1).map(|i| i.0)),
+        "≤ 1 %",
+    );
 
     let calls = [
         Call::PodSandboxes,
@@ -302,10 +327,10 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
     for round in 0..options.relists.max(options.stats) {
         for (i, node) in nodes.iter().enumerate() {
             for (c, call) in calls.iter().enumerate() {
-                let rounds = if call.is_stats() {
-                    options.stats
-                } else {
-                    options.relists
+                let rounds = match (call.is_stats(), node.name) {
+                    (true, "containerd") => options.stats.min(options.containerd_stats),
+                    (true, _) => options.stats,
+                    (false, _) => options.relists,
                 };
                 if round < rounds {
                     samples[i][c].push(call.time(node).await?);
@@ -355,29 +380,51 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         restarts.iter().map(|r| r.1.clone()).collect(),
     ));
     for (label, per_node) in table {
-        print_row(&label, per_node);
+        let cells = print_row(&label, per_node);
+        let target = match label.as_str() {
+            "ListPodSandbox" | "ListContainers" => "p99 ≤ 5 ms",
+            "ListContainerStats" => "p99 ≤ 100 ms",
+            "restart: spawn to all pods listed" => "≤ 1 s",
+            _ => "",
+        };
+        let cell = |i: usize| {
+            cells.get(i).map_or("-".to_string(), |(p50, p99, n)| {
+                format!("{p50:.1} / {p99:.1} ms (n={n})")
+            })
+        };
+        crate::summary::record_with_target(
+            &section,
+            &format!("{label}, p50 / p99"),
+            cell(0),
+            cell(1),
+            crate::summary::ratio(cells.first().map(|c| c.0), cells.get(1).map(|c| c.0)),
+            target,
+        );
     }
     Ok(())
 }
 
-fn print_row(label: &str, per_node: Vec<Vec<Duration>>) {
+/// Prints one row of p50 / p99 per node and the ratio of the p50s; returns each node's p50,
+/// p99 (ms) and sample count.
+fn print_row(label: &str, per_node: Vec<Vec<Duration>>) -> Vec<(f64, f64, usize)> {
     print!("{label:<34}");
-    let mut p50s = Vec::new();
+    let mut cells = Vec::new();
     for mut s in per_node {
         s.sort();
         let (p50, p99) = (
             crate::percentile(&s, 0.5).as_secs_f64() * 1e3,
             crate::percentile(&s, 0.99).as_secs_f64() * 1e3,
         );
-        p50s.push(p50);
+        cells.push((p50, p99, s.len()));
         print!(" {:>24}", format!("{p50:.2} / {p99:.2}"));
     }
-    if let [corral, containerd] = p50s.as_slice() {
-        if *containerd > 0.0 {
-            print!("   {:.2}", corral / containerd);
+    if let [corral, containerd] = cells.as_slice() {
+        if containerd.0 > 0.0 {
+            print!("   {:.2}", corral.0 / containerd.0);
         }
     }
     println!();
+    cells
 }
 
 #[derive(Clone, Copy)]
@@ -510,12 +557,16 @@ async fn empty(node: &mut Node, concurrency: usize) {
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     println!(
-        "{}: removed {n} pods in {:.1} s ({failed} failed)",
+        "{}: removed {n} pods in {:.1} s ({} failed)",
         node.name,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        failed.len()
     );
+    for e in failed.iter().take(3) {
+        println!("  {}", crate::figures::short(&format!("{e:#}"), 200));
+    }
     node.pods.clear();
 }
 
@@ -535,6 +586,9 @@ fn print_memory(
         }
     });
     println!("\nmemory of the per-pod processes (the `sleep 3600` workload left out):");
+    let mut per_pod = Vec::new();
+    let mut kind_cells = Vec::new();
+    let mut growth = Vec::new();
     for (node, rss_before) in nodes.iter().zip(rss_before) {
         let corral = node.name == "corral";
         let kinds = all
@@ -556,18 +610,62 @@ fn print_memory(
             memory.daemon_rss_after_kib as f64 / 1024.0,
             memory.daemon_growth_per_pod_kib(),
         );
+        let mut kinds = Vec::new();
         for (program, k) in &memory.kinds {
             if k.count < node.pods.len() / 2 {
                 continue;
             }
-            println!(
-                "    {:>4} x {program:<24} RSS {:>6.0} KiB  PSS {:>6.0} KiB each",
-                k.count,
+            let (rss, pss) = (
                 k.rss_kib as f64 / k.count as f64,
-                k.pss_kib as f64 / k.count as f64
+                k.pss_kib as f64 / k.count as f64,
             );
+            println!(
+                "    {:>4} x {program:<24} RSS {rss:>6.0} KiB  PSS {pss:>6.0} KiB each",
+                k.count,
+            );
+            kinds.push(format!("{program}: {rss:.0} / {pss:.0} KiB"));
         }
+        per_pod.push((
+            memory.processes_rss_per_pod_kib(),
+            memory.processes_pss_per_pod_kib(),
+        ));
+        kind_cells.push(kinds.join("; "));
+        growth.push(memory.daemon_growth_per_pod_kib());
     }
+    let section = format!("memory, a node with {} pods", nodes[0].pods.len());
+    let cell = |i: usize| {
+        per_pod.get(i).map_or("-".to_string(), |(rss, pss)| {
+            format!("{rss:.0} / {pss:.0} KiB")
+        })
+    };
+    crate::summary::record_with_target(
+        &section,
+        "per-pod processes per pod, RSS / PSS",
+        cell(0),
+        cell(1),
+        crate::summary::ratio(per_pod.first().map(|m| m.1), per_pod.get(1).map(|m| m.1)),
+        "PSS ≤ 0.1×",
+    );
+    let text = |v: &[String], i: usize| v.get(i).cloned().unwrap_or_else(|| "-".into());
+    crate::summary::record(
+        &section,
+        "each process kind, RSS / PSS",
+        text(&kind_cells, 0),
+        text(&kind_cells, 1),
+        None,
+    );
+    let grew = |i: usize| {
+        growth
+            .get(i)
+            .map_or("-".to_string(), |g| format!("{g:.0} KiB"))
+    };
+    crate::summary::record(
+        &section,
+        "daemon RSS growth per pod",
+        grew(0),
+        grew(1),
+        crate::summary::ratio(growth.first().copied(), growth.get(1).copied()),
+    );
 }
 
 /// CPU ticks (user + system, of every thread, and of reaped children) of the daemon, and of

@@ -439,17 +439,24 @@ fn print_table(targets: &[Target], burst_size: usize) {
         "{:<48} {:>9} {:>11} {:>7}",
         "", "corral", "containerd", "ratio"
     );
+    let section = format!("pod start and stop (p50 of {rounds} interleaved rounds)");
     let line = |label: &str, ours: Option<Duration>, theirs: Option<Duration>| {
         let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1}", ms(d)));
-        let ratio = match (ours, theirs) {
-            (Some(a), Some(b)) if !b.is_zero() => format!("{:.2}", ms(a) / ms(b)),
-            _ => "-".into(),
-        };
+        let ratio = crate::summary::ratio(ours.map(ms), theirs.map(ms));
         println!(
             "{label:<48} {:>9} {:>11} {:>7}",
             fmt(ours),
             fmt(theirs),
-            ratio
+            ratio.map_or("-".to_string(), |r| format!("{r:.2}"))
+        );
+        let in_ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.0} ms", ms(d)));
+        crate::summary::record_with_target(
+            &section,
+            label,
+            in_ms(ours),
+            in_ms(theirs),
+            ratio,
+            target_of(label),
         );
     };
     let p50 = |t: Option<&Target>, row: &Row| t.and_then(|t| t.p50(row));
@@ -501,6 +508,7 @@ fn print_table(targets: &[Target], burst_size: usize) {
         return;
     }
     println!("\n{burst_size} pods at once (RunPodSandbox, pod network):");
+    let mut burst_cells = Vec::new();
     for target in targets {
         let Some(b) = &target.burst else { continue };
         let p = |q| ms(percentile(&b.samples, q));
@@ -518,6 +526,35 @@ fn print_table(targets: &[Target], burst_size: usize) {
         for failure in b.failures.iter().take(3) {
             println!("      {}", crate::figures::short(failure, 160));
         }
+        burst_cells.push(format!(
+            "{} failed, p50 {:.1} s, p99 {:.1} s (p99/p50 {:.2})",
+            b.failures.len(),
+            p50 / 1e3,
+            p99 / 1e3,
+            if p50 > 0.0 { p99 / p50 } else { 0.0 }
+        ));
+    }
+    let mut cells = burst_cells.into_iter();
+    crate::summary::record_with_target(
+        &format!("{burst_size} pods at once"),
+        "RunPodSandbox (pod network): failures, p50, p99",
+        cells.next().unwrap_or_else(|| "-".into()),
+        cells.next().unwrap_or_else(|| "-".into()),
+        None,
+        "0 failures, p99 ≤ 2× p50",
+    );
+}
+
+/// The target for a row of the pod paths table.
+fn target_of(label: &str) -> &'static str {
+    let runc = |row: Row| row.label() == label;
+    if label == Row::RunPodNetwork.label()
+        || runc(Row::PodWithContainer("runc".into()))
+        || runc(Row::StopWithContainer("runc".into()))
+    {
+        "≤ 0.5"
+    } else {
+        ""
     }
 }
 
@@ -597,6 +634,13 @@ fn print_phases(corral: &Target, log: &str) {
     println!("{:<20} {:>8} {:>8} {:>8}", "step", "start", "took", "end");
     for (name, start, took) in &rows {
         println!("{name:<20} {start:>8.2} {took:>8.2} {:>8.2}", start + took);
+        crate::summary::record(
+            "corral's RunPodSandbox steps (p50, ms: start + took)",
+            name,
+            format!("{start:.1} + {took:.1}"),
+            "-".into(),
+            None,
+        );
     }
     println!(
         "{:<20} {:>8} {:>8.2}   (as the client saw it: gRPC, validation, locks and steps)",

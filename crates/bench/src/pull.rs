@@ -207,6 +207,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for ((label, _, _), per_puller) in variants.iter().zip(samples) {
         print!("{:<22}", format!("{label}, p50"));
         let mut walls = Vec::new();
+        let mut cells = Vec::new();
         for runs in per_puller {
             let mut wall: Vec<Duration> = runs.iter().map(|r: &(Duration, f64)| r.0).collect();
             wall.sort();
@@ -214,18 +215,28 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             cpu.sort_by(f64::total_cmp);
             let wall = crate::percentile(&wall, 0.5).as_secs_f64();
             walls.push(wall);
-            print!(
-                " {:>28}",
-                format!(
-                    "{wall:.2} / {:.2}",
-                    cpu.get(cpu.len() / 2).copied().unwrap_or(0.0)
-                )
-            );
+            let cpu = cpu.get(cpu.len() / 2).copied().unwrap_or(0.0);
+            print!(" {:>28}", format!("{wall:.2} / {cpu:.2}"));
+            cells.push(format!("{wall:.1} s / {cpu:.1} s"));
         }
         if let [corral, containerd] = walls.as_slice() {
             print!("   {:.2}", corral / containerd);
         }
         println!();
+        let mut cells = cells.into_iter();
+        crate::summary::record_with_target(
+            &format!(
+                "cold PullImage, {} MiB in {} layers (p50 of {})",
+                options.mib,
+                options.layers,
+                options.pulls.max(1)
+            ),
+            &format!("{label}: wall / CPU"),
+            cells.next().unwrap_or_else(|| "-".into()),
+            cells.next().unwrap_or_else(|| "-".into()),
+            crate::summary::ratio(walls.first().copied(), walls.get(1).copied()),
+            "wall ≤ 0.7×",
+        );
     }
     println!(
         "\nload average at the end: {}",

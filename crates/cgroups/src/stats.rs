@@ -56,6 +56,26 @@ pub struct CpuTimes {
 const USER_HZ_NS: u64 = 10_000_000;
 
 impl CpuTimes {
+    /// The total CPU time of the cgroup at `relative` alone, in nanoseconds, from one file
+    /// (v1 `cpuacct.usage`, else v2 `cpu.stat`): what a stats call over hundreds of
+    /// containers needs, at a third of [`CpuTimes::read`]'s reads.
+    pub fn read_usage(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
+        if let Some(h) = layout
+            .hierarchy_for("cpuacct")
+            .filter(|h| h.version() == CgroupVersion::V1)
+        {
+            if let Some(usage) = read_u64(&h.dir(relative).join("cpuacct.usage")) {
+                return Some(usage);
+            }
+        }
+        let h = layout
+            .hierarchy_for("cpu")
+            .filter(|h| h.version() == CgroupVersion::V2)
+            .or_else(|| layout.unified())?;
+        let stat = read(&h.dir(relative).join("cpu.stat"))?;
+        keyed_value(&stat, "usage_usec").map(|us| us.saturating_mul(1000))
+    }
+
     /// Reads the cgroup at `relative`: v1 `cpuacct.usage`, `cpuacct.stat`, `cpu.stat`; else
     /// v2 `cpu.stat`.
     pub fn read(layout: &CgroupLayout, relative: &Path) -> Option<CpuTimes> {
@@ -134,6 +154,21 @@ impl MemoryCounters {
 
     /// Reads the cgroup at `relative` from the memory hierarchy.
     pub fn read(layout: &CgroupLayout, relative: &Path) -> Option<MemoryCounters> {
+        Self::read_with(layout, relative, true)
+    }
+
+    /// [`MemoryCounters::read`] without the limit-hit and OOM-kill counts (`failcnt` and
+    /// `oom_kills` are `None`): the usage a stats call needs, two files fewer on cgroup v1 and
+    /// one on v2.
+    pub fn read_usage(layout: &CgroupLayout, relative: &Path) -> Option<MemoryCounters> {
+        Self::read_with(layout, relative, false)
+    }
+
+    fn read_with(
+        layout: &CgroupLayout,
+        relative: &Path,
+        with_events: bool,
+    ) -> Option<MemoryCounters> {
         let h = layout.hierarchy_for("memory")?;
         let dir = h.dir(relative);
         let stat = read(&dir.join("memory.stat"))?;
@@ -151,8 +186,12 @@ impl MemoryCounters {
                     cache: field("cache"),
                     rss: field("rss"),
                     inactive_file: field("inactive_file"),
-                    failcnt: read_u64(&dir.join("memory.failcnt")),
-                    oom_kills: read(&dir.join("memory.oom_control"))
+                    failcnt: with_events
+                        .then(|| read_u64(&dir.join("memory.failcnt")))
+                        .flatten(),
+                    oom_kills: with_events
+                        .then(|| read(&dir.join("memory.oom_control")))
+                        .flatten()
                         .and_then(|s| keyed_value(&s, "oom_kill")),
                     page_faults: field("pgfault"),
                     major_page_faults: field("pgmajfault"),
@@ -160,7 +199,10 @@ impl MemoryCounters {
             }
             CgroupVersion::V2 => {
                 let field = |name: &str| keyed_value(&stat, name).unwrap_or(0);
-                let events = read(&dir.join("memory.events")).unwrap_or_default();
+                let events = with_events
+                    .then(|| read(&dir.join("memory.events")))
+                    .flatten()
+                    .unwrap_or_default();
                 MemoryCounters {
                     usage: read_u64(&dir.join("memory.current"))?,
                     limit: read(&dir.join("memory.max")).and_then(|s| parse_limit(&s)),
@@ -407,6 +449,15 @@ mod tests {
             }
         );
         assert_eq!(memory.working_set(), 8500);
+        assert_eq!(CpuTimes::read_usage(&layout, rel), Some(5_000_000_000));
+        assert_eq!(
+            MemoryCounters::read_usage(&layout, rel).unwrap(),
+            MemoryCounters {
+                failcnt: None,
+                oom_kills: None,
+                ..memory
+            }
+        );
         assert_eq!(
             CpuSpec::read(&layout, rel).unwrap(),
             CpuSpec {
@@ -467,6 +518,10 @@ mod tests {
         assert_eq!((memory.failcnt, memory.oom_kills), (Some(6), Some(1)));
         assert_eq!(memory.working_set(), 7168);
         assert_eq!((memory.page_faults, memory.major_page_faults), (77, 2));
+        assert_eq!(CpuTimes::read_usage(&layout, rel), Some(2_500_000));
+        let usage = MemoryCounters::read_usage(&layout, rel).unwrap();
+        assert_eq!((usage.failcnt, usage.oom_kills), (None, None));
+        assert_eq!(usage.working_set(), 7168);
         let spec = CpuSpec::read(&layout, rel).unwrap();
         assert_eq!(spec.quota_us, Some(50_000));
         assert_eq!(spec.period_us, Some(100_000));

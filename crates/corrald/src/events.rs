@@ -31,7 +31,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
+use corral_process::Pidfd;
+
 use crate::ids::lock;
+use crate::live::LiveSet;
 use crate::pod::{SandboxRecord, SandboxState};
 use crate::Daemon;
 
@@ -181,14 +184,14 @@ pub async fn start(
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) -> anyhow::Result<()> {
     let (exited_tx, exited_rx) = mpsc::unbounded_channel();
-    let watcher = start_exit_watcher(exited_tx);
+    let watcher = start_exit_watcher(exited_tx, daemon.containers.live());
     let mut publisher = Publisher {
         daemon: Arc::downgrade(daemon),
         watcher,
         sink,
         last: HashMap::new(),
     };
-    watch_live(daemon, &publisher)?;
+    watch_live(daemon, &publisher).await?;
     // Every live container checked for an exit in one pass over one read of the store: one
     // locked refresh after the other made a restarted corrald with hundreds of containers
     // take seconds to serve. Nothing else changes containers before the server starts.
@@ -204,8 +207,11 @@ pub async fn start(
 /// The exit watcher, reporting container ids on `exited`. Without inotify (e.g. the instance
 /// limit reached) the runtime still works: exits are then noticed when a container is next
 /// read, and the events come later.
-fn start_exit_watcher(exited: mpsc::UnboundedSender<String>) -> Option<Arc<ExitWatcher>> {
-    match ExitWatcher::start(exited) {
+fn start_exit_watcher(
+    exited: mpsc::UnboundedSender<String>,
+    live: Arc<crate::live::LiveSet>,
+) -> Option<Arc<ExitWatcher>> {
+    match ExitWatcher::start(exited, live) {
         Ok(watcher) => Some(Arc::new(watcher)),
         Err(e) => {
             tracing::error!(error = %e, "cannot watch for container exits; STOPPED events come only when a container is next read");
@@ -214,17 +220,35 @@ fn start_exit_watcher(exited: mpsc::UnboundedSender<String>) -> Option<Arc<ExitW
     }
 }
 
-/// Watches the pause process of every ready pod and the exit file of every live container.
-fn watch_live(daemon: &Daemon, publisher: &Publisher) -> anyhow::Result<()> {
+/// Watches the pause process of every ready pod, and the exit file and shim of every live
+/// container.
+async fn watch_live(daemon: &Daemon, publisher: &Publisher) -> anyhow::Result<()> {
     for sandbox in daemon.pods.records(None)? {
         if sandbox.state == SandboxState::Ready {
-            watch_pause(&publisher.sink, &sandbox);
+            watch_pause(&publisher.sink, &sandbox, &daemon.pods.live());
         }
     }
-    if let Some(watcher) = &publisher.watcher {
-        for id in daemon.containers.live_ids()? {
-            watcher.watch(&daemon.containers.state_dir(&id), &id);
+    let Some(watcher) = &publisher.watcher else {
+        return Ok(());
+    };
+    let mut watched = Vec::new();
+    for id in daemon.containers.live_ids()? {
+        let dir = daemon.containers.state_dir(&id);
+        if watcher.watch(&dir, &id) {
+            watched.push((id, dir));
         }
+    }
+    // Their shims, in one blocking pass (a few small reads each).
+    let checker = watcher.clone();
+    let shims = tokio::task::spawn_blocking(move || {
+        watched
+            .into_iter()
+            .filter_map(|(id, dir)| Some((checker.verify_shim(&dir, &id)?, id)))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    for (shim, id) in shims {
+        watcher.wait_for_shim(shim, id);
     }
     Ok(())
 }
@@ -307,14 +331,20 @@ impl Publisher {
         {
             // Watch first, then look: an exit before the watch is seen by the refresh below.
             let dir = daemon.containers.state_dir(&change.id);
-            watcher.watch(&dir, &change.id);
-            if dir.join(EXIT_FILE).exists() {
+            if watcher.watch(&dir, &change.id) {
+                let (checker, id) = (watcher.clone(), change.id.clone());
+                let shim =
+                    tokio::task::spawn_blocking(move || checker.verify_shim(&dir, &id)).await;
+                if let Ok(Some(shim)) = shim {
+                    watcher.wait_for_shim(shim, change.id.clone());
+                }
+            } else if dir.join(EXIT_FILE).exists() {
                 watcher.notify(&change.id);
             }
         }
         if change.kind == ContainerEventType::ContainerStartedEvent && is_sandbox {
             if let Ok(sandbox) = daemon.pods.sandbox_async(&change.id).await {
-                watch_pause(&self.sink, &sandbox);
+                watch_pause(&self.sink, &sandbox, &daemon.pods.live());
             }
         }
         if change.kind == ContainerEventType::ContainerDeletedEvent {
@@ -352,8 +382,9 @@ impl Publisher {
 }
 
 /// Reports the sandbox STOPPED when its pause process exits, whoever ends it: a pidfd of the
-/// pause (`pidfd_open`, Linux 5.3) becomes readable when it exits, and tokio waits on it.
-fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
+/// pause (`pidfd_open`, Linux 5.3) becomes readable when it exits, and tokio waits on it. While
+/// it waits, the pod is verified in `live` (its pause need not be looked at by lists).
+fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord, live: &Arc<LiveSet>) {
     let Some(pause) = sandbox.pause else { return };
     let pidfd = match corral_process::Pidfd::open(pause.pid) {
         Ok(Some(pidfd)) => pidfd,
@@ -363,16 +394,23 @@ fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
             return;
         }
     };
-    let (sink, sandbox) = (sink.clone(), sandbox.clone());
+    let (sink, sandbox, live) = (sink.clone(), sandbox.clone(), live.clone());
     tokio::spawn(async move {
         // Opened after the pid was recorded: it may be another process by now (a /proc read,
         // so not on the worker).
-        let checked = sandbox.clone();
-        let alive = tokio::task::spawn_blocking(move || checked.pause_alive())
-            .await
-            .unwrap_or(false);
+        let (checked, marks) = (sandbox.clone(), live.clone());
+        let alive = tokio::task::spawn_blocking(move || {
+            // Verified only if still alive after the epoch is taken; alive either way is
+            // what the watch needs (a pod left unverified is read the slow way).
+            marks.verify_checked(&checked.id, pause.pid, || checked.pause_alive())
+                || checked.pause_alive()
+        })
+        .await
+        .unwrap_or(false);
         if alive {
-            if let Err(e) = pidfd.exited().await {
+            let waited = pidfd.exited().await;
+            live.forget(&sandbox.id);
+            if let Err(e) = waited {
                 tracing::warn!(pod_id = %sandbox.id, error = %e, "cannot wait on the pause's pidfd");
                 return;
             }
@@ -382,51 +420,113 @@ fn watch_pause(sink: &EventSink, sandbox: &SandboxRecord) {
 }
 
 /// Wakes corrald when a container's shim records its exit: an inotify watch per live container
-/// state directory, read by one thread (nix's inotify: no extra crate for a few syscalls).
+/// state directory, read by one thread (nix's inotify: no extra crate for a few syscalls), and
+/// a pidfd per shim awaited on the reactor (a shim that dies without writing its exit). It
+/// feeds [`LiveSet`]: a container both are watching and that has neither exited nor lost
+/// its shim is verified, so that lists need not look at its files.
 struct ExitWatcher {
     inotify: Arc<Inotify>,
     /// Watch descriptor → container id.
     watches: Arc<Mutex<HashMap<i32, String>>>,
     exited: mpsc::UnboundedSender<String>,
+    live: Arc<LiveSet>,
 }
 
 impl ExitWatcher {
-    fn start(exited: mpsc::UnboundedSender<String>) -> anyhow::Result<ExitWatcher> {
+    fn start(
+        exited: mpsc::UnboundedSender<String>,
+        live: Arc<LiveSet>,
+    ) -> anyhow::Result<ExitWatcher> {
         let inotify = Arc::new(
             Inotify::init(InitFlags::IN_CLOEXEC)
                 .map_err(|e| anyhow::anyhow!("inotify_init for container exits: {e}"))?,
         );
         let watches: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
-        let (thread_inotify, thread_watches, thread_exited) =
-            (inotify.clone(), watches.clone(), exited.clone());
+        let (thread_inotify, thread_watches, thread_exited, thread_live) = (
+            inotify.clone(),
+            watches.clone(),
+            exited.clone(),
+            live.clone(),
+        );
         std::thread::Builder::new()
             .name("exit-watcher".into())
-            .spawn(move || watch_loop(&thread_inotify, &thread_watches, &thread_exited))?;
+            .spawn(move || {
+                watch_loop(
+                    &thread_inotify,
+                    &thread_watches,
+                    &thread_exited,
+                    &thread_live,
+                );
+                // No more exits are seen: lists must look at every container again.
+                thread_live.disable();
+            })?;
         Ok(ExitWatcher {
             inotify,
             watches,
             exited,
+            live,
         })
     }
 
-    /// Watches a container's state directory for its exit file.
-    fn watch(&self, dir: &Path, id: &str) {
+    /// Watches a container's state directory for its exit file; whether the watch is set.
+    fn watch(&self, dir: &Path, id: &str) -> bool {
         let flags =
             AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_ONLYDIR;
         match self.inotify.add_watch(dir, flags) {
             Ok(wd) => {
                 lock(&self.watches).insert(wd.as_raw(), id.to_string());
+                true
             }
-            Err(e) => tracing::warn!(
-                container_id = %id, dir = %dir.display(), error = %e,
-                "cannot watch for the container's exit; it is noticed at the next status read"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    container_id = %id, dir = %dir.display(), error = %e,
+                    "cannot watch for the container's exit; it is noticed at the next status read"
+                );
+                false
+            }
         }
     }
 
-    /// Treats `id` as exited (its exit file was there before the watch).
+    /// Treats `id` as exited (its exit file was there before the watch, or its shim died).
     fn notify(&self, id: &str) {
+        self.live.forget(id);
         let _ = self.exited.send(id.to_string());
+    }
+
+    /// For a container whose state directory is watched: a pidfd on its shim, after which the
+    /// container is verified if it has not exited. `None` (after notifying, so that the record
+    /// is refreshed) when it has exited or its shim is gone. Blocks (small reads).
+    fn verify_shim(&self, dir: &Path, id: &str) -> Option<Pidfd> {
+        let shim = corral_runtime::state_dir::read_shim_pid(dir)
+            .ok()
+            .flatten()
+            .and_then(|identity| Pidfd::open_identity(identity).ok().flatten());
+        // Looked at after the watch and the pidfd: an exit from now on is signalled (a shim
+        // that dies meanwhile makes the pidfd readable, and its wait then forgets the mark).
+        let not_exited = || !dir.join(EXIT_FILE).exists();
+        match shim {
+            Some(pidfd) if self.live.verify_checked(id, pidfd.pid(), not_exited) => Some(pidfd),
+            Some(pidfd) if not_exited() => {
+                // Not verified (other objects kept changing): still watched, read the slow way.
+                Some(pidfd)
+            }
+            _ => {
+                self.notify(id);
+                None
+            }
+        }
+    }
+
+    /// Waits on the reactor for the shim's exit; then the container is forgotten and refreshed
+    /// (which records its exit, from the exit file or as lost).
+    fn wait_for_shim(self: &Arc<Self>, shim: Pidfd, id: String) {
+        let watcher = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shim.exited().await {
+                tracing::warn!(container_id = %id, error = %e, "cannot wait on the shim's pidfd");
+            }
+            watcher.notify(&id);
+        });
     }
 }
 
@@ -434,6 +534,7 @@ fn watch_loop(
     inotify: &Inotify,
     watches: &Mutex<HashMap<i32, String>>,
     exited: &mpsc::UnboundedSender<String>,
+    live: &LiveSet,
 ) {
     loop {
         // Blocks until there are events: no polling.
@@ -449,7 +550,9 @@ fn watch_loop(
             let wd = event.wd.as_raw();
             if event.mask.contains(AddWatchFlags::IN_IGNORED) {
                 // The directory went (container removed).
-                lock(watches).remove(&wd);
+                if let Some(id) = lock(watches).remove(&wd) {
+                    live.forget(&id);
+                }
                 continue;
             }
             if event.name.as_deref() != Some(std::ffi::OsStr::new(EXIT_FILE)) {
@@ -458,6 +561,7 @@ fn watch_loop(
             let Some(id) = lock(watches).get(&wd).cloned() else {
                 continue;
             };
+            live.forget(&id);
             if exited.send(id).is_err() {
                 return;
             }
@@ -512,8 +616,10 @@ mod tests {
     fn the_watcher_sees_an_exit_file_renamed_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let watcher = ExitWatcher::start(tx).unwrap();
-        watcher.watch(dir.path(), "c1");
+        let live = Arc::new(LiveSet::default());
+        let watcher = ExitWatcher::start(tx, live.clone()).unwrap();
+        assert!(watcher.watch(dir.path(), "c1"));
+        assert!(live.verify("c1", 42, live.epoch()));
         std::fs::write(dir.path().join("other"), "x").unwrap();
         std::fs::write(dir.path().join(".exit.json.tmp"), "{}").unwrap();
         std::fs::rename(
@@ -530,5 +636,42 @@ mod tests {
             }
         };
         assert_eq!(got, "c1");
+        assert!(
+            !live.is_verified("c1", 42),
+            "the exit forgets the verified container"
+        );
+    }
+
+    #[test]
+    fn a_container_is_verified_with_its_shim_and_forgotten_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let live = Arc::new(LiveSet::default());
+        let watcher = ExitWatcher::start(tx, live.clone()).unwrap();
+        assert!(watcher.watch(dir.path(), "c1"));
+        // This test process stands in for the shim.
+        let me = corral_process::ProcessIdentity::current().unwrap();
+        std::fs::write(dir.path().join("shim.pid"), me.to_line()).unwrap();
+        let shim = watcher.verify_shim(dir.path(), "c1").unwrap();
+        assert_eq!(shim.pid(), me.pid);
+        assert!(live.is_verified("c1", me.pid));
+        assert!(rx.try_recv().is_err(), "a live container is not refreshed");
+
+        // An exit file already there: not verified, and refreshed.
+        live.forget("c1");
+        std::fs::write(dir.path().join(EXIT_FILE), "{}").unwrap();
+        assert!(watcher.verify_shim(dir.path(), "c1").is_none());
+        assert!(!live.is_verified("c1", me.pid));
+        assert_eq!(rx.try_recv().unwrap(), "c1");
+
+        // A shim that is gone (its start time is not the one recorded): the same.
+        std::fs::remove_file(dir.path().join(EXIT_FILE)).unwrap();
+        let gone = corral_process::ProcessIdentity {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        std::fs::write(dir.path().join("shim.pid"), gone.to_line()).unwrap();
+        assert!(watcher.verify_shim(dir.path(), "c1").is_none());
+        assert!(!live.is_verified("c1", me.pid));
     }
 }

@@ -17,6 +17,7 @@ mod explain;
 mod features;
 mod ids;
 mod image_service;
+mod live;
 mod pod;
 mod prometheus;
 mod reaper;

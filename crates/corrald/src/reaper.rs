@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use corral_process::ProcessStat;
 
-/// How often exited pause and shim processes are looked for.
+/// How long the reaper waits before looking again when the child that exited is someone
+/// else's to wait for, or when there is no child at all.
 const INTERVAL: Duration = Duration::from_secs(2);
 
 /// Makes the calling process the subreaper of its descendants. Call before any thread starts.
@@ -25,12 +26,20 @@ pub fn become_subreaper() -> anyhow::Result<()> {
 }
 
 /// Starts the background thread that reaps exited pause and shim processes.
+///
+/// It sleeps in `waitid(P_ALL, WEXITED | WNOWAIT)` until a child has exited, so an idle node
+/// costs nothing (scanning all of `/proc` every 2 s cost ~1 % of a core with 500 pods). The
+/// exited child is only peeked at: a detached pause or shim is reaped; any other child belongs
+/// to whoever started it, so the reaper then falls back to a scan of `/proc` for detached
+/// zombies and waits [`INTERVAL`] for that owner before peeking again.
 pub fn spawn() {
     let spawned = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(|| loop {
-            reap_detached();
-            std::thread::sleep(INTERVAL);
+            if !reap_next_exited() {
+                reap_detached();
+                std::thread::sleep(INTERVAL);
+            }
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the reaper thread; exited pause and shim processes stay zombies until their pod is removed");
@@ -56,6 +65,30 @@ pub fn reap_detached() {
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             );
         }
+    }
+}
+
+/// Waits until a child has exited and reaps it if it is a detached pause or shim; `false` when
+/// it is not (or there is no child, or waiting failed): the caller then scans and waits.
+fn reap_next_exited() -> bool {
+    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
+    let exited = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+        Ok(status) => status.pid(),
+        Err(nix::errno::Errno::EINTR) => return true,
+        Err(nix::errno::Errno::ECHILD) => return false,
+        Err(e) => {
+            tracing::debug!(error = %e, "waitid for exited children");
+            return false;
+        }
+    };
+    let Some(pid) = exited else { return false };
+    let me = std::process::id() as i32;
+    match corral_process::read_stat(pid.as_raw()) {
+        Ok(Some(stat)) if is_detached_zombie_child(pid.as_raw(), &stat, me) => {
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            true
+        }
+        _ => false,
     }
 }
 

@@ -41,6 +41,18 @@ const MIN_RATE_INTERVAL_NS: i64 = 1_000_000_000;
 /// A CPU sample of an object nobody asked about for this long is dropped.
 const SAMPLE_TTL_NS: i64 = 10 * 60 * 1_000_000_000;
 
+/// Old CPU samples are looked for at most this often: one pass over all of them, not one per
+/// object read (which made a stats call over N containers cost N²).
+const SAMPLE_PRUNE_EVERY_NS: i64 = 60 * 1_000_000_000;
+
+/// Below this many objects a stats call is collected on one thread; above, on up to
+/// [`MAX_WORKERS`] blocking threads at once (each object is a dozen small cgroup and `/proc`
+/// reads, most of a call's time, and independent of the others).
+const PARALLEL_FROM: usize = 16;
+
+/// The most blocking threads one stats call uses.
+const MAX_WORKERS: usize = 8;
+
 /// At most this many entries of a writable layer are looked at; a larger layer is reported
 /// with what was counted so far (a stats call must stay cheap).
 pub(crate) const MAX_LAYER_ENTRIES: usize = 100_000;
@@ -86,12 +98,41 @@ fn next_cpu_sample(previous: Option<CpuSample>, at_ns: i64, usage_ns: u64) -> Cp
     fresh(u64::try_from(rate).unwrap_or(u64::MAX))
 }
 
+/// The last CPU sample of each object, for the rates; samples of objects nobody asked about
+/// for [`SAMPLE_TTL_NS`] are dropped, in one pass at most every [`SAMPLE_PRUNE_EVERY_NS`].
+#[derive(Debug, Default)]
+struct CpuSamples {
+    samples: HashMap<String, CpuSample>,
+    /// When the samples were last pruned, nanoseconds since the epoch.
+    pruned_at_ns: i64,
+}
+
+impl CpuSamples {
+    /// Records `usage_ns` of `id` read at `now`; returns the sample kept, whose `nano_cores`
+    /// is the rate to report.
+    fn record(&mut self, id: &str, now: i64, usage_ns: u64) -> CpuSample {
+        if now.saturating_sub(self.pruned_at_ns) >= SAMPLE_PRUNE_EVERY_NS {
+            self.samples
+                .retain(|_, s| now.saturating_sub(s.at_ns) < SAMPLE_TTL_NS);
+            self.pruned_at_ns = now;
+        }
+        let sample = next_cpu_sample(self.samples.get(id).copied(), now, usage_ns);
+        match self.samples.get_mut(id) {
+            Some(kept) => *kept = sample,
+            None => {
+                self.samples.insert(id.to_string(), sample);
+            }
+        }
+        sample
+    }
+}
+
 /// Serves the stats RPCs from the daemon's containers and pods; remembers the last CPU sample
 /// of each object for the rates.
 #[derive(Clone)]
 pub struct StatsService {
     daemon: Arc<Daemon>,
-    cpu_samples: Arc<Mutex<HashMap<String, CpuSample>>>,
+    cpu_samples: Arc<Mutex<CpuSamples>>,
 }
 
 impl StatsService {
@@ -125,9 +166,9 @@ impl StatsService {
         let records = self
             .running_containers(filter.id, filter.pod_sandbox_id, filter.label_selector)
             .await?;
-        let collector = self.collector();
-        blocking("ListContainerStats", move || {
-            records.iter().map(|r| collector.container(r)).collect()
+        let collector = Arc::new(self.collector());
+        in_parallel("ListContainerStats", records, move |r| {
+            collector.container(r)
         })
         .await
     }
@@ -169,15 +210,10 @@ impl StatsService {
                 .or_default()
                 .push(record);
         }
-        let collector = self.collector();
-        blocking("ListPodSandboxStats", move || {
-            sandboxes
-                .iter()
-                .map(|s| {
-                    let containers = by_pod.get(&s.id).map(Vec::as_slice).unwrap_or_default();
-                    collector.pod(s, containers)
-                })
-                .collect()
+        let collector = Arc::new(self.collector());
+        in_parallel("ListPodSandboxStats", sandboxes, move |s| {
+            let containers = by_pod.get(&s.id).map(Vec::as_slice).unwrap_or_default();
+            collector.pod(s, containers)
         })
         .await
     }
@@ -221,10 +257,53 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| CriError::internal(&format!("{rpc} task"), e))
 }
 
+/// `collect` of every item, in their order, on up to [`MAX_WORKERS`] blocking threads at once
+/// (one for a few items): each takes a contiguous share of the items.
+async fn in_parallel<I, T, F>(rpc: &str, items: Vec<I>, collect: F) -> CriResult<Vec<T>>
+where
+    I: Send + Sync + 'static,
+    T: Send + 'static,
+    F: Fn(&I) -> T + Send + Sync + 'static,
+{
+    let workers = workers_for(items.len());
+    let items = Arc::new(items);
+    let collect = Arc::new(collect);
+    let share = items.len().div_ceil(workers.max(1));
+    let tasks = (0..workers).map(|worker| {
+        let (items, collect) = (items.clone(), collect.clone());
+        blocking(rpc, move || {
+            let end = ((worker + 1) * share).min(items.len());
+            let start = (worker * share).min(end);
+            items[start..end]
+                .iter()
+                .map(|i| collect(i))
+                .collect::<Vec<_>>()
+        })
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for part in futures::future::join_all(tasks).await {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// How many blocking threads collect `items` objects: one below [`PARALLEL_FROM`], else one
+/// per core up to [`MAX_WORKERS`] (the reads are kernel work: more threads than cores only
+/// queue).
+fn workers_for(items: usize) -> usize {
+    if items < PARALLEL_FROM {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores
+        .clamp(1, MAX_WORKERS)
+        .min(items.div_ceil(PARALLEL_FROM / 2))
+}
+
 /// What a blocking collection reads from.
 struct Collector {
     containers: Arc<ContainerEnv>,
-    cpu_samples: Arc<Mutex<HashMap<String, CpuSample>>>,
+    cpu_samples: Arc<Mutex<CpuSamples>>,
 }
 
 impl Collector {
@@ -279,14 +358,8 @@ impl Collector {
 
     /// CPU time of the cgroup at `relative`, with the rate since `id`'s previous sample.
     fn cpu(&self, id: &str, layout: &CgroupLayout, relative: &Path, now: i64) -> Option<CpuUsage> {
-        let usage_ns = CpuTimes::read(layout, relative)?.usage_ns?;
-        let sample = {
-            let mut samples = lock(&self.cpu_samples);
-            samples.retain(|_, s| now.saturating_sub(s.at_ns) < SAMPLE_TTL_NS);
-            let sample = next_cpu_sample(samples.get(id).copied(), now, usage_ns);
-            samples.insert(id.to_string(), sample);
-            sample
-        };
+        let usage_ns = CpuTimes::read_usage(layout, relative)?;
+        let sample = lock(&self.cpu_samples).record(id, now, usage_ns);
         Some(CpuUsage {
             timestamp: now,
             usage_core_nano_seconds: Some(UInt64Value { value: usage_ns }),
@@ -342,7 +415,7 @@ fn memory_from(now: i64, memory: &MemoryCounters) -> MemoryUsage {
 
 /// Memory use of the cgroup at `relative`, with its memory pressure where the kernel has it.
 fn memory_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<MemoryUsage> {
-    let mut usage = memory_from(now, &MemoryCounters::read(layout, relative)?);
+    let mut usage = memory_from(now, &MemoryCounters::read_usage(layout, relative)?);
     usage.psi = psi(layout, relative, "memory");
     Some(usage)
 }
@@ -497,6 +570,57 @@ mod tests {
         let second = next_cpu_sample(Some(first), 12 * SECOND, SECOND as u64);
         let third = next_cpu_sample(Some(second), 12 * SECOND + 1_000, SECOND as u64 + 999);
         assert_eq!(third, second);
+    }
+
+    #[test]
+    fn old_samples_are_pruned_once_a_minute_and_fresh_ones_kept() {
+        let mut book = CpuSamples::default();
+        book.record("old", 1_000 * SECOND, 5);
+        book.record("fresh", 1_000 * SECOND, 5);
+        assert_eq!(book.pruned_at_ns, 1_000 * SECOND);
+        // Inside the TTL: both kept, and the fresh one read again.
+        book.record("fresh", 1_000 * SECOND + SAMPLE_TTL_NS - SECOND, 9);
+        assert_eq!(book.samples.len(), 2);
+        // Past the old one's TTL, but the last prune is under a minute ago: not yet pruned.
+        let late = 1_000 * SECOND + SAMPLE_TTL_NS + SECOND;
+        book.pruned_at_ns = late - SAMPLE_PRUNE_EVERY_NS + SECOND;
+        book.record("other", late, 1);
+        assert!(book.samples.contains_key("old"));
+        // A minute after the last prune: the old sample goes, the fresh and new stay.
+        let later = late + SAMPLE_PRUNE_EVERY_NS;
+        book.record("other", later, 2);
+        assert!(!book.samples.contains_key("old"));
+        assert!(book.samples.contains_key("fresh"));
+        assert!(book.samples.contains_key("other"));
+        assert_eq!(book.pruned_at_ns, later);
+    }
+
+    #[test]
+    fn a_recorded_sample_rates_against_the_previous_one_of_the_same_id() {
+        let mut book = CpuSamples::default();
+        book.record("a", 10 * SECOND, 0);
+        book.record("b", 10 * SECOND, 0);
+        let a = book.record("a", 12 * SECOND, SECOND as u64);
+        assert_eq!(a.nano_cores, 500_000_000);
+        assert_eq!(book.record("b", 12 * SECOND, 0).nano_cores, 0);
+    }
+
+    #[test]
+    fn few_objects_use_one_thread_many_at_most_one_per_core() {
+        assert_eq!(workers_for(0), 1);
+        assert_eq!(workers_for(PARALLEL_FROM - 1), 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(workers_for(10_000) <= cores.clamp(1, MAX_WORKERS));
+        assert!(workers_for(10_000) >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_parallel_keeps_every_item_in_order() {
+        for n in [0, 1, PARALLEL_FROM - 1, PARALLEL_FROM, 1_001] {
+            let items: Vec<usize> = (0..n).collect();
+            let out = in_parallel("test", items, |i| i * 2).await.unwrap();
+            assert_eq!(out, (0..n).map(|i| i * 2).collect::<Vec<_>>(), "{n} items");
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ use cri_proto::v1::{
 use crate::config::{CgroupDriverName, Config};
 use crate::error::{CriError, CriResult};
 use crate::ids::lock;
+use crate::live::LiveSet;
 use crate::pod::SandboxRecord;
 pub(crate) use exec::exec_process;
 pub use record::{ContainerRecord, ContainerState};
@@ -104,6 +105,8 @@ pub struct ContainerManager {
     /// One lock per pod: container RPCs hold their pod's shared, Stop/RemovePodSandbox
     /// exclusive (see [`crate::ids::PodLocks`] for the lock order).
     pod_locks: crate::ids::PodLocks,
+    /// The containers whose exit and shim the event publisher watches and knows alive.
+    live: Arc<LiveSet>,
 }
 
 impl ContainerManager {
@@ -154,6 +157,7 @@ impl ContainerManager {
             names: Mutex::new(HashMap::new()),
             locks: crate::ids::IdLocks::default(),
             pod_locks: crate::ids::PodLocks::default(),
+            live: Arc::default(),
         };
         let names = tokio::task::spawn_blocking(move || reconcile::reconcile(&env)).await??;
         *lock(&manager.names) = names;
@@ -271,14 +275,14 @@ impl ContainerManager {
 
     /// ListContainers and StreamContainers.
     pub async fn list(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Container>> {
-        let env = self.env.clone();
+        let (env, live) = (self.env.clone(), self.live.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let updated = refresh::refresh_shared(&env, record)?;
+                let updated = refresh_listed(&env, &live, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 if view::matches(record, filter.as_ref()) {
                     out.push(view::container(record));
@@ -297,14 +301,14 @@ impl ContainerManager {
         &self,
         filter: Option<ContainerFilter>,
     ) -> CriResult<Vec<ContainerRecord>> {
-        let env = self.env.clone();
+        let (env, live) = (self.env.clone(), self.live.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let updated = refresh::refresh_shared(&env, record)?;
+                let updated = refresh_listed(&env, &live, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 if view::matches(record, filter.as_ref()) {
                     out.push(record.clone());
@@ -429,6 +433,11 @@ impl ContainerManager {
         .map_err(|e| CriError::internal("container statuses task", e))?
     }
 
+    /// The containers the event publisher knows alive (it verifies and forgets them).
+    pub fn live(&self) -> Arc<LiveSet> {
+        self.live.clone()
+    }
+
     /// The environment, for the streaming backend.
     pub(crate) fn env_handle(&self) -> Arc<ContainerEnv> {
         self.env.clone()
@@ -521,6 +530,19 @@ impl ContainerManager {
 
     fn forget_lock(&self, id: &str) {
         self.locks.forget(id);
+    }
+}
+
+/// [`refresh::refresh_shared`] for lists: a container the exit watcher has verified (no exit
+/// and its shim alive since, see [`crate::live`]) is as recorded, without reading its files.
+fn refresh_listed(
+    env: &ContainerEnv,
+    live: &LiveSet,
+    record: &ContainerRecord,
+) -> CriResult<Option<ContainerRecord>> {
+    match record.shim {
+        Some(shim) if live.is_verified(&record.id, shim.pid) => Ok(None),
+        _ => refresh::refresh_shared(env, record),
     }
 }
 

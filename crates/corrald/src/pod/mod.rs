@@ -95,6 +95,8 @@ pub struct PodManager {
     names: Mutex<HashMap<String, String>>,
     /// One lock per sandbox id, so that operations on one pod never interleave.
     locks: crate::ids::IdLocks,
+    /// The pods whose pause the event publisher watches and knows alive.
+    live: Arc<crate::live::LiveSet>,
 }
 
 impl PodManager {
@@ -151,6 +153,7 @@ impl PodManager {
             env: Arc::new(env),
             names: Mutex::new(HashMap::new()),
             locks: crate::ids::IdLocks::default(),
+            live: Arc::default(),
         };
         manager.reconcile().await?;
         Ok(manager)
@@ -298,9 +301,26 @@ impl PodManager {
             .iter()
             .map(|(_, r)| r)
             .filter(|r| r.state != SandboxState::Creating)
-            .filter(|r| view::matches(r, filter))
-            .map(view::pod_sandbox)
+            .map(|r| (r, self.ready_and_alive(r)))
+            .filter(|(r, alive)| view::matches(r, *alive, filter))
+            .map(|(r, alive)| view::pod_sandbox(r, alive))
             .collect())
+    }
+
+    /// Whether a sandbox is ready with its pause running: known from the pause's watch when
+    /// it is verified (see [`crate::live`]), else read from `/proc`. A sandbox not recorded
+    /// ready is not looked at (its state says enough).
+    fn ready_and_alive(&self, record: &SandboxRecord) -> bool {
+        record.state == SandboxState::Ready
+            && (record
+                .pause
+                .is_some_and(|p| self.live.is_verified(&record.id, p.pid))
+                || record.pause_alive())
+    }
+
+    /// The pods the event publisher knows alive (it verifies and forgets them).
+    pub fn live(&self) -> Arc<crate::live::LiveSet> {
+        self.live.clone()
     }
 
     /// The records of the sandboxes the filter passes, from one read of the store (the stats
@@ -311,7 +331,7 @@ impl PodManager {
             .iter()
             .map(|(_, r)| r)
             .filter(|r| r.state != SandboxState::Creating)
-            .filter(|r| view::matches(r, filter))
+            .filter(|r| view::matches(r, self.ready_and_alive(r), filter))
             .cloned()
             .collect())
     }

@@ -16,12 +16,12 @@ fn cri_state(record: &SandboxRecord, alive: bool) -> PodSandboxState {
     }
 }
 
-/// The ListPodSandbox item of a record.
-pub(super) fn pod_sandbox(record: &SandboxRecord) -> PodSandbox {
+/// The ListPodSandbox item of a record whose pause is `alive` or not.
+pub(super) fn pod_sandbox(record: &SandboxRecord, alive: bool) -> PodSandbox {
     PodSandbox {
         id: record.id.clone(),
         metadata: record.config.metadata.clone(),
-        state: cri_state(record, record.pause_alive()) as i32,
+        state: cri_state(record, alive) as i32,
         created_at: record.created_at,
         labels: record.config.labels.clone(),
         annotations: record.config.annotations.clone(),
@@ -29,8 +29,13 @@ pub(super) fn pod_sandbox(record: &SandboxRecord) -> PodSandbox {
     }
 }
 
-/// Whether a record passes a ListPodSandbox filter: id prefix, state, every selector label.
-pub(super) fn matches(record: &SandboxRecord, filter: Option<&PodSandboxFilter>) -> bool {
+/// Whether a record, whose pause is `alive` or not, passes a ListPodSandbox filter: id prefix,
+/// state, every selector label.
+pub(super) fn matches(
+    record: &SandboxRecord,
+    alive: bool,
+    filter: Option<&PodSandboxFilter>,
+) -> bool {
     let Some(f) = filter else {
         return true;
     };
@@ -38,7 +43,7 @@ pub(super) fn matches(record: &SandboxRecord, filter: Option<&PodSandboxFilter>)
         return false;
     }
     if let Some(state) = f.state.as_ref() {
-        if cri_state(record, record.pause_alive()) as i32 != state.state {
+        if cri_state(record, alive) as i32 != state.state {
             return false;
         }
     }
