@@ -479,7 +479,9 @@ async fn attach_forwards_stdin_and_fans_out_output() {
     // (no connection to the shim, no thread waiting on it).
     let daemon_pid = env.daemon.pid();
     let open_fds = move || open_fds(daemon_pid);
-    let before = open_fds();
+    // The aborted session's descriptors close on corrald's side a moment later: count once
+    // they have, or the third session's may only replace them.
+    let before = settled(open_fds).await;
     let mut third = attach(&mut env.rt, &id, Protocol::Spdy).await;
     third.keyboard.write_all(b"third\n").await.unwrap();
     read_until(&mut third.screen, &mut third.seen, "got:third\n").await;
@@ -784,6 +786,24 @@ async fn requests_are_validated() {
 }
 
 /// How many descriptors a process has open.
+/// `count` once it has given the same value three times in a row, 100 ms apart (at most 5 s).
+async fn settled(count: impl Fn() -> usize) -> usize {
+    let mut last = (count(), 0);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = count();
+        last = if now == last.0 {
+            (now, last.1 + 1)
+        } else {
+            (now, 0)
+        };
+        if last.1 == 2 {
+            break;
+        }
+    }
+    last.0
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
