@@ -626,3 +626,49 @@ pub(crate) fn not_undone(calls: &[String], pairs: &[(&str, &str)]) -> Vec<String
     }
     missing
 }
+
+/// Checks the error of `rpc` after a failure injected at `step`: Internal, the RPC named first
+/// with the injected failure, the step seen failing, and every operation before it undone.
+pub(crate) fn assert_undone_after(
+    t: &TestDaemon,
+    rpc: &str,
+    step: &str,
+    err: &tonic::Status,
+    pairs: &[(&str, &str)],
+) {
+    assert_eq!(err.code(), tonic::Code::Internal, "{step}: {err:?}");
+    assert!(
+        err.message().starts_with(&format!("{rpc}: "))
+            && err.message().contains("injected failure"),
+        "{step}: {}",
+        err.message()
+    );
+    let calls = t.host.calls();
+    assert!(calls.contains(&format!("{step}!")), "{step}: {calls:?}");
+    assert_eq!(
+        not_undone(&calls, pairs),
+        Vec::<String>::new(),
+        "{step}: {calls:?}"
+    );
+}
+
+/// What is wrong with `got` as the refusal of `what` (a table test's row): accepted, or
+/// refused with another code or without naming `field`.
+pub(crate) fn refusal_mismatch<T>(
+    what: &str,
+    got: CriResult<T>,
+    code: tonic::Code,
+    field: &str,
+) -> Option<String> {
+    let status = match got {
+        Ok(_) => return Some(format!("{what}: accepted")),
+        Err(err) => tonic::Status::from(err),
+    };
+    (status.code() != code || !status.message().contains(field)).then(|| {
+        format!(
+            "{what}: want {code:?} naming {field}, got {:?}: {}",
+            status.code(),
+            status.message()
+        )
+    })
+}

@@ -1,7 +1,7 @@
 //! CreateContainer: validate, then build the container step by step, recording each resource
 //! as it is made so that a failure at any step undoes exactly what exists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use corral_oci::{ImageSettings, SandboxContext, SpecInput};
 use corral_runtime::{RestoreFrom, ShimConfig};
@@ -134,6 +134,8 @@ impl ContainerPlan {
         }
     }
 
+    /// Makes the container: its directory, rootfs, cgroup path, spec and shim, recording each
+    /// in `record` as it is made so that an undo finds it.
     fn build(&self, env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
         if self.restore.is_some() {
             if let Some(reason) = crate::checkpoint::criu_unavailable(&env.config.criu_path) {
@@ -145,20 +147,62 @@ impl ContainerPlan {
         }
         let dir = env.container_dir(&self.id);
         std::fs::create_dir_all(&dir).map_err(step("create container directory"))?;
+        let rootfs = self.mount_rootfs(env, &dir, record)?;
+        if let Some(path) = &self.restore {
+            apply_checkpoint_rootfs(path, &dir, &rootfs)?;
+        }
+        let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
+            CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
+        })?;
+        let child = pod_cgroup
+            .child(&self.id)
+            .map_err(step("container cgroup path"))?;
+        record.cgroups_path = if env.systemd_cgroup {
+            child.oci_cgroups_path.clone()
+        } else {
+            child.cgroupfs_path()
+        };
+        record.cgroup_relative = child.relative_path.clone();
 
+        let spec = self.spec(env, &dir, &rootfs, pod_cgroup, record)?;
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
+        std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
+        crate::crash::point("create_container:spec_written");
+
+        self.launch(env, &dir, record)?;
+        if let Some(resources) = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+        {
+            // runc already wrote the file: a failure here only loses it at systemd's next reload.
+            if let Err(e) = super::update::io_weight_to_systemd(env, record, &resources.unified) {
+                tracing::warn!(container_id = %self.id, error = %e, "io.weight not handed to systemd");
+            }
+        }
+        Ok(())
+    }
+
+    /// Mounts the image's layers at `dir/rootfs` (through an idmapped view of the image store
+    /// in a pod with its own user namespace) and records it.
+    fn mount_rootfs(
+        &self,
+        env: &ContainerEnv,
+        dir: &Path,
+        record: &mut ContainerRecord,
+    ) -> CriResult<PathBuf> {
         let rootfs = dir.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(step("create rootfs mount point"))?;
-        let userns = self.sandbox.userns();
-        if userns.is_some() {
-            crate::userns::check_searchable(&rootfs)?;
-        }
-        match &userns {
+        match self.sandbox.userns() {
             // The image layers through a read-only idmapped view of the image store: the
             // image's files are then the pod's root's (see `userns.rs`).
             Some((pin, maps)) => {
+                crate::userns::check_searchable(&rootfs)?;
                 let view = dir.join(crate::userns::STAGING_DIR).join("store");
                 std::fs::create_dir_all(&view).map_err(step("create the image store view"))?;
-                corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, pin, false, true)
+                corral_sandbox::idmap::mount_idmapped(env.images.root(), &view, &pin, false, true)
                     .map_err(step("idmap the image store"))?;
                 env.images
                     .mount_rootfs_through(
@@ -178,30 +222,19 @@ impl ContainerPlan {
         }
         record.rootfs_mounted = true;
         crate::crash::point("create_container:rootfs_mounted");
-        if let Some(path) = &self.restore {
-            let unpacked = dir.join(RESTORE_DIR);
-            archive::unpack(path, &unpacked)
-                .map_err(|e| CriError::InvalidArgument(format!("config.image.image: {e}")))?;
-            archive::apply_rootfs_diff(&unpacked, &rootfs).map_err(|e| {
-                CriError::Internal(format!(
-                    "CreateContainer: apply the checkpoint's root filesystem changes: {e}"
-                ))
-            })?;
-        }
+        Ok(rootfs)
+    }
 
-        let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
-            CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
-        })?;
-        let child = pod_cgroup
-            .child(&self.id)
-            .map_err(step("container cgroup path"))?;
-        record.cgroups_path = if env.systemd_cgroup {
-            child.oci_cgroups_path.clone()
-        } else {
-            child.cgroupfs_path()
-        };
-        record.cgroup_relative = child.relative_path.clone();
-
+    /// The container's OCI spec: planned from the request, its missing mount sources recorded
+    /// and then made, limits the pod cannot pass on dropped, the pod's user namespace joined.
+    fn spec(
+        &self,
+        env: &ContainerEnv,
+        dir: &Path,
+        rootfs: &Path,
+        pod_cgroup: &corral_cgroups::PodCgroup,
+        record: &mut ContainerRecord,
+    ) -> CriResult<oci_spec::runtime::Spec> {
         let sandbox_ctx = sandbox_context(env, &self.sandbox);
         let settings = ImageSettings {
             entrypoint: self.image.config.entrypoint.clone(),
@@ -217,10 +250,10 @@ impl ContainerPlan {
             config: &self.config,
             sandbox: &sandbox_ctx,
             image: &settings,
-            rootfs: &rootfs,
+            rootfs,
             cgroups_path: record.cgroups_path.clone(),
             target_pid,
-            mountinfo: std::path::Path::new("/proc/self/mountinfo"),
+            mountinfo: Path::new("/proc/self/mountinfo"),
             seccomp_localhost_root: None,
             apparmor_enabled: env.apparmor,
             cgroup_v2: env.cgroup_layout.mode() == corral_cgroups::CgroupMode::V2,
@@ -234,16 +267,7 @@ impl ContainerPlan {
             }
         })?;
         if !built.mounts_to_create.is_empty() {
-            // Write-ahead: the missing mount sources are recorded before they are made, so
-            // that a crash in between still removes them (those still empty) at start-up.
-            record.created_sources = built.mounts_to_create.clone();
-            env.store.put(CONTAINERS, &record.id, &*record)?;
-            crate::crash::point("create_container:sources_recorded");
-            // What was made (a directory that appeared meanwhile is not this container's);
-            // a failure removed what it made itself.
-            let made = corral_oci::create_mount_sources(&built.mounts_to_create);
-            record.created_sources = made.as_ref().cloned().unwrap_or_default();
-            made.map_err(step("create missing mount sources"))?;
+            create_mount_sources(env, &built.mounts_to_create, record)?;
         }
         // Limits the pod's cgroup cannot pass on are left out, or refused when really set.
         if let Some(resources) = built
@@ -255,7 +279,7 @@ impl ContainerPlan {
             corral_oci::drop_unenforceable(resources, &pod_cgroup.child_limits())
                 .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
         }
-        if let Some((pin, maps)) = &userns {
+        if let Some((pin, maps)) = &self.sandbox.userns() {
             crate::userns::join_pod_userns(&mut built.spec, pin, maps)?;
             crate::userns::stage_idmapped_mounts(
                 &mut built.spec,
@@ -273,11 +297,17 @@ impl ContainerPlan {
             let images = dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR);
             crate::checkpoint::pids::check_pids_free(&built.spec, &images)?;
         }
-        let spec_json = serde_json::to_vec_pretty(&built.spec)
-            .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
-        std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
-        crate::crash::point("create_container:spec_written");
+        Ok(built.spec)
+    }
 
+    /// Starts the shim, which creates the container with the OCI runtime (or restores it, held
+    /// still until StartContainer), and records it.
+    fn launch(
+        &self,
+        env: &ContainerEnv,
+        dir: &Path,
+        record: &mut ContainerRecord,
+    ) -> CriResult<()> {
         if let Some(parent) = self.log_path.parent() {
             std::fs::create_dir_all(parent).map_err(step("create log directory"))?;
         }
@@ -287,10 +317,10 @@ impl ContainerPlan {
             .hierarchies()
             .iter()
             .filter(|h| h.has_controller("memory"))
-            .map(|h| h.dir(&child.relative_path))
+            .map(|h| h.dir(&record.cgroup_relative))
             .collect();
         // Recorded before the shim starts: a crash during create still leads to a cleanup.
-        env.store.put(CONTAINERS, &record.id, record)?;
+        env.store.put(CONTAINERS, &record.id, &*record)?;
         let restore = self.restore.as_ref().map(|_| RestoreFrom {
             images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
             criu: env.config.criu_path.clone(),
@@ -301,8 +331,8 @@ impl ContainerPlan {
                 shim_binary: env.shim_binary.clone(),
                 runtime: runtime.clone(),
                 container_id: self.id.clone(),
-                bundle: dir.clone(),
-                state_dir: dir.clone(),
+                bundle: dir.to_path_buf(),
+                state_dir: dir.to_path_buf(),
                 log_path: self.log_path.clone(),
                 tty: self.config.tty,
                 stdin: self.config.stdin,
@@ -328,17 +358,6 @@ impl ContainerPlan {
                 .pause(&runtime, &self.id)
                 .map_err(step("pause the restored container"))?;
             record.restored = true;
-        }
-        if let Some(resources) = self
-            .config
-            .linux
-            .as_ref()
-            .and_then(|l| l.resources.as_ref())
-        {
-            // runc already wrote the file: a failure here only loses it at systemd's next reload.
-            if let Err(e) = super::update::io_weight_to_systemd(env, record, &resources.unified) {
-                tracing::warn!(container_id = %self.id, error = %e, "io.weight not handed to systemd");
-            }
         }
         Ok(())
     }
@@ -370,6 +389,35 @@ const RESTORE_DIR: &str = "restore";
 
 /// Whether a CreateContainer image names a checkpoint archive: an absolute path to a file
 /// (image references never start with `/`).
+/// Unpacks the checkpoint archive at `path` into `dir` and applies its root filesystem changes.
+fn apply_checkpoint_rootfs(path: &Path, dir: &Path, rootfs: &Path) -> CriResult<()> {
+    let unpacked = dir.join(RESTORE_DIR);
+    archive::unpack(path, &unpacked)
+        .map_err(|e| CriError::InvalidArgument(format!("config.image.image: {e}")))?;
+    archive::apply_rootfs_diff(&unpacked, rootfs).map_err(|e| {
+        CriError::Internal(format!(
+            "CreateContainer: apply the checkpoint's root filesystem changes: {e}"
+        ))
+    })
+}
+
+/// Write-ahead: the missing mount sources are recorded before they are made, so that a crash
+/// in between still removes them (those still empty) at start-up. Then records what was made
+/// (a directory that appeared meanwhile is not this container's); a failure removed what it
+/// made itself.
+fn create_mount_sources(
+    env: &ContainerEnv,
+    dirs: &[PathBuf],
+    record: &mut ContainerRecord,
+) -> CriResult<()> {
+    record.created_sources = dirs.to_vec();
+    env.store.put(CONTAINERS, &record.id, &*record)?;
+    crate::crash::point("create_container:sources_recorded");
+    let made = corral_oci::create_mount_sources(dirs);
+    record.created_sources = made.as_ref().cloned().unwrap_or_default();
+    made.map(drop).map_err(step("create missing mount sources"))
+}
+
 fn is_archive_path(image: &str) -> bool {
     image.starts_with('/') && std::path::Path::new(image).is_file()
 }

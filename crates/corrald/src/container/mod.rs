@@ -275,23 +275,8 @@ impl ContainerManager {
 
     /// ListContainers and StreamContainers.
     pub async fn list(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Container>> {
-        let (env, live) = (self.env.clone(), self.live.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
-                if record.state == ContainerState::Creating {
-                    continue;
-                }
-                let updated = refresh_listed(&env, &live, record)?;
-                let record = updated.as_ref().unwrap_or(record);
-                if view::matches(record, filter.as_ref()) {
-                    out.push(view::container(record));
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| CriError::internal("ListContainers task", e))?
+        self.listed(filter, view::container, "ListContainers task")
+            .await
     }
 
     /// The records of the containers the filter passes, checked against their shims like
@@ -301,6 +286,18 @@ impl ContainerManager {
         &self,
         filter: Option<ContainerFilter>,
     ) -> CriResult<Vec<ContainerRecord>> {
+        self.listed(filter, ContainerRecord::clone, "container records task")
+            .await
+    }
+
+    /// `shown` of each made container the filter passes, from one read of the store, each
+    /// checked against its shim unless the live set vouches for it.
+    async fn listed<T: Send + 'static>(
+        &self,
+        filter: Option<ContainerFilter>,
+        shown: fn(&ContainerRecord) -> T,
+        task: &'static str,
+    ) -> CriResult<Vec<T>> {
         let (env, live) = (self.env.clone(), self.live.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -311,13 +308,13 @@ impl ContainerManager {
                 let updated = refresh_listed(&env, &live, record)?;
                 let record = updated.as_ref().unwrap_or(record);
                 if view::matches(record, filter.as_ref()) {
-                    out.push(record.clone());
+                    out.push(shown(record));
                 }
             }
             Ok(out)
         })
         .await
-        .map_err(|e| CriError::internal("container records task", e))?
+        .map_err(|e| CriError::internal(task, e))?
     }
 
     /// UpdateContainerResources.

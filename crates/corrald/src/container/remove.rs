@@ -62,28 +62,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
     let launched = record.shim.is_some()
         || (unrecorded && dir.join(corral_runtime::state_dir::SHIM_PID_FILE).exists());
     if launched {
-        match env.runtime(&record.runtime_handler) {
-            Ok(runtime) => {
-                if env.host.shim_alive(&dir) {
-                    errors.note(
-                        signal_container(env, &runtime, record, libc::SIGKILL, true)
-                            .map_err(|e| CriError::internal("kill container", e)),
-                    );
-                    if !env.host.wait_exited(&dir, record.shim, KILL_WAIT) {
-                        errors.note(Err(CriError::Internal(format!(
-                            "container {} still running after SIGKILL",
-                            record.id
-                        ))));
-                    }
-                }
-                errors.note(
-                    env.host
-                        .delete(&runtime, &record.id)
-                        .map_err(|e| CriError::internal("OCI runtime delete", e)),
-                );
-            }
-            Err(e) => errors.note(Err(e)),
-        }
+        errors.note(kill_and_delete(env, record, &dir));
         env.host.wait_shim_gone(&dir, record.shim);
     }
     if unrecorded {
@@ -113,19 +92,7 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
     if record.cgroup_relative.as_os_str().is_empty() && unrecorded {
         record.cgroup_relative = derived_cgroup(env, record).unwrap_or_default();
     }
-    if !record.cgroup_relative.as_os_str().is_empty() {
-        let dirs: Vec<_> = env
-            .cgroup_layout
-            .hierarchies()
-            .iter()
-            .map(|h| h.dir(&record.cgroup_relative))
-            .collect();
-        errors.note(
-            corral_cgroups::remove_unused_dirs(dirs)
-                .map(|_| ())
-                .map_err(|e| CriError::internal("remove container cgroup", e)),
-        );
-    }
+    errors.note(remove_cgroup(env, record));
     if errors.is_ok() {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -137,6 +104,47 @@ pub(super) fn destroy(env: &ContainerEnv, record: &mut ContainerRecord) -> CriRe
         }
     }
     errors.into_result()
+}
+
+/// Kills a launched container (if its shim still runs) and deletes it from the OCI runtime.
+/// Both are tried; the first error is returned.
+fn kill_and_delete(env: &ContainerEnv, record: &ContainerRecord, dir: &Path) -> CriResult<()> {
+    let runtime = env.runtime(&record.runtime_handler)?;
+    let mut errors = FirstError::default();
+    if env.host.shim_alive(dir) {
+        errors.note(
+            signal_container(env, &runtime, record, libc::SIGKILL, true)
+                .map_err(|e| CriError::internal("kill container", e)),
+        );
+        if !env.host.wait_exited(dir, record.shim, KILL_WAIT) {
+            errors.note(Err(CriError::Internal(format!(
+                "container {} still running after SIGKILL",
+                record.id
+            ))));
+        }
+    }
+    errors.note(
+        env.host
+            .delete(&runtime, &record.id)
+            .map_err(|e| CriError::internal("OCI runtime delete", e)),
+    );
+    errors.into_result()
+}
+
+/// Removes the container's cgroup directories in every hierarchy, if it has any.
+fn remove_cgroup(env: &ContainerEnv, record: &ContainerRecord) -> CriResult<()> {
+    if record.cgroup_relative.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let dirs: Vec<_> = env
+        .cgroup_layout
+        .hierarchies()
+        .iter()
+        .map(|h| h.dir(&record.cgroup_relative))
+        .collect();
+    corral_cgroups::remove_unused_dirs(dirs)
+        .map(|_| ())
+        .map_err(|e| CriError::internal("remove container cgroup", e))
 }
 
 /// How long a shim launch a killed daemon left under way may take to finish.

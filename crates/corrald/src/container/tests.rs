@@ -13,7 +13,7 @@ use cri_proto::v1::{
 };
 use tonic::{Code, Request, Status};
 
-use crate::testing::{not_undone, TestDaemon, IMAGE_ID};
+use crate::testing::{assert_undone_after, TestDaemon, IMAGE_ID};
 
 /// Each host operation of CreateContainer and the one that undoes it.
 const UNDO: &[(&str, &str)] = &[
@@ -189,22 +189,10 @@ async fn a_failure_at_each_step_of_create_container_is_undone() {
         let (t, pod) = daemon_with_pod().await;
         t.host.fail(step);
         let err = create(&t, &pod, container("app")).await.unwrap_err();
-        assert_eq!(err.code(), Code::Internal, "{step}: {err:?}");
-        assert!(
-            err.message().starts_with("CreateContainer: ")
-                && err.message().contains("injected failure"),
-            "{step}: {}",
-            err.message()
-        );
-        let calls = t.host.calls();
-        assert!(calls.contains(&format!("{step}!")), "{step}: {calls:?}");
-        assert_eq!(
-            not_undone(&calls, UNDO),
-            Vec::<String>::new(),
-            "{step}: {calls:?}"
-        );
+        assert_undone_after(&t, "CreateContainer", step, &err, UNDO);
         if step == "launch_shim" {
             // The shim had started: the runtime's container is deleted too.
+            let calls = t.host.calls();
             assert!(calls.iter().any(|c| c == "delete"), "{calls:?}");
         }
         assert_no_container_left(&t);

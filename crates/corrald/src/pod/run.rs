@@ -165,16 +165,7 @@ impl SandboxPlan {
             .files_hostname()
             .map_err(step("read the node's hostname"))?;
 
-        let spec = PauseSpec {
-            new_net: self.network == NamespaceMode::Pod,
-            new_ipc: self.ipc == NamespaceMode::Pod,
-            new_uts: self.network == NamespaceMode::Pod,
-            new_pid: self.pid == NamespaceMode::Pod,
-            hostname: (self.network == NamespaceMode::Pod).then(|| self.hostname.clone()),
-            sysctls: self.sysctls.clone(),
-            oom_score_adj: PAUSE_OOM_SCORE_ADJ,
-            userns: self.userns,
-        };
+        let spec = self.pause_spec();
         let dir = sandbox_dir(env, &self.id);
         let pause = phases
             .step(span, "pause", || env.pauses.spawn(&spec, &dir))
@@ -196,6 +187,43 @@ impl SandboxPlan {
             _ => None,
         };
 
+        self.add_network_beside_own(env, record, phases, span, attachment, pause.pid)?;
+
+        phases
+            .step(span, "pod_files", || {
+                PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
+            })
+            .map_err(step("write pod files"))?;
+        crate::crash::point("run_pod:files_written");
+        Ok(())
+    }
+
+    /// What the pause is started with: the namespaces the pod owns, its hostname and sysctls.
+    fn pause_spec(&self) -> PauseSpec {
+        PauseSpec {
+            new_net: self.network == NamespaceMode::Pod,
+            new_ipc: self.ipc == NamespaceMode::Pod,
+            new_uts: self.network == NamespaceMode::Pod,
+            new_pid: self.pid == NamespaceMode::Pod,
+            hostname: (self.network == NamespaceMode::Pod).then(|| self.hostname.clone()),
+            sysctls: self.sysctls.clone(),
+            oom_score_adj: PAUSE_OOM_SCORE_ADJ,
+            userns: self.userns,
+        }
+    }
+
+    /// The CNI ADD of `attachment` (if the pod has its own network) on a thread of its own,
+    /// while this thread makes the pod's own resources ([`Self::build_own`]); the ADD is always
+    /// waited for, and its IPs recorded.
+    fn add_network_beside_own(
+        &self,
+        env: &PodEnv,
+        record: &mut SandboxRecord,
+        phases: &Phases,
+        span: &tracing::Span,
+        attachment: Option<(&corral_cni::NetworkConfigList, corral_cni::RuntimeConf)>,
+        pause_pid: i32,
+    ) -> CriResult<()> {
         let (own, added) = std::thread::scope(|scope| {
             let adding = attachment.as_ref().map(|(net, rt)| {
                 let add = move || phases.step(span, "cni_add", || env.network.add(net, rt));
@@ -204,7 +232,7 @@ impl SandboxPlan {
                     .spawn_scoped(scope, add)
                     .map_err(step("start the CNI ADD thread"))
             });
-            let own = self.build_own(env, record, phases, span, pause.pid);
+            let own = self.build_own(env, record, phases, span, pause_pid);
             let added = adding.map(|thread| {
                 thread?.join().map_err(|_| {
                     CriError::Internal("RunPodSandbox: the CNI ADD thread panicked".into())
@@ -229,15 +257,7 @@ impl SandboxPlan {
             }
             None => {}
         }
-        own?;
-
-        phases
-            .step(span, "pod_files", || {
-                PodFiles::write(&dir, &files_hostname, dns.as_ref(), &record.ips)
-            })
-            .map_err(step("write pod files"))?;
-        crate::crash::point("run_pod:files_written");
-        Ok(())
+        own
     }
 
     /// The pod's own resources, made while the CNI ADD runs: its cgroup (with the pause moved

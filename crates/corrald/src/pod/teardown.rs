@@ -101,6 +101,19 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
     if record.pause.is_none() && unrecorded {
         errors.note(env.pauses.stop_marked(&sandbox_dir(env, &record.id)));
     }
+    errors.note(stop_pause_beside_cni_del(env, record, unrecorded));
+    errors.note(release_pins(env, record, unrecorded));
+    errors.into_result()
+}
+
+/// Stops the recorded pause while the CNI DEL of the recorded network runs on a thread of its
+/// own; both are tried, the network forgotten once deleted.
+fn stop_pause_beside_cni_del(
+    env: &PodEnv,
+    record: &mut SandboxRecord,
+    unrecorded: bool,
+) -> CriResult<()> {
+    let mut errors = FirstError::default();
     let network = record.cni_network.clone().map(|network| {
         let pin = record
             .netns_path
@@ -147,6 +160,13 @@ fn release_runtime_resources(env: &PodEnv, record: &mut SandboxRecord) -> CriRes
         }
         errors.note(deleted);
     }
+    errors.into_result()
+}
+
+/// Unmounts `/dev/shm` and removes the network and user namespace pins (recorded, or where the
+/// id says when the record is unfinished); each is tried and forgotten once done.
+fn release_pins(env: &PodEnv, record: &mut SandboxRecord, unrecorded: bool) -> CriResult<()> {
+    let mut errors = FirstError::default();
     let shm = record
         .shm_path
         .clone()

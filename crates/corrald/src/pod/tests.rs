@@ -9,7 +9,7 @@ use cri_proto::v1::{
 };
 use tonic::{Code, Request};
 
-use crate::testing::{not_undone, TestDaemon};
+use crate::testing::{assert_undone_after, TestDaemon};
 
 /// Each host operation of RunPodSandbox and the one that undoes it.
 const UNDO: &[(&str, &str)] = &[
@@ -173,20 +173,7 @@ async fn a_failure_at_each_step_of_run_pod_sandbox_is_undone() {
         let t = TestDaemon::new().await;
         t.host.fail(step);
         let err = run(&t, pod_with_userns("web")).await.unwrap_err();
-        assert_eq!(err.code(), Code::Internal, "{step}: {err:?}");
-        assert!(
-            err.message().starts_with("RunPodSandbox: ")
-                && err.message().contains("injected failure"),
-            "{step}: {}",
-            err.message()
-        );
-        let calls = t.host.calls();
-        assert!(calls.contains(&format!("{step}!")), "{step}: {calls:?}");
-        assert_eq!(
-            not_undone(&calls, UNDO),
-            Vec::<String>::new(),
-            "{step}: {calls:?}"
-        );
+        assert_undone_after(&t, "RunPodSandbox", step, &err, UNDO);
         assert_nothing_left(&t);
         // The name is free again: the same pod runs once the host works.
         t.host.heal();

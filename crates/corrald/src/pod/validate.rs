@@ -646,19 +646,12 @@ mod tests {
             let mut config = pod("web");
             let mut handler = String::new();
             mutate(&mut config, &mut handler);
-            match validate(&rules.rules(), &config, &handler, "0123456789abcdef") {
-                Ok(_) => failures.push(format!("{what}: accepted")),
-                Err(err) => {
-                    let status = tonic::Status::from(err);
-                    if status.code() != *code || !status.message().contains(field) {
-                        failures.push(format!(
-                            "{what}: want {code:?} naming {field}, got {:?}: {}",
-                            status.code(),
-                            status.message()
-                        ));
-                    }
-                }
-            }
+            failures.extend(crate::testing::refusal_mismatch(
+                what,
+                validate(&rules.rules(), &config, &handler, "0123456789abcdef"),
+                *code,
+                field,
+            ));
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
