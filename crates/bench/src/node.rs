@@ -277,7 +277,7 @@ const CALLS: [Call; 4] = [
 /// Each node's samples per call of [`CALLS`]: `samples[node][call]`.
 type CallSamples = Vec<Vec<Vec<Duration>>>;
 
-/// Each node's stop and stop-to-serving times.
+/// Each node's daemon stop times and its spawn-to-all-pods-listed times.
 type RestartSamples = Vec<(Vec<Duration>, Vec<Duration>)>;
 
 /// The daemons' and their pods' CPU while nobody calls them: printed and recorded.
