@@ -142,6 +142,18 @@ pub fn leftovers(traces: &Traces) -> Vec<String> {
     found
 }
 
+/// The closing line of a run: "clean", or every leftover of `traces` and every unreaped
+/// child of this bench.
+pub fn report(traces: &[Traces]) -> String {
+    let mut left: Vec<String> = traces.iter().flat_map(leftovers).collect();
+    left.extend(unreaped_children());
+    if left.is_empty() {
+        "clean: no process, mount, cgroup or bridge of the runs is left".into()
+    } else {
+        format!("LEFT BEHIND:\n  {}", left.join("\n  "))
+    }
+}
+
 /// Exited children of this bench nobody has reaped yet: once the bench exits they would pass
 /// to PID 1, which on some machines never reaps them.
 pub fn unreaped_children() -> Vec<String> {

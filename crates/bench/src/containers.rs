@@ -23,11 +23,10 @@ use crate::containerd::Containerd;
 use crate::figures::{self, short, Figures, HandlerFigures, Series, Timed, MEMORY_PODS};
 use crate::memory::{self, PodMemory};
 use crate::report;
+use crate::setup::{labelled_pod_config, LABEL};
 
 /// The container every measurement runs.
 const WORKLOAD: [&str; 2] = ["sleep", "3600"];
-/// The label every pod of this bench carries (value: the bench's pid).
-const LABEL: &str = "corral-bench";
 /// corrald's config for the second handler.
 const CORRALD_HANDLERS_TOML: &str = "[runtimes.crun]\npath = \"/usr/bin/crun\"\n";
 
@@ -82,28 +81,15 @@ pub async fn run(socket: Option<PathBuf>, options: Options) -> anyhow::Result<()
         bail!("cannot run a local registry: {reason}");
     }
     let registry = Registry::start();
-    let image = corral_e2e::images::push_busybox(
-        &registry,
-        "bench/busybox",
-        "1",
-        corral_e2e::images::default_config(),
-    );
-    let logs = tempfile::Builder::new()
-        .prefix("corral-bench-logs-")
-        .tempdir()
-        .context("create the log dir")?;
+    let image = crate::setup::push_workload_image(&registry);
+    let logs = crate::setup::log_dir()?;
     let mut traces = Vec::new();
     println!("load average at start: {}", load_average());
 
     let corral = measure_corral(socket, &image, logs.path(), &options, &mut traces).await?;
     let containerd = if options.with_containerd {
         // containerd runs an image as each pod's pause container; corral needs none.
-        let pause = corral_e2e::images::push_busybox(
-            &registry,
-            "bench/pause",
-            "1",
-            serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/bin/sleep", "infinity"] }),
-        );
+        let pause = crate::setup::push_pause_image(&registry);
         let logs = logs.path();
         Some(measure_containerd(&registry.host, &image, &pause, logs, &options, &mut traces).await)
     } else {
@@ -124,13 +110,7 @@ pub async fn run(socket: Option<PathBuf>, options: Options) -> anyhow::Result<()
     figures::print_memory(&corral, containerd.as_ref());
     println!("\nload average at the end: {}", load_average());
     drop(registry);
-    let mut left: Vec<String> = traces.iter().flat_map(cleanup::leftovers).collect();
-    left.extend(cleanup::unreaped_children());
-    if left.is_empty() {
-        println!("\nclean: no process, mount, cgroup or bridge of the runs is left");
-    } else {
-        println!("\nLEFT BEHIND:\n  {}", left.join("\n  "));
-    }
+    println!("\n{}", cleanup::report(&traces));
     if options.with_containerd && containerd.is_none() {
         bail!("containerd could not be measured (see above)");
     }
@@ -442,20 +422,8 @@ async fn run_pod(
     handler: &str,
     name: &str,
 ) -> anyhow::Result<(String, PodSandboxConfig)> {
-    let parent = format!("{}/pod{name}", target.cgroup_root);
-    let pod_mode = NamespaceMode::Pod as i32;
-    let mut config = corral_e2e::pod_config(
-        name,
-        &parent,
-        (pod_mode, NamespaceMode::Container as i32, pod_mode),
-    );
     let log_dir = target.log_root.join(name);
-    // kubelet makes the pod's log directory before RunPodSandbox.
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
-    config.log_directory = log_dir.to_string_lossy().into_owned();
-    config
-        .labels
-        .insert(LABEL.into(), std::process::id().to_string());
+    let config = labelled_pod_config(name, &target.cgroup_root, NamespaceMode::Pod, &log_dir)?;
     let id = target
         .rt()
         .run_pod_sandbox(RunPodSandboxRequest {

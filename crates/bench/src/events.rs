@@ -25,12 +25,7 @@ pub async fn run(channel: Channel, n: usize) -> anyhow::Result<()> {
         bail!("cannot run a local registry: {reason}");
     }
     let registry = Registry::start();
-    let image = corral_e2e::images::push_busybox(
-        &registry,
-        "bench/busybox",
-        "1",
-        corral_e2e::images::default_config(),
-    );
+    let image = crate::setup::push_workload_image(&registry);
     crate::images::pull(&mut ImageServiceClient::new(channel.clone()), &image).await?;
     let mut rt = RuntimeServiceClient::new(channel);
     let logs = tempfile::Builder::new()

@@ -38,10 +38,20 @@ pub async fn run(channel: Channel, pulls: usize, calls: usize) -> anyhow::Result
         anyhow::bail!("cannot run a local registry: {reason}");
     }
     let registry = Registry::start();
+    push_images(&registry);
+    let mut images = ImageServiceClient::new(channel);
+    cold_pulls(&mut images, &registry.host, pulls).await?;
+    concurrent_pulls(&images, &registry.host).await?;
+    lookups(&mut images, &registry.host, calls).await
+}
+
+/// Pushes `bench/five:v1` (busybox and 4 small layers) and 200 tags of `bench/many`, which
+/// share a base layer.
+fn push_images(registry: &Registry) {
     let mut layers = vec![registry::busybox_layer()];
     layers.extend((1..=4).map(|i| registry::small_layer(1000 + i)));
     push_image(
-        &registry,
+        registry,
         "bench/five",
         "v1",
         &registry::ImageSpec::new(layers),
@@ -50,19 +60,25 @@ pub async fn run(channel: Channel, pulls: usize, calls: usize) -> anyhow::Result
     for i in 0..200 {
         let layers = vec![base.clone(), registry::small_layer(i + 1)];
         push_image(
-            &registry,
+            registry,
             "bench/many",
             &format!("v{i}"),
             &registry::ImageSpec::new(layers),
         );
     }
-    let mut images = ImageServiceClient::new(channel);
+}
 
-    let five = format!("{}/bench/five:v1", registry.host);
+/// `pulls` timed pulls of the 5-layer image, removed after each.
+async fn cold_pulls(
+    images: &mut ImageServiceClient<Channel>,
+    host: &str,
+    pulls: usize,
+) -> anyhow::Result<()> {
+    let five = format!("{host}/bench/five:v1");
     let mut pull_times = Vec::new();
     for _ in 0..pulls.max(1) {
         let start = Instant::now();
-        let id = pull(&mut images, &five).await?;
+        let id = pull(images, &five).await?;
         pull_times.push(start.elapsed());
         images
             .remove_image(RemoveImageRequest { image: spec(&id) })
@@ -71,12 +87,16 @@ pub async fn run(channel: Channel, pulls: usize, calls: usize) -> anyhow::Result
     }
     println!("\nPullImage of a 5-layer image (busybox + 4), loopback registry, cold store:");
     crate::report("PullImage", pull_times);
+    Ok(())
+}
 
+/// The 200 `bench/many` tags pulled at once: the wall time.
+async fn concurrent_pulls(images: &ImageServiceClient<Channel>, host: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..200 {
         let mut images = images.clone();
-        let name = format!("{}/bench/many:v{i}", registry.host);
+        let name = format!("{host}/bench/many:v{i}");
         tasks.push(tokio::spawn(async move { pull(&mut images, &name).await }));
     }
     for task in tasks {
@@ -86,7 +106,15 @@ pub async fn run(channel: Channel, pulls: usize, calls: usize) -> anyhow::Result
         "\nPullImage x200 concurrently (shared base layer): {:.2}s wall",
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
 
+/// `calls` timed ListImages and ImageStatus calls, with the 200 images stored.
+async fn lookups(
+    images: &mut ImageServiceClient<Channel>,
+    host: &str,
+    calls: usize,
+) -> anyhow::Result<()> {
     let mut list_times = Vec::new();
     let mut status_times = Vec::new();
     for i in 0..calls.max(1) {
@@ -99,7 +127,7 @@ pub async fn run(channel: Channel, pulls: usize, calls: usize) -> anyhow::Result
             .len();
         list_times.push(start.elapsed());
         anyhow::ensure!(n >= 200, "ListImages returned {n} images");
-        let name = format!("{}/bench/many:v{}", registry.host, i % 200);
+        let name = format!("{host}/bench/many:v{}", i % 200);
         let start = Instant::now();
         let found = images
             .image_status(ImageStatusRequest {

@@ -18,6 +18,7 @@ mod oci_calls;
 mod pod_paths;
 mod processes;
 mod pull;
+mod setup;
 mod soak;
 mod summary;
 

@@ -7,6 +7,7 @@
 //!
 //! Both runtimes get the same CNI conflist on a /22, so that 500 pods get an address each.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -144,16 +145,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         bail!("cannot run a local registry: {reason}");
     }
     let registry = Registry::start();
-    let image = corral_e2e::images::push_busybox(
-        &registry,
-        "bench/busybox",
-        "1",
-        corral_e2e::images::default_config(),
-    );
-    let logs = tempfile::Builder::new()
-        .prefix("corral-bench-logs-")
-        .tempdir()
-        .context("create the log dir")?;
+    let image = crate::setup::push_workload_image(&registry);
+    let logs = crate::setup::log_dir()?;
     println!(
         "load average at start: {}",
         crate::containers::load_average()
@@ -162,12 +155,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut nodes = vec![start_corral(logs.path()).await?];
     let mut traces = vec![traces_of(&nodes[0])];
     if options.with_containerd {
-        let pause = corral_e2e::images::push_busybox(
-            &registry,
-            "bench/pause",
-            "1",
-            serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/bin/sleep", "infinity"] }),
-        );
+        let pause = crate::setup::push_pause_image(&registry);
         let node = start_containerd(&registry.host, &pause, logs.path()).await?;
         traces.push(traces_of(&node));
         crate::images::pull(&mut ImageServiceClient::new(node.channel.clone()), &pause).await?;
@@ -190,13 +178,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         crate::containers::load_average()
     );
     drop(registry);
-    let mut left: Vec<String> = traces.iter().flat_map(cleanup::leftovers).collect();
-    left.extend(cleanup::unreaped_children());
-    if left.is_empty() {
-        println!("clean: no process, mount, cgroup or bridge of the runs is left");
-    } else {
-        println!("LEFT BEHIND:\n  {}", left.join("\n  "));
-    }
+    println!("{}", cleanup::report(&traces));
     outcome
 }
 
@@ -276,6 +258,30 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
     tokio::time::sleep(Duration::from_secs(2)).await;
     print_memory(nodes, &before, &rss_before);
 
+    let section = format!("a node with {} pods, one container each", options.n);
+    measure_idle(nodes, options, &section).await;
+    let samples = time_calls(nodes, options).await?;
+    let restarts = time_restarts(nodes, options).await?;
+    print_latencies(nodes, samples, restarts, options, &section);
+    Ok(())
+}
+
+/// The calls timed in turns, in the order of the table.
+const CALLS: [Call; 4] = [
+    Call::PodSandboxes,
+    Call::Containers,
+    Call::ContainerStats,
+    Call::PodSandboxStats,
+];
+
+/// Each node's samples per call of [`CALLS`]: `samples[node][call]`.
+type CallSamples = Vec<Vec<Vec<Duration>>>;
+
+/// Each node's daemon stop times and its spawn-to-all-pods-listed times.
+type RestartSamples = Vec<(Vec<Duration>, Vec<Duration>)>;
+
+/// The daemons' and their pods' CPU while nobody calls them: printed and recorded.
+async fn measure_idle(nodes: &[Node], options: &Options, section: &str) {
     println!(
         "\nidle: nobody calls the daemons for {} s",
         options.idle_secs
@@ -298,14 +304,13 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         );
         idle.push((daemon, pods));
     }
-    let section = format!("a node with {} pods, one container each", options.n);
     let cell = |i: usize| {
         idle.get(i).map_or("-".to_string(), |(d, p)| {
             format!("{d:.2} % (+{p:.2} % in its per-pod processes)")
         })
     };
     crate::summary::record_with_target(
-        &section,
+        section,
         &format!(
             "daemon CPU while idle ({} s), % of a core",
             options.idle_secs
@@ -315,18 +320,15 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         crate::summary::ratio(idle.first().map(|i| i.0), idle.get(1).map(|i| i.0)),
         "≤ 1 %",
     );
+}
 
-    let calls = [
-        Call::PodSandboxes,
-        Call::Containers,
-        Call::ContainerStats,
-        Call::PodSandboxStats,
-    ];
-    let mut samples: Vec<Vec<Vec<Duration>>> = vec![vec![Vec::new(); calls.len()]; nodes.len()];
-    // Turns: one relist of each runtime after the other, so that both see the same load.
+/// Times every call of [`CALLS`] on every node in turns: one relist of each runtime after the
+/// other, so that both see the same load.
+async fn time_calls(nodes: &[Node], options: &Options) -> anyhow::Result<CallSamples> {
+    let mut samples: CallSamples = vec![vec![Vec::new(); CALLS.len()]; nodes.len()];
     for round in 0..options.relists.max(options.stats) {
         for (i, node) in nodes.iter().enumerate() {
-            for (c, call) in calls.iter().enumerate() {
+            for (c, call) in CALLS.iter().enumerate() {
                 let rounds = match (call.is_stats(), node.name) {
                     (true, "containerd") => options.stats.min(options.containerd_stats),
                     (true, _) => options.stats,
@@ -339,7 +341,12 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut restarts: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); nodes.len()];
+    Ok(samples)
+}
+
+/// Restarts every node `options.restarts` times, in turns.
+async fn time_restarts(nodes: &mut [Node], options: &Options) -> anyhow::Result<RestartSamples> {
+    let mut restarts: RestartSamples = vec![Default::default(); nodes.len()];
     for _ in 0..options.restarts {
         for (i, node) in nodes.iter_mut().enumerate() {
             let (stop, serve) = node.restart().await?;
@@ -347,7 +354,18 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
             restarts[i].1.push(serve);
         }
     }
+    Ok(restarts)
+}
 
+/// The latency table: a row per call, the relist, the stop and the restart; printed and
+/// recorded.
+fn print_latencies(
+    nodes: &[Node],
+    samples: CallSamples,
+    restarts: RestartSamples,
+    options: &Options,
+    section: &str,
+) {
     println!(
         "\n=== a node with {} pods, one container each (ms) ===",
         options.n
@@ -357,12 +375,24 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         print!(" {:>24}", format!("{} p50 / p99", node.name));
     }
     println!("   ratio p50");
-    let rows = calls
+    for (label, per_node) in latency_rows(samples, restarts) {
+        let cells = print_row(&label, per_node);
+        record_latency(section, &label, &cells);
+    }
+}
+
+/// The rows of the latency table: label, and each node's samples.
+fn latency_rows(
+    samples: CallSamples,
+    restarts: RestartSamples,
+) -> Vec<(String, Vec<Vec<Duration>>)> {
+    let mut table: Vec<(String, Vec<Vec<Duration>>)> = CALLS
         .iter()
         .enumerate()
-        .map(|(c, call)| (call.label().to_string(), c));
-    let mut table: Vec<(String, Vec<Vec<Duration>>)> = rows
-        .map(|(label, c)| (label, samples.iter().map(|s| s[c].clone()).collect()))
+        .map(|(c, call)| {
+            let per_node = samples.iter().map(|s| s[c].clone()).collect();
+            (call.label().to_string(), per_node)
+        })
         .collect();
     table.push((
         "relist (both lists)".into(),
@@ -379,29 +409,30 @@ async fn measure(nodes: &mut [Node], image: &str, options: &Options) -> anyhow::
         "restart: spawn to all pods listed".into(),
         restarts.iter().map(|r| r.1.clone()).collect(),
     ));
-    for (label, per_node) in table {
-        let cells = print_row(&label, per_node);
-        let target = match label.as_str() {
-            "ListPodSandbox" | "ListContainers" => "p99 ≤ 5 ms",
-            "ListContainerStats" => "p99 ≤ 100 ms",
-            "restart: spawn to all pods listed" => "≤ 1 s",
-            _ => "",
-        };
-        let cell = |i: usize| {
-            cells.get(i).map_or("-".to_string(), |(p50, p99, n)| {
-                format!("{p50:.1} / {p99:.1} ms (n={n})")
-            })
-        };
-        crate::summary::record_with_target(
-            &section,
-            &format!("{label}, p50 / p99"),
-            cell(0),
-            cell(1),
-            crate::summary::ratio(cells.first().map(|c| c.0), cells.get(1).map(|c| c.0)),
-            target,
-        );
-    }
-    Ok(())
+    table
+}
+
+/// Records one latency row (each node's p50, p99 and count) with the target.
+fn record_latency(section: &str, label: &str, cells: &[(f64, f64, usize)]) {
+    let target = match label {
+        "ListPodSandbox" | "ListContainers" => "p99 ≤ 5 ms",
+        "ListContainerStats" => "p99 ≤ 100 ms",
+        "restart: spawn to all pods listed" => "≤ 1 s",
+        _ => "",
+    };
+    let cell = |i: usize| {
+        cells.get(i).map_or("-".to_string(), |(p50, p99, n)| {
+            format!("{p50:.1} / {p99:.1} ms (n={n})")
+        })
+    };
+    crate::summary::record_with_target(
+        section,
+        &format!("{label}, p50 / p99"),
+        cell(0),
+        cell(1),
+        crate::summary::ratio(cells.first().map(|c| c.0), cells.get(1).map(|c| c.0)),
+        target,
+    );
 }
 
 /// Prints one row of p50 / p99 per node and the ratio of the p50s; returns each node's p50,
@@ -590,56 +621,77 @@ fn print_memory(
     let mut kind_cells = Vec::new();
     let mut growth = Vec::new();
     for (node, rss_before) in nodes.iter().zip(rss_before) {
-        let corral = node.name == "corral";
-        let kinds = all
-            .iter()
-            .filter(|(program, k)| program.starts_with("corral-") == corral && k.count > 0)
-            .map(|(p, k)| (p.clone(), k.clone()))
-            .collect();
-        let memory = PodMemory {
-            pods: node.pods.len(),
-            kinds,
-            daemon_rss_before_kib: *rss_before,
-            daemon_rss_after_kib: processes::rss_kib(node.pid()),
-        };
-        println!(
-            "  {:<11} per pod: RSS {:.0} KiB, PSS {:.0} KiB; daemon RSS {:.1} MiB ({:+.1} KiB / pod)",
-            node.name,
-            memory.processes_rss_per_pod_kib(),
-            memory.processes_pss_per_pod_kib(),
-            memory.daemon_rss_after_kib as f64 / 1024.0,
-            memory.daemon_growth_per_pod_kib(),
-        );
-        let mut kinds = Vec::new();
-        for (program, k) in &memory.kinds {
-            if k.count < node.pods.len() / 2 {
-                continue;
-            }
-            let (rss, pss) = (
-                k.rss_kib as f64 / k.count as f64,
-                k.pss_kib as f64 / k.count as f64,
-            );
-            println!(
-                "    {:>4} x {program:<24} RSS {rss:>6.0} KiB  PSS {pss:>6.0} KiB each",
-                k.count,
-            );
-            kinds.push(format!("{program}: {rss:.0} / {pss:.0} KiB"));
-        }
+        let memory = node_memory(node, &all, *rss_before);
+        kind_cells.push(print_node_memory(node, &memory));
         per_pod.push((
             memory.processes_rss_per_pod_kib(),
             memory.processes_pss_per_pod_kib(),
         ));
-        kind_cells.push(kinds.join("; "));
         growth.push(memory.daemon_growth_per_pod_kib());
     }
     let section = format!("memory, a node with {} pods", nodes[0].pods.len());
+    record_memory(&section, &per_pod, &kind_cells, &growth);
+}
+
+/// The memory of `node`'s per-pod processes (corral's or the others' programs in `all`) and
+/// of its daemon.
+fn node_memory(
+    node: &Node,
+    all: &BTreeMap<String, memory::ProcessKind>,
+    rss_before_kib: u64,
+) -> PodMemory {
+    let corral = node.name == "corral";
+    let kinds = all
+        .iter()
+        .filter(|(program, k)| program.starts_with("corral-") == corral && k.count > 0)
+        .map(|(p, k)| (p.clone(), k.clone()))
+        .collect();
+    PodMemory {
+        pods: node.pods.len(),
+        kinds,
+        daemon_rss_before_kib: rss_before_kib,
+        daemon_rss_after_kib: processes::rss_kib(node.pid()),
+    }
+}
+
+/// Prints `node`'s memory per pod and a line per process kind most pods have; returns those
+/// kinds as a summary cell.
+fn print_node_memory(node: &Node, memory: &PodMemory) -> String {
+    println!(
+        "  {:<11} per pod: RSS {:.0} KiB, PSS {:.0} KiB; daemon RSS {:.1} MiB ({:+.1} KiB / pod)",
+        node.name,
+        memory.processes_rss_per_pod_kib(),
+        memory.processes_pss_per_pod_kib(),
+        memory.daemon_rss_after_kib as f64 / 1024.0,
+        memory.daemon_growth_per_pod_kib(),
+    );
+    let mut kinds = Vec::new();
+    for (program, k) in &memory.kinds {
+        if k.count < node.pods.len() / 2 {
+            continue;
+        }
+        let (rss, pss) = (
+            k.rss_kib as f64 / k.count as f64,
+            k.pss_kib as f64 / k.count as f64,
+        );
+        println!(
+            "    {:>4} x {program:<24} RSS {rss:>6.0} KiB  PSS {pss:>6.0} KiB each",
+            k.count,
+        );
+        kinds.push(format!("{program}: {rss:.0} / {pss:.0} KiB"));
+    }
+    kinds.join("; ")
+}
+
+/// Records the memory rows: per-pod RSS / PSS, each kind, and the daemon's growth per pod.
+fn record_memory(section: &str, per_pod: &[(f64, f64)], kind_cells: &[String], growth: &[f64]) {
     let cell = |i: usize| {
         per_pod.get(i).map_or("-".to_string(), |(rss, pss)| {
             format!("{rss:.0} / {pss:.0} KiB")
         })
     };
     crate::summary::record_with_target(
-        &section,
+        section,
         "per-pod processes per pod, RSS / PSS",
         cell(0),
         cell(1),
@@ -648,10 +700,10 @@ fn print_memory(
     );
     let text = |v: &[String], i: usize| v.get(i).cloned().unwrap_or_else(|| "-".into());
     crate::summary::record(
-        &section,
+        section,
         "each process kind, RSS / PSS",
-        text(&kind_cells, 0),
-        text(&kind_cells, 1),
+        text(kind_cells, 0),
+        text(kind_cells, 1),
         None,
     );
     let grew = |i: usize| {
@@ -660,7 +712,7 @@ fn print_memory(
             .map_or("-".to_string(), |g| format!("{g:.0} KiB"))
     };
     crate::summary::record(
-        &section,
+        section,
         "daemon RSS growth per pod",
         grew(0),
         grew(1),

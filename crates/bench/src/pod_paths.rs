@@ -28,13 +28,13 @@ use tonic::transport::Channel;
 
 use crate::cleanup::{self, Traces};
 use crate::containerd::Containerd;
+use crate::containers::load_average;
 use crate::containers::{create_and_start, remove_pod};
 use crate::percentile;
+use crate::setup::{labelled_pod_config, LABEL};
 
 /// The container of the pod+container path.
 const WORKLOAD: [&str; 2] = ["sleep", "3600"];
-/// The label every pod of this bench carries (value: the bench's pid).
-const LABEL: &str = "corral-bench";
 
 /// `corral-bench pods --with-containerd / --phases` options.
 #[derive(Debug, Clone)]
@@ -116,68 +116,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     println!("load average at start: {}", load_average());
     let registry = Registry::start();
-    let image = corral_e2e::images::push_busybox(
-        &registry,
-        "bench/busybox",
-        "1",
-        corral_e2e::images::default_config(),
-    );
-    let logs = tempfile::Builder::new()
-        .prefix("corral-bench-logs-")
-        .tempdir()
-        .context("create the log dir")?;
-    let extra = extra_handlers(&options.extra_handlers)?;
-    let handlers_toml: String = extra
-        .iter()
-        .map(|(name, path)| format!("[runtimes.{name}]\npath = {path:?}\n"))
-        .collect();
-    let daemon = corral_e2e::Daemon::start(corral_e2e::DaemonOptions {
-        extra_config_toml: handlers_toml,
-        with_cni: true,
-        cgroup_driver: "cgroupfs",
-    });
-    let mut traces = vec![Traces {
-        dir: Some(daemon.dir().to_path_buf()),
-        cgroup_root: format!("/corral-bench-{}", std::process::id()),
-        bridge: Some(daemon.net.bridge.clone()),
-    }];
-    let mut corral_handlers = vec!["runc".to_string()];
-    corral_handlers.extend(extra.iter().map(|(name, _)| name.clone()));
-    let mut targets = vec![Target {
-        name: "corral",
-        channel: daemon.channel().await,
-        cgroup_root: traces[0].cgroup_root.clone(),
-        handlers: corral_handlers,
-        samples: BTreeMap::new(),
-        pod_network_ids: Vec::new(),
-        burst: None,
-    }];
+    let image = crate::setup::push_workload_image(&registry);
+    let logs = crate::setup::log_dir()?;
+    let (daemon, corral, corral_traces) = start_corral(&options.extra_handlers).await?;
+    let mut targets = vec![corral];
+    let mut traces = vec![corral_traces];
     let mut containerd = None;
     if options.with_containerd {
-        let pause = corral_e2e::images::push_busybox(
-            &registry,
-            "bench/pause",
-            "1",
-            serde_json::json!({ "Env": ["PATH=/bin"], "Entrypoint": ["/bin/sleep", "infinity"] }),
-        );
-        let cgroup_root = format!("/containerd-bench-{}", std::process::id());
-        let mut started = Containerd::start(&registry.host, &pause, &cgroup_root)?;
-        traces.push(Traces {
-            dir: Some(started.dir().to_path_buf()),
-            cgroup_root: cgroup_root.clone(),
-            bridge: Some(started.bridge().to_string()),
-        });
-        let channel = started.ready_channel(Duration::from_secs(30)).await?;
-        crate::images::pull(&mut ImageServiceClient::new(channel.clone()), &pause).await?;
-        targets.push(Target {
-            name: "containerd",
-            channel,
-            cgroup_root,
-            handlers: vec!["runc".into()],
-            samples: BTreeMap::new(),
-            pod_network_ids: Vec::new(),
-            burst: None,
-        });
+        let (started, target) = start_containerd(&registry, &mut traces).await?;
+        targets.push(target);
         containerd = Some(started);
     }
     for target in &targets {
@@ -194,8 +141,80 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if options.phases {
         print_phases(&targets[0], &daemon.log());
     }
+    tear_down(&targets, containerd, daemon, registry, &traces).await;
+    measured
+}
 
-    for target in &targets {
+/// A private corrald with runc and the `extra` handlers (`NAME=PATH`), as a target, with what
+/// it could leave behind.
+async fn start_corral(extra: &[String]) -> anyhow::Result<(corral_e2e::Daemon, Target, Traces)> {
+    let extra = extra_handlers(extra)?;
+    let handlers_toml: String = extra
+        .iter()
+        .map(|(name, path)| format!("[runtimes.{name}]\npath = {path:?}\n"))
+        .collect();
+    let daemon = corral_e2e::Daemon::start(corral_e2e::DaemonOptions {
+        extra_config_toml: handlers_toml,
+        with_cni: true,
+        cgroup_driver: "cgroupfs",
+    });
+    let traces = Traces {
+        dir: Some(daemon.dir().to_path_buf()),
+        cgroup_root: format!("/corral-bench-{}", std::process::id()),
+        bridge: Some(daemon.net.bridge.clone()),
+    };
+    let mut handlers = vec!["runc".to_string()];
+    handlers.extend(extra.iter().map(|(name, _)| name.clone()));
+    let target = Target {
+        name: "corral",
+        channel: daemon.channel().await,
+        cgroup_root: traces.cgroup_root.clone(),
+        handlers,
+        samples: BTreeMap::new(),
+        pod_network_ids: Vec::new(),
+        burst: None,
+    };
+    Ok((daemon, target, traces))
+}
+
+/// A private containerd with its pause image pulled, as a target; what it could leave behind
+/// goes to `traces` as soon as it runs.
+async fn start_containerd(
+    registry: &Registry,
+    traces: &mut Vec<Traces>,
+) -> anyhow::Result<(Containerd, Target)> {
+    let pause = crate::setup::push_pause_image(registry);
+    let cgroup_root = format!("/containerd-bench-{}", std::process::id());
+    let mut started = Containerd::start(&registry.host, &pause, &cgroup_root)?;
+    traces.push(Traces {
+        dir: Some(started.dir().to_path_buf()),
+        cgroup_root: cgroup_root.clone(),
+        bridge: Some(started.bridge().to_string()),
+    });
+    let channel = started.ready_channel(Duration::from_secs(30)).await?;
+    crate::images::pull(&mut ImageServiceClient::new(channel.clone()), &pause).await?;
+    let target = Target {
+        name: "containerd",
+        channel,
+        cgroup_root,
+        handlers: vec!["runc".into()],
+        samples: BTreeMap::new(),
+        pod_network_ids: Vec::new(),
+        burst: None,
+    };
+    Ok((started, target))
+}
+
+/// Removes the bench's pods, stops the runtimes and the registry, and prints whatever of
+/// the runs is left.
+async fn tear_down(
+    targets: &[Target],
+    containerd: Option<Containerd>,
+    daemon: corral_e2e::Daemon,
+    registry: Registry,
+    traces: &[Traces],
+) {
+    for target in targets {
         cleanup::remove_pods_labelled(
             target.channel.clone(),
             &[(LABEL, &std::process::id().to_string())],
@@ -206,21 +225,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         containerd.shutdown(target.channel.clone()).await;
     }
     drop(daemon);
-    for target in &targets {
+    for target in targets {
         cleanup::remove_cgroups(&target.cgroup_root);
     }
     drop(registry);
     // containerd's shims run runc below this bench (a subreaper); whatever exited is ours.
     crate::processes::reap_zombie_children(|_| true);
-    let mut left: Vec<String> = traces.iter().flat_map(cleanup::leftovers).collect();
-    left.extend(cleanup::unreaped_children());
-    if left.is_empty() {
-        println!("\nclean: no process, mount, cgroup or bridge of the runs is left");
-    } else {
-        println!("\nLEFT BEHIND:\n  {}", left.join("\n  "));
-    }
+    println!("\n{}", cleanup::report(traces));
     println!("load average at the end: {}", load_average());
-    measured
 }
 
 /// `NAME=PATH` pairs.
@@ -235,13 +247,6 @@ fn extra_handlers(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             _ => bail!("--extra-handler {s:?}: give NAME=/absolute/path/to/runtime"),
         })
         .collect()
-}
-
-/// The first three fields of /proc/loadavg.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// One untimed round per target, then `n` interleaved rounds, then the burst.
@@ -384,23 +389,12 @@ async fn run_pod(
     handler: &str,
     logs: &Path,
 ) -> anyhow::Result<(String, PodSandboxConfig)> {
-    let parent = format!("{}/pod{name}", target.cgroup_root);
-    let pod_mode = NamespaceMode::Pod as i32;
-    let mut config = corral_e2e::pod_config(
-        name,
-        &parent,
-        (network as i32, NamespaceMode::Container as i32, pod_mode),
-    );
+    let log_dir = logs.join(target.name).join(name);
+    let mut config = labelled_pod_config(name, &target.cgroup_root, network, &log_dir)?;
     if network == NamespaceMode::Node {
         // As kubelet sends a hostNetwork pod: the node's name, not one of its own.
         config.hostname = String::new();
     }
-    let log_dir = logs.join(target.name).join(name);
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
-    config.log_directory = log_dir.to_string_lossy().into_owned();
-    config
-        .labels
-        .insert(LABEL.into(), std::process::id().to_string());
     let id = target
         .rt()
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -427,8 +421,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The comparison table: p50 per path and runtime, corral / containerd.
+/// The comparison table: p50 per path and runtime, corral / containerd; then the burst.
 fn print_table(targets: &[Target], burst_size: usize) {
+    print_paths(targets);
+    if burst_size > 0 {
+        print_bursts(targets, burst_size);
+    }
+}
+
+/// The p50 of every path on corral against containerd (with runc).
+fn print_paths(targets: &[Target]) {
     let corral = &targets[0];
     let containerd = targets.get(1);
     let rounds = corral.samples.get(&Row::RunPodNetwork).map_or(0, Vec::len);
@@ -441,23 +443,7 @@ fn print_table(targets: &[Target], burst_size: usize) {
     );
     let section = format!("pod start and stop (p50 of {rounds} interleaved rounds)");
     let line = |label: &str, ours: Option<Duration>, theirs: Option<Duration>| {
-        let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1}", ms(d)));
-        let ratio = crate::summary::ratio(ours.map(ms), theirs.map(ms));
-        println!(
-            "{label:<48} {:>9} {:>11} {:>7}",
-            fmt(ours),
-            fmt(theirs),
-            ratio.map_or("-".to_string(), |r| format!("{r:.2}"))
-        );
-        let in_ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.0} ms", ms(d)));
-        crate::summary::record_with_target(
-            &section,
-            label,
-            in_ms(ours),
-            in_ms(theirs),
-            ratio,
-            target_of(label),
-        );
+        path_row(&section, label, ours, theirs)
     };
     let p50 = |t: Option<&Target>, row: &Row| t.and_then(|t| t.p50(row));
     let difference = |t: Option<&Target>| {
@@ -465,16 +451,9 @@ fn print_table(targets: &[Target], burst_size: usize) {
         let host = p50(t, &Row::RunHostNetwork)?;
         Some(net.saturating_sub(host))
     };
-    line(
-        &Row::RunPodNetwork.label(),
-        p50(Some(corral), &Row::RunPodNetwork),
-        p50(containerd, &Row::RunPodNetwork),
-    );
-    line(
-        &Row::RunHostNetwork.label(),
-        p50(Some(corral), &Row::RunHostNetwork),
-        p50(containerd, &Row::RunHostNetwork),
-    );
+    for row in [Row::RunPodNetwork, Row::RunHostNetwork] {
+        line(&row.label(), p50(Some(corral), &row), p50(containerd, &row));
+    }
     line(
         "  -> time in the CNI chain (difference)",
         difference(Some(corral)),
@@ -499,40 +478,38 @@ fn print_table(targets: &[Target], burst_size: usize) {
             );
         }
     }
-    line(
-        &Row::StopPodOnly.label(),
-        p50(Some(corral), &Row::StopPodOnly),
-        p50(containerd, &Row::StopPodOnly),
+    let row = Row::StopPodOnly;
+    line(&row.label(), p50(Some(corral), &row), p50(containerd, &row));
+}
+
+/// Prints and records one row of the pod paths table.
+fn path_row(section: &str, label: &str, ours: Option<Duration>, theirs: Option<Duration>) {
+    let fmt = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1}", ms(d)));
+    let ratio = crate::summary::ratio(ours.map(ms), theirs.map(ms));
+    println!(
+        "{label:<48} {:>9} {:>11} {:>7}",
+        fmt(ours),
+        fmt(theirs),
+        ratio.map_or("-".to_string(), |r| format!("{r:.2}"))
     );
-    if burst_size == 0 {
-        return;
-    }
+    let in_ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.0} ms", ms(d)));
+    crate::summary::record_with_target(
+        section,
+        label,
+        in_ms(ours),
+        in_ms(theirs),
+        ratio,
+        target_of(label),
+    );
+}
+
+/// The burst round of every target: failures, p50, p99 and wall time.
+fn print_bursts(targets: &[Target], burst_size: usize) {
     println!("\n{burst_size} pods at once (RunPodSandbox, pod network):");
     let mut burst_cells = Vec::new();
     for target in targets {
         let Some(b) = &target.burst else { continue };
-        let p = |q| ms(percentile(&b.samples, q));
-        let (p50, p99) = (p(0.5), p(0.99));
-        println!(
-            "  {:<11} {}/{} failed   p50 {:>7.1}   p99 {:>7.1}   p99/p50 {:.2}   wall {:.2}s",
-            target.name,
-            b.failures.len(),
-            b.pods,
-            p50,
-            p99,
-            if p50 > 0.0 { p99 / p50 } else { 0.0 },
-            b.wall.as_secs_f64()
-        );
-        for failure in b.failures.iter().take(3) {
-            println!("      {}", crate::figures::short(failure, 160));
-        }
-        burst_cells.push(format!(
-            "{} failed, p50 {:.1} s, p99 {:.1} s (p99/p50 {:.2})",
-            b.failures.len(),
-            p50 / 1e3,
-            p99 / 1e3,
-            if p50 > 0.0 { p99 / p50 } else { 0.0 }
-        ));
+        burst_cells.push(burst_row(target.name, b));
     }
     let mut cells = burst_cells.into_iter();
     crate::summary::record_with_target(
@@ -543,6 +520,33 @@ fn print_table(targets: &[Target], burst_size: usize) {
         None,
         "0 failures, p99 ≤ 2× p50",
     );
+}
+
+/// Prints one runtime's burst and its first failures; returns its summary cell.
+fn burst_row(name: &str, b: &Burst) -> String {
+    let p = |q| ms(percentile(&b.samples, q));
+    let (p50, p99) = (p(0.5), p(0.99));
+    let spread = if p50 > 0.0 { p99 / p50 } else { 0.0 };
+    println!(
+        "  {:<11} {}/{} failed   p50 {:>7.1}   p99 {:>7.1}   p99/p50 {:.2}   wall {:.2}s",
+        name,
+        b.failures.len(),
+        b.pods,
+        p50,
+        p99,
+        spread,
+        b.wall.as_secs_f64()
+    );
+    for failure in b.failures.iter().take(3) {
+        println!("      {}", crate::figures::short(failure, 160));
+    }
+    format!(
+        "{} failed, p50 {:.1} s, p99 {:.1} s (p99/p50 {:.2})",
+        b.failures.len(),
+        p50 / 1e3,
+        p99 / 1e3,
+        spread
+    )
 }
 
 /// The target for a row of the pod paths table.

@@ -120,6 +120,15 @@ fn image_layers(mib: usize, layers: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// One compression of the image, pushed.
+struct Variant {
+    /// `gzip` or `zstd`.
+    label: &'static str,
+    /// The reference to pull.
+    image: String,
+    layer_digests: Vec<String>,
+}
+
 /// Runs the pull benchmark.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Some(reason) = registry::skip_reason() {
@@ -130,13 +139,45 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         crate::containers::load_average()
     );
     let registry = Registry::start();
+    let variants = push_variants(&registry, &options);
+
+    let corral_daemon = crate::node::start_quiet_corrald()?;
+    let mut pullers = vec![Puller {
+        name: "corral",
+        channel: corral_daemon.channel().await,
+        pid: corral_daemon.pid(),
+        content_dir: None,
+    }];
+    let containerd = if options.with_containerd {
+        // No pod runs: the sandbox image is never pulled.
+        let (containerd, puller) = start_containerd(&registry.host, &variants[0].image).await?;
+        pullers.push(puller);
+        Some(containerd)
+    } else {
+        None
+    };
+
+    let samples = pull_in_turns(&pullers, &variants, options.pulls.max(1)).await?;
+    print_pulls(&options, &pullers, &variants, samples);
+    println!(
+        "\nload average at the end: {}",
+        crate::containers::load_average()
+    );
+    drop(containerd);
+    drop(corral_daemon);
+    drop(registry);
+    Ok(())
+}
+
+/// Builds the image and pushes it gzip- and zstd-compressed.
+fn push_variants(registry: &Registry, options: &Options) -> Vec<Variant> {
     let t = Instant::now();
     let layers = image_layers(options.mib, options.layers);
     let tar_bytes: usize = layers.iter().map(Vec::len).sum();
     let mut variants = Vec::new();
     for (label, compression) in [("gzip", Compression::Gzip), ("zstd", Compression::Zstd)] {
         let spec = PushSpec::new(layers.clone()).compression(compression);
-        let pushed = push_image(&registry, &format!("bench/big-{label}"), "1", &spec);
+        let pushed = push_image(registry, &format!("bench/big-{label}"), "1", &spec);
         let blobs: u64 = pushed
             .layer_digests
             .iter()
@@ -149,103 +190,113 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             tar_bytes as f64 / (1 << 20) as f64,
             blobs as f64 / (1 << 20) as f64
         );
-        variants.push((
+        variants.push(Variant {
             label,
-            format!("{}/bench/big-{label}:1", registry.host),
-            pushed,
-        ));
+            image: format!("{}/bench/big-{label}:1", registry.host),
+            layer_digests: pushed.layer_digests,
+        });
     }
     drop(layers);
     println!("built and pushed in {:.1} s", t.elapsed().as_secs_f64());
+    variants
+}
 
-    let corral_daemon = crate::node::start_quiet_corrald()?;
-    let mut pullers = vec![Puller {
-        name: "corral",
-        channel: corral_daemon.channel().await,
-        pid: corral_daemon.pid(),
-        content_dir: None,
-    }];
-    let containerd = if options.with_containerd {
-        let cgroup_root = format!("/containerd-bench-{}", std::process::id());
-        // No pod runs: the sandbox image is never pulled.
-        let mut containerd = Containerd::start(&registry.host, &variants[0].1, &cgroup_root)?;
-        let channel = containerd.ready_channel(Duration::from_secs(30)).await?;
-        pullers.push(Puller {
-            name: "containerd",
-            channel,
-            pid: containerd.pid(),
-            content_dir: Some(
-                containerd
-                    .dir()
-                    .join("root/io.containerd.content.v1.content/blobs/sha256"),
-            ),
-        });
-        Some(containerd)
-    } else {
-        None
+/// A private containerd (with `sandbox_image` as its pause image) and its puller.
+async fn start_containerd(
+    registry_host: &str,
+    sandbox_image: &str,
+) -> anyhow::Result<(Containerd, Puller)> {
+    let cgroup_root = format!("/containerd-bench-{}", std::process::id());
+    let mut containerd = Containerd::start(registry_host, sandbox_image, &cgroup_root)?;
+    let channel = containerd.ready_channel(Duration::from_secs(30)).await?;
+    let puller = Puller {
+        name: "containerd",
+        channel,
+        pid: containerd.pid(),
+        content_dir: Some(
+            containerd
+                .dir()
+                .join("root/io.containerd.content.v1.content/blobs/sha256"),
+        ),
     };
+    Ok((containerd, puller))
+}
 
-    // samples[variant][puller] = (wall, cpu)
+/// Each puller's (wall, CPU) per variant: `samples[variant][puller]`, `pulls` rounds in
+/// turns.
+async fn pull_in_turns(
+    pullers: &[Puller],
+    variants: &[Variant],
+    pulls: usize,
+) -> anyhow::Result<Vec<Vec<Vec<(Duration, f64)>>>> {
     let mut samples = vec![vec![Vec::new(); pullers.len()]; variants.len()];
-    for _ in 0..options.pulls.max(1) {
-        for (v, (_, image, pushed)) in variants.iter().enumerate() {
+    for _ in 0..pulls {
+        for (v, variant) in variants.iter().enumerate() {
             for (p, puller) in pullers.iter().enumerate() {
-                samples[v][p].push(pull_cold(puller, image, &pushed.layer_digests).await?);
+                samples[v][p]
+                    .push(pull_cold(puller, &variant.image, &variant.layer_digests).await?);
             }
         }
     }
+    Ok(samples)
+}
 
+/// The table: p50 wall and CPU per compression and runtime, and the ratio of the walls.
+fn print_pulls(
+    options: &Options,
+    pullers: &[Puller],
+    variants: &[Variant],
+    samples: Vec<Vec<Vec<(Duration, f64)>>>,
+) {
     println!(
         "\n=== cold PullImage of a {} MiB, {}-layer image from a loopback registry ===",
         options.mib, options.layers
     );
     print!("{:<22}", "");
-    for puller in &pullers {
+    for puller in pullers {
         print!(" {:>28}", format!("{} wall / CPU (s)", puller.name));
     }
     println!("   ratio wall p50");
-    for ((label, _, _), per_puller) in variants.iter().zip(samples) {
-        print!("{:<22}", format!("{label}, p50"));
-        let mut walls = Vec::new();
-        let mut cells = Vec::new();
-        for runs in per_puller {
-            let mut wall: Vec<Duration> = runs.iter().map(|r: &(Duration, f64)| r.0).collect();
-            wall.sort();
-            let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            cpu.sort_by(f64::total_cmp);
-            let wall = crate::percentile(&wall, 0.5).as_secs_f64();
-            walls.push(wall);
-            let cpu = cpu.get(cpu.len() / 2).copied().unwrap_or(0.0);
-            print!(" {:>28}", format!("{wall:.2} / {cpu:.2}"));
-            cells.push(format!("{wall:.1} s / {cpu:.1} s"));
-        }
-        if let [corral, containerd] = walls.as_slice() {
-            print!("   {:.2}", corral / containerd);
-        }
-        println!();
-        let mut cells = cells.into_iter();
-        crate::summary::record_with_target(
-            &format!(
-                "cold PullImage, {} MiB in {} layers (p50 of {})",
-                options.mib,
-                options.layers,
-                options.pulls.max(1)
-            ),
-            &format!("{label}: wall / CPU"),
-            cells.next().unwrap_or_else(|| "-".into()),
-            cells.next().unwrap_or_else(|| "-".into()),
-            crate::summary::ratio(walls.first().copied(), walls.get(1).copied()),
-            "wall ≤ 0.7×",
-        );
-    }
-    println!(
-        "\nload average at the end: {}",
-        crate::containers::load_average()
+    let section = format!(
+        "cold PullImage, {} MiB in {} layers (p50 of {})",
+        options.mib,
+        options.layers,
+        options.pulls.max(1)
     );
-    drop(containerd);
-    drop(corral_daemon);
-    drop(registry);
-    Ok(())
+    for (variant, per_puller) in variants.iter().zip(samples) {
+        pull_row(&section, variant.label, per_puller);
+    }
+}
+
+/// Prints and records one compression's row: each puller's p50 wall / CPU.
+fn pull_row(section: &str, label: &str, per_puller: Vec<Vec<(Duration, f64)>>) {
+    print!("{:<22}", format!("{label}, p50"));
+    let mut walls = Vec::new();
+    let mut cells = Vec::new();
+    for runs in per_puller {
+        let mut wall: Vec<Duration> = runs.iter().map(|r| r.0).collect();
+        wall.sort();
+        let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        cpu.sort_by(f64::total_cmp);
+        let wall = crate::percentile(&wall, 0.5).as_secs_f64();
+        walls.push(wall);
+        let cpu = cpu.get(cpu.len() / 2).copied().unwrap_or(0.0);
+        print!(" {:>28}", format!("{wall:.2} / {cpu:.2}"));
+        cells.push(format!("{wall:.1} s / {cpu:.1} s"));
+    }
+    if let [corral, containerd] = walls.as_slice() {
+        print!("   {:.2}", corral / containerd);
+    }
+    println!();
+    let mut cells = cells.into_iter();
+    crate::summary::record_with_target(
+        section,
+        &format!("{label}: wall / CPU"),
+        cells.next().unwrap_or_else(|| "-".into()),
+        cells.next().unwrap_or_else(|| "-".into()),
+        crate::summary::ratio(walls.first().copied(), walls.get(1).copied()),
+        "wall ≤ 0.7×",
+    );
 }
 
 /// Waits until the runtime holds none of `layers`, pulls `image`, removes it again; returns

@@ -89,12 +89,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         bail!("cannot run a local registry: {reason}");
     }
     let registry = Registry::start();
-    let image = corral_e2e::images::push_busybox(
-        &registry,
-        "bench/busybox",
-        "1",
-        corral_e2e::images::default_config(),
-    );
+    let image = crate::setup::push_workload_image(&registry);
     let daemon = corral_e2e::Daemon::start(corral_e2e::DaemonOptions::default());
     let channel = daemon.channel().await;
     crate::print_version(&channel).await?;
