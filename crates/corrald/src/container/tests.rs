@@ -5,9 +5,10 @@
 
 use cri_proto::v1::runtime_service_server::RuntimeService;
 use cri_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ExecRequest, ExecSyncRequest, ImageSpec, LinuxContainerResources, PodSandboxConfig,
-    PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    AttachRequest, CheckpointContainerRequest, ContainerConfig, ContainerMetadata,
+    ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecRequest,
+    ExecSyncRequest, ImageSpec, LinuxContainerResources, PodSandboxConfig, PodSandboxMetadata,
+    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
     RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest,
 };
@@ -436,4 +437,63 @@ async fn stopping_and_removing_the_pod_stops_and_removes_its_containers() {
     assert_no_container_left(&t);
     assert_eq!(t.sandbox_records(), Vec::<String>::new());
     assert_eq!(t.cgroup_dirs(), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test]
+async fn attach_stats_and_checkpoint_refuse_unknown_and_not_running_containers() {
+    let (t, pod) = daemon_with_pod().await;
+    let id = create(&t, &pod, container("app")).await.unwrap();
+    let attach = |id: &str| AttachRequest {
+        container_id: id.into(),
+        stdout: true,
+        ..Default::default()
+    };
+    let unknown = "0123456789ab";
+    let err = t
+        .service
+        .attach(Request::new(attach(unknown)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = t
+        .service
+        .container_stats(Request::new(ContainerStatsRequest {
+            container_id: unknown.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = t
+        .service
+        .checkpoint_container(Request::new(CheckpointContainerRequest {
+            container_id: unknown.into(),
+            location: t.dir.path().join("c.tar").to_string_lossy().into_owned(),
+            timeout: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::NotFound | Code::FailedPrecondition),
+        "{err:?}"
+    );
+    // No stream asked for, then a container that is not running.
+    let err = t
+        .service
+        .attach(Request::new(AttachRequest {
+            container_id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    not_running(
+        t.service
+            .attach(Request::new(attach(&id)))
+            .await
+            .map(|_| ()),
+    );
+    start(&t, &id).await.unwrap();
+    let url = t.service.attach(Request::new(attach(&id))).await.unwrap();
+    assert!(url.into_inner().url.starts_with("http://127.0.0.1:"));
+    assert_eq!(t.host.calls(), ["mount_rootfs", "launch_shim", "start"]);
 }

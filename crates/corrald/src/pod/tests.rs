@@ -5,7 +5,8 @@
 use cri_proto::v1::runtime_service_server::RuntimeService;
 use cri_proto::v1::{
     LinuxContainerResources, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StopPodSandboxRequest,
 };
 use tonic::{Code, Request};
 
@@ -352,4 +353,40 @@ async fn update_pod_sandbox_resources_refuses_nothing_to_apply_and_reports_a_fai
     t.host.heal();
     update(Some(limits)).await.unwrap();
     assert!(t.host.calls().ends_with(&["cgroup_apply".to_owned()]));
+}
+
+#[tokio::test]
+async fn port_forward_needs_a_ready_pod_and_tcp_ports() {
+    let t = TestDaemon::new().await;
+    let forward = |id: &str, port: i32| PortForwardRequest {
+        pod_sandbox_id: id.into(),
+        port: vec![port],
+    };
+    let err = t
+        .service
+        .port_forward(Request::new(forward("0123456789ab", 80)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let id = run(&t, pod("web")).await.unwrap();
+    for bad in [0, 65536, -1] {
+        let err = t
+            .service
+            .port_forward(Request::new(forward(&id, bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains("port"), "{}", err.message());
+    }
+    let url = t
+        .service
+        .port_forward(Request::new(forward(&id, 80)))
+        .await
+        .unwrap();
+    assert!(url.into_inner().url.starts_with("http://127.0.0.1:"));
+    // (A stopped pod is refused because its pause is gone: the fake's pause never dies, so
+    // that case is the e2e suite's.)
+    stop(&t, &id).await.unwrap();
+    remove(&t, &id).await.unwrap();
+    assert_nothing_left(&t);
 }
