@@ -117,6 +117,16 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = i32::try_from(child.id()).unwrap();
+        // Until the child has exec'd, /proc shows the parent's environment and arguments.
+        let execed = || {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"tail\0"))
+        };
+        for _ in 0..500 {
+            if execed() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let by_owner = owned_under(&dir.path().join("sandboxes")).unwrap();
         let by_arg = naming(&dir.path().join("containers")).unwrap();
         let elsewhere = owned_under(&dir.path().join("containers")).unwrap();
