@@ -630,6 +630,8 @@ fn hostile_create_container_requests_leave_nothing_half_made() {
         panic!("{e}");
     }
     runtime.block_on(cri::remove_pod(&mut env.rt, &pod_id));
+    // The pod's parent cgroup is the test's own (kubelet's part): corrald removed the pod's.
+    remove_cgroup_dirs(&test_cgroup_root("propfuzz"));
 }
 
 /// Every path under `dir`.
