@@ -374,7 +374,10 @@ impl RuntimeService for RuntimeServiceImpl {
     ) -> Result<Response<PortForwardResponse>, Status> {
         let mut req = request.into_inner();
         let sandbox = self.pods().sandbox_async(&req.pod_sandbox_id).await?;
-        if !self.pods().pause_alive_async(&sandbox).await {
+        // The record says stopped before the pause is gone (and after a pause that died).
+        if sandbox.state != crate::pod::SandboxState::Ready
+            || !self.pods().pause_alive_async(&sandbox).await
+        {
             return Err(Status::failed_precondition(format!(
                 "pod sandbox {} is not ready; port-forward needs a running pod",
                 sandbox.id

@@ -384,9 +384,15 @@ async fn port_forward_needs_a_ready_pod_and_tcp_ports() {
         .await
         .unwrap();
     assert!(url.into_inner().url.starts_with("http://127.0.0.1:"));
-    // (A stopped pod is refused because its pause is gone: the fake's pause never dies, so
-    // that case is the e2e suite's.)
+    // Stopped: refused by its state, whether or not its pause is gone yet (the fake's never is).
     stop(&t, &id).await.unwrap();
+    let err = t
+        .service
+        .port_forward(Request::new(forward(&id, 80)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("not ready"), "{}", err.message());
     remove(&t, &id).await.unwrap();
     assert_nothing_left(&t);
 }
