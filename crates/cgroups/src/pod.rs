@@ -127,21 +127,14 @@ impl PodCgroup {
         cgroup_parent: &str,
         units: &dyn UnitManager,
     ) -> Result<Self> {
-        let relative_path = CgroupDriver::Systemd.pod_relative_path(cgroup_parent)?;
+        let mut pod = Self::systemd_handle(layout, cgroup_parent)?;
         let started =
             units.start_transient_unit(cgroup_parent, &systemd::slice_properties(cgroup_parent))?;
         tracing::debug!(slice = cgroup_parent, ?started, "pod slice through systemd");
-        Ok(Self {
-            layout: layout.clone(),
-            driver: CgroupDriver::Systemd,
-            cgroup_parent: cgroup_parent.to_owned(),
-            relative_path,
-            created_dirs: Vec::new(),
-            systemd: Some(SystemdSlice {
-                name: cgroup_parent.to_owned(),
-                started: started == Started::New,
-            }),
-        })
+        if let Some(slice) = &mut pod.systemd {
+            slice.started = started == Started::New;
+        }
+        Ok(pod)
     }
 
     /// A handle on the systemd pod slice `cgroup_parent`, whether or not it exists, starting

@@ -304,7 +304,7 @@ pub(crate) fn create_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
     Ok(created)
 }
 
-/// Removes directories made by [`create_missing_sources`], innermost first.
+/// Removes directories made by [`create_dirs`], innermost first.
 pub(crate) fn remove_created(created: &[PathBuf]) {
     for dir in created.iter().rev() {
         if let Err(e) = std::fs::remove_dir(dir) {
