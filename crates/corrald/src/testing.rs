@@ -326,6 +326,7 @@ impl ContainerHost for FakeHost {
             shim_pid: NO_PID,
             shim_start_time: 1,
             container_pid: NO_PID,
+            runtime_create: None,
         })
     }
 

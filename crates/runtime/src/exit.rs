@@ -59,7 +59,7 @@ pub fn read_exit(state_dir: &Path) -> Result<Option<ExitInfo>> {
         })
 }
 
-/// Writes `<state_dir>/exit.json` atomically (temporary file, fsync, rename, fsync of the dir).
+/// Writes `<state_dir>/exit.json` atomically (a temporary file renamed into place).
 pub fn write_exit(state_dir: &Path, exit: &ExitInfo) -> Result<()> {
     let json = serde_json::to_vec(exit).map_err(|source| RuntimeError::Encode {
         what: "exit info",

@@ -23,7 +23,7 @@
 //! | --- | --- | --- |
 //! | `shim.pid` | shim, at start | `PID START_TIME` (start time: field 22 of `/proc/PID/stat`) |
 //! | `container.pid` | runtime (`--pid-file`) | the container init's pid |
-//! | `exit.json` | shim, once, atomically (temp + fsync + rename) | [`ExitInfo`] as JSON |
+//! | `exit.json` | shim, once, atomically (temp + rename; volatile, not fsynced) | [`ExitInfo`] as JSON |
 //! | `attach.sock` | shim (socket) | attach protocol, see [`attach`] |
 //! | `ctl` | shim (socket) | control protocol, see [`control`] |
 //! | `shim.log` | shim | its own diagnostics (its stderr) |

@@ -94,6 +94,9 @@ pub struct ShimProcess {
     pub shim_start_time: u64,
     /// The container's init process, created and not yet started.
     pub container_pid: i32,
+    /// How long `<runtime> create` took, as the shim saw it (for the steps of CreateContainer;
+    /// `None` from a shim that does not say).
+    pub runtime_create: Option<std::time::Duration>,
 }
 
 impl ShimProcess {
@@ -134,7 +137,8 @@ fn cut(message: &str, max: usize) -> String {
 /// The launcher's one line on stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchReport {
-    /// `created SHIM_PID SHIM_START_TIME CONTAINER_PID`: the runtime created the container.
+    /// `created SHIM_PID SHIM_START_TIME CONTAINER_PID [RUNTIME_CREATE_US]`: the runtime
+    /// created the container.
     Created(ShimProcess),
     /// `create-failed: MESSAGE`: the runtime refused to create it; what it said.
     RuntimeFailed(String),
@@ -150,10 +154,16 @@ impl LaunchReport {
     pub fn to_line(&self) -> String {
         let one_line = |message: &str| cut(message, MAX_MESSAGE_LEN).replace('\n', " ");
         match self {
-            LaunchReport::Created(shim) => format!(
-                "created {} {} {}\n",
-                shim.shim_pid, shim.shim_start_time, shim.container_pid
-            ),
+            LaunchReport::Created(shim) => {
+                let took = shim
+                    .runtime_create
+                    .map(|took| format!(" {}", took.as_micros()))
+                    .unwrap_or_default();
+                format!(
+                    "created {} {} {}{took}\n",
+                    shim.shim_pid, shim.shim_start_time, shim.container_pid
+                )
+            }
             LaunchReport::RuntimeFailed(message) => {
                 format!("create-failed: {}\n", one_line(message))
             }
@@ -177,6 +187,7 @@ impl LaunchReport {
                 shim_pid: i32::try_from(shim_pid).ok().filter(|pid| *pid > 0)?,
                 shim_start_time,
                 container_pid: i32::try_from(container_pid).ok().filter(|pid| *pid > 0)?,
+                runtime_create: number().map(std::time::Duration::from_micros),
             }))
         })
     }
@@ -274,10 +285,22 @@ mod tests {
             shim_pid: 10,
             shim_start_time: 20,
             container_pid: 30,
+            runtime_create: None,
         });
         assert_eq!(created.to_line(), "created 10 20 30\n");
+        let timed = LaunchReport::Created(ShimProcess {
+            runtime_create: Some(std::time::Duration::from_micros(31_250)),
+            ..ShimProcess {
+                shim_pid: 10,
+                shim_start_time: 20,
+                container_pid: 30,
+                runtime_create: None,
+            }
+        });
+        assert_eq!(timed.to_line(), "created 10 20 30 31250\n");
         for report in [
             created,
+            timed,
             LaunchReport::RuntimeFailed("exec: \"x\": not found".into()),
             LaunchReport::ShimFailed("open log".into()),
         ] {

@@ -78,8 +78,13 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Replaces `path` with `contents` atomically: a temporary file beside it, written and synced,
-/// renamed over it, and the directory synced, so a reader sees the old file or the whole new one.
+/// Replaces `path` with `contents` atomically: a temporary file beside it, written and renamed
+/// over it, so a reader sees the old file or the whole new one.
+///
+/// Not fsynced: a state directory is volatile (`/run/corral`), its files name processes that
+/// do not outlive the machine, and a killed shim or corrald leaves what it wrote in the page
+/// cache. Where `/run` is not a tmpfs the two syncs cost a few ms of every CreateContainer
+/// (the shim's pid file) and protected nothing.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -89,8 +94,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let temp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let write = || -> io::Result<()> {
         let mut file = fs::File::create(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()
+        file.write_all(contents)
     };
     if let Err(e) = write() {
         let _ = fs::remove_file(&temp);
@@ -99,10 +103,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     fs::rename(&temp, path).map_err(|e| {
         let _ = fs::remove_file(&temp);
         io_error("rename into place", path)(e)
-    })?;
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error("sync", dir))
+    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum ContainerIo {
 pub struct CreatedContainer {
     pub pid: i32,
     pub io: ContainerIo,
+    /// How long `<runtime> create` (or `restore`) took.
+    pub runtime_took: Duration,
 }
 
 /// Why create failed.
@@ -58,6 +60,7 @@ pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError
     for stale in [&pid_file, &log_file] {
         remove_if_present(stale).map_err(CreateError::Shim)?;
     }
+    let began = Instant::now();
     let io = if args.tty && args.restore.is_some() {
         return Err(CreateError::Shim(
             "a container with a terminal cannot be restored from a checkpoint".into(),
@@ -74,7 +77,11 @@ pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError
                 "the runtime reported success but wrote no {CONTAINER_PID_FILE}"
             ))
         })?;
-    Ok(CreatedContainer { pid, io })
+    Ok(CreatedContainer {
+        pid,
+        io,
+        runtime_took: began.elapsed(),
+    })
 }
 
 fn create_with_pipes(
@@ -118,7 +125,10 @@ fn create_with_pipes(
     let (status, mut drained) = if args.restore.is_none() {
         wait_draining(child, args, &stderr)?
     } else {
-        (wait_with_timeout(child, args)?, Vec::new())
+        (
+            wait_for_runtime(child, args, None, || Ok(false))?,
+            Vec::new(),
+        )
     };
     if !status.success() {
         let mut said = runtime_said(log_file);
@@ -171,28 +181,16 @@ fn create_with_terminal(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(runtime_stderr));
-    let mut child = spawn(command, args)?;
+    let child = spawn(command, args)?;
 
-    let deadline = Instant::now() + args.create_timeout;
     let mut master = None;
-    let status = loop {
+    // Woken by the runtime connecting (the listener is readable) and by its exit.
+    let status = wait_for_runtime(child, args, Some(listener.as_fd()), || {
         if master.is_none() {
             master = accept_master(&listener).map_err(CreateError::Shim)?;
         }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(timeout_error(args));
-        }
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        // Woken by the runtime connecting; its exit is noticed within the poll interval.
-        let _ = poll(&mut fds, PollTimeout::from(20u8));
-    };
+        Ok(master.is_none())
+    })?;
     if master.is_none() {
         master = accept_master(&listener).map_err(CreateError::Shim)?;
     }
@@ -229,19 +227,63 @@ fn spawn(mut command: Command, args: &ShimArgs) -> Result<Child, CreateError> {
     })
 }
 
-/// Waits for the runtime, killing it after the create timeout.
-fn wait_with_timeout(mut child: Child, args: &ShimArgs) -> Result<ExitStatus, CreateError> {
+/// How often the runtime's exit is looked for where no pidfd tells it (kernels before 5.3).
+const EXIT_POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(5);
+
+/// Waits for the runtime `child`, killing it after the create timeout. Meanwhile `on_readable`
+/// runs whenever `also` is readable, until it hangs up or `on_readable` answers that nothing
+/// more is wanted from it (`false`). The exit wakes the wait at once
+/// through a pidfd on the child (it cannot be reaped, nor its pid reused, before `try_wait`
+/// here): a poll interval would add its average to every CreateContainer.
+fn wait_for_runtime(
+    mut child: Child,
+    args: &ShimArgs,
+    mut also: Option<std::os::fd::BorrowedFd<'_>>,
+    mut on_readable: impl FnMut() -> Result<bool, CreateError>,
+) -> Result<ExitStatus, CreateError> {
     let deadline = Instant::now() + args.create_timeout;
+    let pidfd = i32::try_from(child.id())
+        .ok()
+        .and_then(|pid| corral_process::Pidfd::open(pid).ok().flatten());
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(timeout_error(args));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {}
             Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(timeout_error(args));
+        }
+        let wait = match &pidfd {
+            Some(_) => remaining,
+            None => remaining.min(EXIT_POLL_WITHOUT_PIDFD),
+        };
+        let mut fds: Vec<PollFd<'_>> = pidfd
+            .iter()
+            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .chain(also.map(|fd| PollFd::new(fd, PollFlags::POLLIN)))
+            .collect();
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, timeout).is_err() {
+            continue;
+        }
+        let Some(revents) = fds
+            .last()
+            .filter(|_| also.is_some())
+            .and_then(|fd| fd.revents())
+        else {
+            continue;
+        };
+        if revents.contains(PollFlags::POLLIN) {
+            if !on_readable()? {
+                also = None;
+            }
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            // Nothing more will come: polled again, it would wake every time.
+            also = None;
         }
     }
 }
@@ -249,43 +291,34 @@ fn wait_with_timeout(mut child: Child, args: &ShimArgs) -> Result<ExitStatus, Cr
 /// How much of what `<runtime> create` writes to the container's stderr is kept.
 const MAX_DRAINED: usize = 64 * 1024;
 
-/// [`wait_with_timeout`], reading meanwhile what the runtime writes to the container's stderr
+/// [`wait_for_runtime`], reading meanwhile what the runtime writes to the container's stderr
 /// pipe (its error too, as runc writes it to both its log and stderr; the first
 /// [`MAX_DRAINED`] bytes are kept): an error echoing a long argument can be more than a pipe
 /// holds, and the runtime would block writing it. The container's own process runs only from
 /// `start`, so none of its output is taken.
 fn wait_draining(
-    mut child: Child,
+    child: Child,
     args: &ShimArgs,
     stderr: &File,
 ) -> Result<(ExitStatus, Vec<u8>), CreateError> {
-    let deadline = Instant::now() + args.create_timeout;
     let mut drained = Vec::new();
     let mut buffer = [0u8; 4096];
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok((status, drained)),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(timeout_error(args));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(CreateError::Shim(format!("wait for the runtime: {e}"))),
-        }
-        let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
-        let readable = poll(&mut fds, PollTimeout::from(5u8)).is_ok_and(|n| n > 0)
-            && fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
-        if readable {
-            // Readable: this read returns what is there without blocking.
-            if let Ok(n) = nix::unistd::read(stderr, &mut buffer) {
+    let status = wait_for_runtime(child, args, Some(stderr.as_fd()), || {
+        // Readable: this read returns what is there without blocking; 0 is the end.
+        match nix::unistd::read(stderr, &mut buffer) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
                 let keep = n.min(MAX_DRAINED.saturating_sub(drained.len()));
                 drained.extend_from_slice(&buffer[..keep]);
+                Ok(true)
             }
+            Err(e) => Ok(matches!(
+                e,
+                nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN
+            )),
         }
-    }
+    })?;
+    Ok((status, drained))
 }
 
 fn timeout_error(args: &ShimArgs) -> CreateError {
@@ -320,5 +353,87 @@ fn remove_if_present(path: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("remove stale {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(timeout_secs: &str) -> ShimArgs {
+        ShimArgs::parse([
+            "--id",
+            "c1",
+            "--bundle",
+            "/b",
+            "--state-dir",
+            "/s",
+            "--log-path",
+            "/l/0.log",
+            "--runtime",
+            "/usr/sbin/runc",
+            "--runtime-root",
+            "/run/r",
+            "--create-timeout",
+            timeout_secs,
+        ])
+        .unwrap()
+    }
+
+    fn sh(script: &str, stderr: Stdio) -> Child {
+        Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_runtimes_exit_status_and_what_it_wrote_to_stderr_are_returned() {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        // Writes more than a pipe holds: the wait must drain while the runtime runs.
+        let child = sh(
+            "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 3",
+            Stdio::from(write),
+        );
+        let stderr = File::from(read);
+        let (status, drained) = wait_draining(child, &args("60"), &stderr).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(drained.len(), MAX_DRAINED);
+        assert!(drained.iter().all(|b| *b == b'x'));
+    }
+
+    #[test]
+    fn a_runtime_that_closes_its_stderr_early_is_still_waited_for() {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let child = sh("exec 2>&-; sleep 0.3; exit 4", Stdio::from(write));
+        let stderr = File::from(read);
+        let mut woken = 0;
+        let status = wait_for_runtime(child, &args("60"), Some(stderr.as_fd()), || {
+            woken += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(status.code(), Some(4));
+        // The hang-up is seen once and not polled again (it would wake the loop every time).
+        assert_eq!(woken, 0);
+    }
+
+    #[test]
+    fn a_runtime_past_the_create_timeout_is_killed() {
+        let child = sh("sleep 30", Stdio::null());
+        let pid = child.id();
+        let err = wait_for_runtime(child, &args("1"), None, || Ok(false)).unwrap_err();
+        assert!(
+            matches!(&err, CreateError::Runtime(m) if m.contains("did not finish within")),
+            "{err:?}"
+        );
+        // Killed and reaped: the pid names no process of ours any more.
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| !stat.contains("(sleep)"));
+        assert!(gone);
     }
 }

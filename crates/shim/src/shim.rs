@@ -88,6 +88,7 @@ fn supervise_or_exit(
     report: &OwnedFd,
 ) -> Supervisor {
     let container_pid = created.pid;
+    let runtime_create = Some(created.runtime_took);
     let supervisor = Supervisor::new(SupervisorParts {
         container_pid,
         io: created.io,
@@ -104,6 +105,7 @@ fn supervise_or_exit(
                 shim_pid: me.pid,
                 shim_start_time: me.start_time,
                 container_pid,
+                runtime_create,
             });
             if let Err(error) = write_all(report, created.to_line().as_bytes()) {
                 // Nobody learns of this container, so nobody would ever remove it.
