@@ -302,7 +302,7 @@ async fn containers_in_pod(
         let rt = target.rt();
         async move {
             let t = Instant::now();
-            let id = create_and_start(rt, pod_id, pod, config).await?;
+            let id = create_and_start(rt, pod_id, pod, config).await?.id;
             Ok((id, t.elapsed()))
         }
     })
@@ -387,7 +387,9 @@ async fn measure_memory(
             let (pod_id, pod) = run_pod(target, handler, &format!("{handler}-memory-{i}")).await?;
             pods.push(pod_id.clone());
             let config = container_config("c", target.image, &WORKLOAD);
-            create_and_start(target.rt(), &pod_id, &pod, config).await
+            create_and_start(target.rt(), &pod_id, &pod, config)
+                .await
+                .map(drop)
         };
         if let Err(e) = step.await {
             made = Err(e);
@@ -437,13 +439,21 @@ async fn run_pod(
     Ok((id, config))
 }
 
-/// CreateContainer then StartContainer; returns the container id.
+/// A container made by [`create_and_start`], with how long each call took.
+pub(crate) struct Started {
+    pub id: String,
+    pub create: Duration,
+    pub start: Duration,
+}
+
+/// CreateContainer then StartContainer.
 pub(crate) async fn create_and_start(
     mut rt: RuntimeServiceClient<Channel>,
     pod_id: &str,
     pod: &PodSandboxConfig,
     config: ContainerConfig,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Started> {
+    let t = Instant::now();
     let id = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod_id.into(),
@@ -454,12 +464,18 @@ pub(crate) async fn create_and_start(
         .context("CreateContainer")?
         .into_inner()
         .container_id;
+    let create = t.elapsed();
+    let t = Instant::now();
     rt.start_container(StartContainerRequest {
         container_id: id.clone(),
     })
     .await
     .context("StartContainer")?;
-    Ok(id)
+    Ok(Started {
+        id,
+        create,
+        start: t.elapsed(),
+    })
 }
 
 /// StopPodSandbox then RemovePodSandbox.

@@ -88,7 +88,9 @@ async fn measure(
             linux: Some(LinuxContainerConfig::default()),
             ..Default::default()
         };
-        let id = crate::containers::create_and_start(rt.clone(), pod_id, pod, config).await?;
+        let id = crate::containers::create_and_start(rt.clone(), pod_id, pod, config)
+            .await?
+            .id;
         let deadline = Instant::now() + STOPPED_TIMEOUT;
         let event = loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -86,7 +86,20 @@ struct Target {
     samples: BTreeMap<Row, Vec<Duration>>,
     /// The sandbox ids of the sequential pod-network RunPodSandbox calls, with their latency.
     pod_network_ids: Vec<(String, Duration)>,
+    /// The timed pod + container (runc) paths, call by call.
+    pod_container_paths: Vec<PodContainerPath>,
     burst: Option<Burst>,
+}
+
+/// One timed RunPodSandbox + CreateContainer + StartContainer: the ids and what the client
+/// saw of each call.
+#[derive(Debug, Clone)]
+struct PodContainerPath {
+    pod_id: String,
+    container_id: String,
+    run: Duration,
+    create: Duration,
+    start: Duration,
 }
 
 impl Target {
@@ -172,6 +185,7 @@ async fn start_corral(extra: &[String]) -> anyhow::Result<(corral_e2e::Daemon, T
         handlers,
         samples: BTreeMap::new(),
         pod_network_ids: Vec::new(),
+        pod_container_paths: Vec::new(),
         burst: None,
     };
     Ok((daemon, target, traces))
@@ -200,6 +214,7 @@ async fn start_containerd(
         handlers: vec!["runc".into()],
         samples: BTreeMap::new(),
         pod_network_ids: Vec::new(),
+        pod_container_paths: Vec::new(),
         burst: None,
     };
     Ok((started, target))
@@ -312,7 +327,8 @@ async fn one_round(
         let name = format!("ctr-{handler}-{round}");
         let t = Instant::now();
         let (id, pod) = run_pod(target, &name, NamespaceMode::Pod, &handler, logs).await?;
-        create_and_start(
+        let run = t.elapsed();
+        let started = create_and_start(
             target.rt(),
             &id,
             &pod,
@@ -320,7 +336,17 @@ async fn one_round(
         )
         .await
         .with_context(|| format!("{}: container in {name}", target.name))?;
-        times.push((Row::PodWithContainer(handler.clone()), t.elapsed()));
+        let whole = t.elapsed();
+        times.push((Row::PodWithContainer(handler.clone()), whole));
+        if timed && handler == "runc" {
+            target.pod_container_paths.push(PodContainerPath {
+                pod_id: id.clone(),
+                container_id: started.id,
+                run,
+                create: started.create,
+                start: started.start,
+            });
+        }
         let t = Instant::now();
         stop_pod(target.rt(), &id).await?;
         times.push((Row::StopWithContainer(handler.clone()), t.elapsed()));
@@ -569,16 +595,38 @@ struct LoggedStep {
     took: f64,
 }
 
-/// The steps corrald logged with each pod (`phases=name@start+took,...` on its
-/// "pod sandbox ready" line), by pod id.
-fn logged_phases(log: &str) -> BTreeMap<String, Vec<(String, LoggedStep)>> {
-    let field = |line: &str, key: &str| -> Option<String> {
-        let at = line.find(&format!(" {key}="))? + key.len() + 2;
-        Some(line[at..].split_whitespace().next()?.to_string())
+/// Where corrald logs the steps of a call (`phases=name@start+took,...`): the line's message
+/// and the field naming the object.
+#[derive(Debug, Clone, Copy)]
+struct PhaseLine {
+    message: &'static str,
+    id_field: &'static str,
+}
+
+const POD_READY: PhaseLine = PhaseLine {
+    message: "pod sandbox ready",
+    id_field: "pod_id",
+};
+const CONTAINER_CREATED: PhaseLine = PhaseLine {
+    message: "container created",
+    id_field: "container_id",
+};
+const CONTAINER_STARTED: PhaseLine = PhaseLine {
+    message: "container started",
+    id_field: "container_id",
+};
+
+/// The steps corrald logged on each `line` (e.g. a pod's "pod sandbox ready"), by the id the
+/// line names.
+fn logged_phases(log: &str, line: PhaseLine) -> BTreeMap<String, Vec<(String, LoggedStep)>> {
+    let field = |text: &str, key: &str| -> Option<String> {
+        // The last: a span prefix may carry the same field.
+        let at = text.rfind(&format!(" {key}="))? + key.len() + 2;
+        Some(text[at..].split_whitespace().next()?.to_string())
     };
     let mut out = BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains("pod sandbox ready")) {
-        let (Some(id), Some(phases)) = (field(line, "pod_id"), field(line, "phases")) else {
+    for text in log.lines().filter(|l| l.contains(line.message)) {
+        let (Some(id), Some(phases)) = (field(text, line.id_field), field(text, "phases")) else {
             continue;
         };
         let steps = phases
@@ -603,33 +651,110 @@ fn logged_phases(log: &str) -> BTreeMap<String, Vec<(String, LoggedStep)>> {
 /// The table of RunPodSandbox's steps for corral's sequential pod-network pods: per step the
 /// p50 of its start and of its length, in the order they start.
 fn print_phases(corral: &Target, log: &str) {
-    let logged = logged_phases(log);
+    print_pod_phases(corral, log);
+    print_pod_container_phases(corral, log);
+}
+
+/// The p50 of each step's start and length over `runs` (each a list of logged steps), in the
+/// order the steps start.
+fn step_medians<'a>(runs: impl Iterator<Item = &'a Vec<(String, LoggedStep)>>) -> Vec<StepRow> {
     let mut per_step: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    let mut totals = Vec::new();
-    for (id, total) in &corral.pod_network_ids {
-        let Some(steps) = logged.get(id) else {
-            continue;
-        };
-        totals.push(*total);
+    for steps in runs {
         for (name, step) in steps {
             let entry = per_step.entry(name.clone()).or_default();
             entry.0.push(step.start);
             entry.1.push(step.took);
         }
     }
-    if totals.is_empty() {
-        println!("\nno phases found in corrald's log");
-        return;
-    }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let mut rows: Vec<(String, f64, f64)> = per_step
+    let mut rows: Vec<StepRow> = per_step
         .into_iter()
         .map(|(name, (starts, tooks))| (name, median(starts), median(tooks)))
         .collect();
     rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    rows
+}
+
+/// A step's name and the p50 of its start and of its length (ms).
+type StepRow = (String, f64, f64);
+
+/// The pod + container (runc) path call by call: what the client saw of each call and, under
+/// it, the steps corrald logged, p50 over the timed rounds.
+fn print_pod_container_phases(corral: &Target, log: &str) {
+    let paths = &corral.pod_container_paths;
+    if paths.is_empty() {
+        return;
+    }
+    let section = "corral's pod + container (runc) calls and steps (p50, ms: start + took)";
+    println!(
+        "\n=== corral pod + container (runc), p50 over {} paths (ms; steps from the start of each call's work) ===",
+        paths.len()
+    );
+    println!(
+        "{:<26} {:>8} {:>8} {:>8}",
+        "call / step", "start", "took", "end"
+    );
+    let client = |pick: fn(&PodContainerPath) -> Duration| {
+        let mut v: Vec<Duration> = paths.iter().map(pick).collect();
+        v.sort();
+        ms(percentile(&v, 0.5))
+    };
+    let pods = logged_phases(log, POD_READY);
+    let created = logged_phases(log, CONTAINER_CREATED);
+    let started = logged_phases(log, CONTAINER_STARTED);
+    let calls: [(&str, f64, Vec<StepRow>); 3] = [
+        (
+            "RunPodSandbox",
+            client(|p| p.run),
+            step_medians(paths.iter().filter_map(|p| pods.get(&p.pod_id))),
+        ),
+        (
+            "CreateContainer",
+            client(|p| p.create),
+            step_medians(paths.iter().filter_map(|p| created.get(&p.container_id))),
+        ),
+        (
+            "StartContainer",
+            client(|p| p.start),
+            step_medians(paths.iter().filter_map(|p| started.get(&p.container_id))),
+        ),
+    ];
+    for (call, took, steps) in calls {
+        println!("{call:<26} {:>8} {took:>8.2}   (as the client saw it)", "");
+        crate::summary::record(section, call, format!("{took:.1}"), "-".into(), None);
+        for (name, start, took) in steps {
+            println!(
+                "  {name:<24} {start:>8.2} {took:>8.2} {:>8.2}",
+                start + took
+            );
+            crate::summary::record(
+                section,
+                &format!("  {call}: {name}"),
+                format!("{start:.1} + {took:.1}"),
+                "-".into(),
+                None,
+            );
+        }
+    }
+}
+
+/// The table of RunPodSandbox's steps for corral's sequential pod-network pods.
+fn print_pod_phases(corral: &Target, log: &str) {
+    let logged = logged_phases(log, POD_READY);
+    let measured: Vec<_> = corral
+        .pod_network_ids
+        .iter()
+        .filter_map(|(id, total)| Some((*total, logged.get(id)?)))
+        .collect();
+    if measured.is_empty() {
+        println!("\nno phases found in corrald's log");
+        return;
+    }
+    let rows = step_medians(measured.iter().map(|(_, steps)| *steps));
+    let mut totals: Vec<Duration> = measured.iter().map(|(total, _)| *total).collect();
     totals.sort();
     println!(
         "\n=== corral RunPodSandbox (pod network) steps, p50 over {} pods (ms, from the start of the call's work) ===",
@@ -664,7 +789,7 @@ mod tests {
             "2026-12-07T08:00:00Z  INFO run_pod_sandbox: corrald::pod::run: pod sandbox ready \
                    pod_id=abc pod=x ips=[\"10.0.0.2\"] phases=pause@0.10+3.50,cni_add@3.70+40.00\n\
                    other line phases=nope@1+2\n";
-        let phases = logged_phases(log);
+        let phases = logged_phases(log, POD_READY);
         assert_eq!(phases.len(), 1);
         let steps = &phases["abc"];
         assert_eq!(steps[0].0, "pause");
@@ -675,6 +800,22 @@ mod tests {
                 took: 40.0
             }
         );
+    }
+
+    #[test]
+    fn container_lines_are_read_back_by_container() {
+        let log = "INFO corrald::container::create: container created container_id=c1 \
+                   pod_id=p1 name=x phases=record_creating@0.01+0.60,rootfs@0.70+1.20\n\
+                   INFO corrald::container::start: container started container_id=c1 \
+                   pod_id=p1 phases=refresh@0.00+0.10,runtime_start@0.20+6.00\n";
+        let created = logged_phases(log, CONTAINER_CREATED);
+        assert_eq!(created.len(), 1);
+        assert_eq!(created["c1"][1].0, "rootfs");
+        let started = logged_phases(log, CONTAINER_STARTED);
+        assert_eq!(started["c1"][1].1.took, 6.0);
+        assert!(logged_phases(log, POD_READY).is_empty());
+        let rows = step_medians([&created["c1"], &created["c1"]].into_iter());
+        assert_eq!(rows[0], ("record_creating".to_string(), 0.01, 0.6));
     }
 
     #[test]

@@ -66,7 +66,9 @@ async fn lifecycle(
         .pod_sandbox_id;
     let mut config = corral_e2e::cri::container_config("c", image, &["sleep", "3600"]);
     config.log_path = "c/0.log".into();
-    let id = crate::containers::create_and_start(rt.clone(), &pod_id, &pod, config).await?;
+    let id = crate::containers::create_and_start(rt.clone(), &pod_id, &pod, config)
+        .await?
+        .id;
     let exec = rt
         .exec_sync(ExecSyncRequest {
             container_id: id,

@@ -26,7 +26,6 @@ pub(crate) const STEPS: &[&str] = &[
     "run_pod:pause_in_cgroup",
     "run_pod:shm_mounted",
     "run_pod:netns_pinned",
-    "run_pod:network_recorded",
     "run_pod:network_added",
     "run_pod:built",
     "create_container:recorded",

@@ -18,6 +18,7 @@ mod features;
 mod ids;
 mod image_service;
 mod live;
+mod phases;
 mod pod;
 mod prometheus;
 mod reaper;

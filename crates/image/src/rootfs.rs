@@ -62,35 +62,9 @@ impl ImageStore {
     /// creates its upper and work directories. Blocking; call from a blocking context.
     pub fn prepare_rootfs(&self, image: &str, container_id: &str) -> Result<RootfsLease> {
         let dir = self.container_dir(container_id)?;
-        let lease = {
-            let mut state = lock(&self.inner.state);
-            match state.leases.get(container_id) {
-                Some(existing) => existing.clone(),
-                None => {
-                    let id = crate::store::resolve_id(&state, image)
-                        .ok_or_else(|| ImageError::ImageNotFound(image.to_string()))?;
-                    let record = state
-                        .images
-                        .get(&id)
-                        .ok_or_else(|| ImageError::ImageNotFound(image.to_string()))?;
-                    for chain in &record.chain_ids {
-                        if !state.layers.contains_key(chain) {
-                            return Err(ImageError::LayerMissing {
-                                image: id.clone(),
-                                chain_id: chain.clone(),
-                            });
-                        }
-                    }
-                    let lease = RootfsLease {
-                        container_id: container_id.to_string(),
-                        image_id: id.clone(),
-                        chain_ids: record.chain_ids.clone(),
-                    };
-                    self.inner.db.put(IMAGE_ROOTFS, container_id, &lease)?;
-                    state.leases.insert(container_id.to_string(), lease.clone());
-                    lease
-                }
-            }
+        let lease = match self.rootfs_lease(container_id) {
+            Some(lease) => lease,
+            None => self.lease_rootfs_with(image, container_id, |_| Ok(()))?,
         };
         for sub in ["upper", "work"] {
             let path = dir.join(sub);
@@ -100,6 +74,55 @@ impl ImageStore {
             let empty = dir.join("empty");
             fs::create_dir_all(&empty).map_err(ImageError::io("create directory", &empty))?;
         }
+        Ok(lease)
+    }
+
+    /// Leases the layers of `image` to `container_id` — kept from garbage collection until
+    /// [`Self::remove_rootfs`] — and commits what `with` writes in the same transaction, so a
+    /// caller's record of the container and the lease land together or not at all, in one
+    /// commit (an fsync) instead of two. A lease the container already holds is kept; `with`
+    /// is written all the same. Blocking.
+    pub fn lease_rootfs_with(
+        &self,
+        image: &str,
+        container_id: &str,
+        with: impl FnOnce(
+            &corral_store::WriteTx<'_>,
+        ) -> std::result::Result<(), corral_store::StoreError>,
+    ) -> Result<RootfsLease> {
+        check_container_id(container_id)?;
+        let mut state = lock(&self.inner.state);
+        if let Some(existing) = state.leases.get(container_id) {
+            let existing = existing.clone();
+            self.inner.db.write(with)?;
+            return Ok(existing);
+        }
+        let id = crate::store::resolve_id(&state, image)
+            .ok_or_else(|| ImageError::ImageNotFound(image.to_string()))?;
+        let record = state
+            .images
+            .get(&id)
+            .ok_or_else(|| ImageError::ImageNotFound(image.to_string()))?;
+        if let Some(chain) = record
+            .chain_ids
+            .iter()
+            .find(|chain| !state.layers.contains_key(*chain))
+        {
+            return Err(ImageError::LayerMissing {
+                image: id.clone(),
+                chain_id: chain.clone(),
+            });
+        }
+        let lease = RootfsLease {
+            container_id: container_id.to_string(),
+            image_id: id.clone(),
+            chain_ids: record.chain_ids.clone(),
+        };
+        self.inner.db.write(|tx| {
+            tx.put(IMAGE_ROOTFS, container_id, &lease)?;
+            with(tx)
+        })?;
+        state.leases.insert(container_id.to_string(), lease.clone());
         Ok(lease)
     }
 

@@ -105,3 +105,49 @@ async fn bad_archives_store_nothing() {
     assert!(layers.is_empty(), "{layers:?}");
     assert_eq!(content, ["ingest", "sha256"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_commits_with_the_callers_record_or_not_at_all() {
+    skip_unless_ready!();
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(corral_store::Store::open(&dir.path().join("meta.redb")).unwrap());
+    let store =
+        corral_image::ImageStore::open(db.clone(), dir.path(), RegistryConfig::default()).unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let spec = ImageSpec::busybox();
+    common::write_oci_layout(layout.path(), "registry.example/app/busybox:v1", &spec);
+    store.import(layout.path()).await.unwrap();
+    let image = "registry.example/app/busybox:v1";
+
+    store
+        .lease_rootfs_with(image, "c1", |tx| {
+            tx.put(corral_store::CONTAINERS, "c1", &"the caller's record")
+        })
+        .unwrap();
+    assert!(store.rootfs_lease("c1").is_some());
+    assert_eq!(
+        db.get::<String>(corral_store::CONTAINERS, "c1").unwrap(),
+        Some("the caller's record".to_string())
+    );
+
+    // The caller's write fails (a map with non-string keys is no JSON): no lease either.
+    let unwritable: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    let err = store
+        .lease_rootfs_with(image, "c2", |tx| {
+            tx.put(corral_store::CONTAINERS, "c2", &unwritable)
+        })
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Store(_)), "{err}");
+    assert!(store.rootfs_lease("c2").is_none());
+
+    // What was committed is what a restarted store finds.
+    drop(store);
+    let reopened =
+        corral_image::ImageStore::open(db.clone(), dir.path(), RegistryConfig::default()).unwrap();
+    assert!(reopened.rootfs_lease("c1").is_some());
+    assert!(reopened.rootfs_lease("c2").is_none());
+    assert_eq!(
+        db.get::<String>(corral_store::CONTAINERS, "c2").unwrap(),
+        None
+    );
+}

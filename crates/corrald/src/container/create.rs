@@ -13,6 +13,7 @@ use super::validate::{not_ready, validate, Checked, ContainerRules};
 use super::ContainerEnv;
 use crate::checkpoint::archive;
 use crate::error::{CriError, CriResult};
+use crate::phases::Phases;
 use crate::pod::SandboxRecord;
 
 /// The error of a failed CreateContainer step: the step named first, the error's kind kept.
@@ -85,7 +86,17 @@ impl ContainerPlan {
     }
 
     /// Creates the container; on failure everything made so far is undone.
+    ///
+    /// Two writes of the record: `Creating` before anything is made (with the cgroup path,
+    /// known from the pod, and in one commit with the lease on the image's layers), `Created`
+    /// once the shim reports the container. What is made in
+    /// between needs no write of its own: the teardown of a `Creating` record also looks where
+    /// the id says the rootfs mount, the shim, the runtime's container and the cgroup would be
+    /// (see `remove.rs`); only mount sources, which the id does not name, are written ahead.
     pub fn execute(self, env: &ContainerEnv) -> CriResult<()> {
+        let phases = Phases::new();
+        let span = tracing::Span::current();
+        let (cgroups_path, cgroup_relative) = self.cgroup_paths(env)?;
         let mut record = ContainerRecord {
             id: self.id.clone(),
             pod_sandbox_id: self.sandbox.id.clone(),
@@ -99,8 +110,8 @@ impl ContainerPlan {
             shim: None,
             exit: None,
             log_path: self.log_path.clone(),
-            cgroups_path: String::new(),
-            cgroup_relative: PathBuf::new(),
+            cgroups_path,
+            cgroup_relative,
             rootfs_mounted: false,
             created_sources: Vec::new(),
             resources: self.config.linux.as_ref().and_then(|l| l.resources.clone()),
@@ -108,14 +119,29 @@ impl ContainerPlan {
             stop_signal: String::new(),
             restored: false,
         };
-        env.store.put(CONTAINERS, &record.id, &record)?;
+        // With the lease on the image's layers: one commit for both.
+        phases.step(&span, "record_creating", || {
+            env.images
+                .lease_rootfs_with(&self.image.id, &record.id, |tx| {
+                    tx.put(CONTAINERS, &record.id, &record)
+                })
+                .map_err(step("record the container and lease its image's layers"))
+        })?;
         crate::crash::point("create_container:recorded");
-        match self.build(env, &mut record) {
+        match self.build(env, &mut record, &phases, &span) {
             Ok(()) => {
                 crate::crash::point("create_container:shim_launched");
                 record.state = ContainerState::Created;
-                env.store.put(CONTAINERS, &record.id, &record)?;
-                tracing::info!(container_id = %record.id, pod_id = %record.pod_sandbox_id, name = %self.name, "container created");
+                phases.step(&span, "record_created", || {
+                    env.store.put(CONTAINERS, &record.id, &record)
+                })?;
+                tracing::info!(
+                    container_id = %record.id,
+                    pod_id = %record.pod_sandbox_id,
+                    name = %self.name,
+                    phases = %phases.summary(),
+                    "container created"
+                );
                 Ok(())
             }
             Err(err) => {
@@ -134,9 +160,36 @@ impl ContainerPlan {
         }
     }
 
-    /// Makes the container: its directory, rootfs, cgroup path, spec and shim, recording each
-    /// in `record` as it is made so that an undo finds it.
-    fn build(&self, env: &ContainerEnv, record: &mut ContainerRecord) -> CriResult<()> {
+    /// The container's cgroup under its pod's: as the OCI spec names it (a path, or systemd's
+    /// `slice:prefix:name`) and relative to each hierarchy's root.
+    fn cgroup_paths(&self, env: &ContainerEnv) -> CriResult<(String, PathBuf)> {
+        let child = self
+            .pod_cgroup()?
+            .child(&self.id)
+            .map_err(step("container cgroup path"))?;
+        let oci = if env.systemd_cgroup {
+            child.oci_cgroups_path.clone()
+        } else {
+            child.cgroupfs_path()
+        };
+        Ok((oci, child.relative_path))
+    }
+
+    fn pod_cgroup(&self) -> CriResult<&corral_cgroups::PodCgroup> {
+        self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
+            CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
+        })
+    }
+
+    /// Makes the container: its directory, rootfs, spec and shim, recording each in `record`
+    /// as it is made so that an undo finds it; each a step of `phases`.
+    fn build(
+        &self,
+        env: &ContainerEnv,
+        record: &mut ContainerRecord,
+        phases: &Phases,
+        span: &tracing::Span,
+    ) -> CriResult<()> {
         if self.restore.is_some() {
             if let Some(reason) = crate::checkpoint::criu_unavailable(&env.config.criu_path) {
                 return Err(CriError::FailedPrecondition(format!(
@@ -147,30 +200,24 @@ impl ContainerPlan {
         }
         let dir = env.container_dir(&self.id);
         std::fs::create_dir_all(&dir).map_err(step("create container directory"))?;
-        let rootfs = self.mount_rootfs(env, &dir, record)?;
+        let rootfs = phases.step(span, "rootfs", || self.mount_rootfs(env, &dir, record))?;
         if let Some(path) = &self.restore {
             apply_checkpoint_rootfs(path, &dir, &rootfs)?;
         }
-        let pod_cgroup = self.sandbox.pod_cgroup.as_ref().ok_or_else(|| {
-            CriError::FailedPrecondition(format!("pod sandbox {} has no cgroup", self.sandbox.id))
+        let pod_cgroup = self.pod_cgroup()?;
+        phases.step(span, "spec", || -> CriResult<()> {
+            let spec = self.spec(env, &dir, &rootfs, pod_cgroup, record)?;
+            let spec_json = serde_json::to_vec_pretty(&spec)
+                .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
+            std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))
         })?;
-        let child = pod_cgroup
-            .child(&self.id)
-            .map_err(step("container cgroup path"))?;
-        record.cgroups_path = if env.systemd_cgroup {
-            child.oci_cgroups_path.clone()
-        } else {
-            child.cgroupfs_path()
-        };
-        record.cgroup_relative = child.relative_path.clone();
-
-        let spec = self.spec(env, &dir, &rootfs, pod_cgroup, record)?;
-        let spec_json = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| CriError::internal("CreateContainer: serialise OCI spec", e))?;
-        std::fs::write(dir.join("config.json"), spec_json).map_err(step("write config.json"))?;
         crate::crash::point("create_container:spec_written");
 
-        self.launch(env, &dir, record)?;
+        let runtime_took = phases.step(span, "shim", || self.launch(env, &dir, record))?;
+        if let Some(took) = runtime_took {
+            // Inside the shim's step: what of it the OCI runtime's create took.
+            phases.record_ending_now("runtime_create", took);
+        }
         if let Some(resources) = self
             .config
             .linux
@@ -301,13 +348,14 @@ impl ContainerPlan {
     }
 
     /// Starts the shim, which creates the container with the OCI runtime (or restores it, held
-    /// still until StartContainer), and records it.
+    /// still until StartContainer), and records it; returns how long the runtime took, if the
+    /// shim said.
     fn launch(
         &self,
         env: &ContainerEnv,
         dir: &Path,
         record: &mut ContainerRecord,
-    ) -> CriResult<()> {
+    ) -> CriResult<Option<std::time::Duration>> {
         if let Some(parent) = self.log_path.parent() {
             std::fs::create_dir_all(parent).map_err(step("create log directory"))?;
         }
@@ -319,8 +367,6 @@ impl ContainerPlan {
             .filter(|h| h.has_controller("memory"))
             .map(|h| h.dir(&record.cgroup_relative))
             .collect();
-        // Recorded before the shim starts: a crash during create still leads to a cleanup.
-        env.store.put(CONTAINERS, &record.id, &*record)?;
         let restore = self.restore.as_ref().map(|_| RestoreFrom {
             images: dir.join(RESTORE_DIR).join(archive::CHECKPOINT_DIR),
             criu: env.config.criu_path.clone(),
@@ -359,7 +405,7 @@ impl ContainerPlan {
                 .map_err(step("pause the restored container"))?;
             record.restored = true;
         }
-        Ok(())
+        Ok(shim.runtime_create)
     }
 
     /// The init pid of the container a TARGET pid namespace names.

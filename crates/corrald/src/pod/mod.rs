@@ -11,7 +11,6 @@ pub(crate) mod host;
 mod network;
 mod owned_cgroups;
 mod paths;
-mod phases;
 mod record;
 mod run;
 mod teardown;

@@ -6,14 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use corral_store::SANDBOXES;
-
 use super::paths::netns_pin_path;
-use super::phases::Phases;
 use super::record::SandboxRecord;
 use super::run::step;
 use super::PodEnv;
 use crate::error::{CriError, CriResult};
+use crate::phases::Phases;
 
 /// How long CNI plugins a killed daemon left running get to finish before DEL.
 const CNI_SETTLE: Duration = Duration::from_secs(30);
@@ -35,12 +33,12 @@ pub(super) fn network_ready_in(env: &PodEnv) -> Result<(), String> {
     network_config(env).map(|_| ())
 }
 
-/// Pins the pause's network namespace and records the network before ADD; returns what the
-/// ADD needs.
+/// Pins the pause's network namespace where the record (written before anything was made)
+/// says it is; returns what the ADD needs.
 pub(super) fn prepare<'a>(
     env: &PodEnv,
     network_config: Option<&'a corral_cni::NetworkConfigList>,
-    record: &mut SandboxRecord,
+    record: &SandboxRecord,
     phases: &Phases,
     span: &tracing::Span,
     pause_pid: i32,
@@ -49,17 +47,9 @@ pub(super) fn prepare<'a>(
     phases
         .step(span, "netns_pin", || env.network.pin_netns(pause_pid, &pin))
         .map_err(step("pin network namespace"))?;
-    record.netns_path = Some(pin.clone());
     crate::crash::point("run_pod:netns_pinned");
     let net = network_config
         .ok_or_else(|| CriError::Internal("RunPodSandbox: pod network config not loaded".into()))?;
-    record.cni_network = Some(net.name().to_string());
-    record.cni_config = Some(net.to_json());
-    // Recorded before ADD so that a crash during ADD still leads to a DEL.
-    phases.step(span, "record_network", || {
-        env.store.put(SANDBOXES, &record.id, &*record)
-    })?;
-    crate::crash::point("run_pod:network_recorded");
     Ok((net, runtime_conf(env, record, &pin)))
 }
 

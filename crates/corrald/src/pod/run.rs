@@ -12,13 +12,13 @@ use corral_sandbox::pause::PauseSpec;
 use corral_store::SANDBOXES;
 use cri_proto::v1::{NamespaceMode, PodSandboxConfig};
 
-use super::paths::{cgroup_parent, sandbox_dir, userns_pin_path};
-use super::phases::Phases;
+use super::paths::{cgroup_parent, netns_pin_path, sandbox_dir, userns_pin_path};
 use super::record::{name_key, PauseRef, SandboxRecord, SandboxState};
 use super::validate::{pod_resources, validate, Checked, PodRules};
 use super::{teardown, PodEnv};
 use crate::error::{CriError, CriResult};
 use crate::ids::{new_id, now_nanos};
+use crate::phases::Phases;
 
 /// The error of a failed RunPodSandbox step: the step named first, the error's kind kept.
 pub(super) fn step<E: Into<CriError>>(name: &str) -> impl FnOnce(E) -> CriError {
@@ -94,9 +94,15 @@ impl SandboxPlan {
             created_at: now_nanos(),
             state: SandboxState::Creating,
             pause: None,
-            netns_path: None,
-            cni_network: None,
-            cni_config: None,
+            // The network is known before anything is made and recorded with the rest: a
+            // teardown then DELs even if the ADD never ran (CNI asks plugins to take a DEL of
+            // what does not exist) and unpins where the id says the pin would be.
+            netns_path: self
+                .network_config
+                .as_ref()
+                .map(|_| netns_pin_path(env, &self.id)),
+            cni_network: self.network_config.as_ref().map(|n| n.name().to_string()),
+            cni_config: self.network_config.as_ref().map(|n| n.to_json()),
             ips: Vec::new(),
             pod_cgroup: None,
             shm_path: None,

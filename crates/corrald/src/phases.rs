@@ -1,8 +1,9 @@
-//! The steps of one RunPodSandbox and how long each took: every step runs in a tracing span
-//! of its own (`pod_step`, with the step's name), and the steps' start offsets and durations
-//! are logged once with the pod (`phases=step@start+took,...`, milliseconds), which
-//! `corral-bench pods --phases` reads back into a table. Steps may run on two threads at once
-//! (the CNI ADD overlaps the pod's own work), so each carries its start as well as its length.
+//! The steps of one RunPodSandbox, CreateContainer or StartContainer and how long each took:
+//! every step runs in a tracing span of its own (`step`, with the step's name), and the steps'
+//! start offsets and durations are logged once with the pod or container
+//! (`phases=step@start+took,...`, milliseconds), which `corral-bench pods --phases` reads back
+//! into tables. Steps may run on two threads at once (the CNI ADD overlaps the pod's own work),
+//! so each carries its start as well as its length.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,9 +17,9 @@ struct Step {
     took: Duration,
 }
 
-/// The steps of one RunPodSandbox, timed from its start.
+/// The steps of one call, timed from its start.
 #[derive(Debug)]
-pub(super) struct Phases {
+pub(crate) struct Phases {
     started: Instant,
     steps: Mutex<Vec<Step>>,
 }
@@ -33,7 +34,7 @@ impl Phases {
 
     /// Runs `f` as the step `name`, in a span of its own under `parent`, and records its timing.
     pub fn step<T>(&self, parent: &tracing::Span, name: &'static str, f: impl FnOnce() -> T) -> T {
-        let _span = tracing::debug_span!(parent: parent, "pod_step", step = name).entered();
+        let _span = tracing::debug_span!(parent: parent, "step", step = name).entered();
         let begun = Instant::now();
         let out = f();
         let step = Step {
@@ -43,6 +44,13 @@ impl Phases {
         };
         crate::ids::lock(&self.steps).push(step);
         out
+    }
+
+    /// Records `name`, a part of the step just run that another process timed (`took`), as
+    /// ending now.
+    pub fn record_ending_now(&self, name: &'static str, took: Duration) {
+        let start = self.started.elapsed().saturating_sub(took);
+        crate::ids::lock(&self.steps).push(Step { name, start, took });
     }
 
     /// `step@start+took,...` in milliseconds, in the order the steps started.
