@@ -7,7 +7,10 @@
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("runtime.v1");
+    pub use crate::lists::{ListContainersResponse, ListPodSandboxResponse};
 }
+
+pub mod lists;
 
 #[cfg(test)]
 mod tests {
