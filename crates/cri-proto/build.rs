@@ -20,6 +20,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .enum_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Hand-written in `src/lists.rs`: these also carry items encoded ahead of time.
+        .extern_path(
+            ".runtime.v1.ListPodSandboxResponse",
+            "crate::lists::ListPodSandboxResponse",
+        )
+        .extern_path(
+            ".runtime.v1.ListContainersResponse",
+            "crate::lists::ListContainersResponse",
+        )
         .compile_protos(&[api, admin], &[proto_dir])?;
     Ok(())
 }

@@ -2,10 +2,12 @@
 
 grpc-core sends the unix socket's path as the HTTP/2 :authority. Run by tests/tests/grpcio.rs:
 
-    python cri_client.py SOCKET PROTO_DIR CGROUP_PARENT
+    python cri_client.py SOCKET PROTO_DIR CGROUP_PARENT [IMAGE]
 
 Generates the runtime.v1 stubs from PROTO_DIR/api.proto with grpcio-tools into a temp dir, then
-runs Version, RunPodSandbox, PodSandboxStatus, a server-streaming call (StreamPodSandboxes),
+runs Version, RunPodSandbox, PodSandboxStatus, ListPodSandbox, a server-streaming call
+(StreamPodSandboxes), with IMAGE (pulled already) CreateContainer, StartContainer and
+ListContainers (corrald sends list items it encoded ahead of time: this decoder is not ours),
 StopPodSandbox and RemovePodSandbox, with a GetContainerEvents subscription (a long-lived
 server stream) open throughout that must deliver the pod's CREATED, STARTED, STOPPED and
 DELETED events. Prints one line per step; exits non-zero on any failure.
@@ -37,6 +39,7 @@ def stubs(proto_dir, out_dir):
 
 def main():
     socket, proto_dir, cgroup_parent = sys.argv[1:4]
+    image = sys.argv[4] if len(sys.argv) > 4 else None
     print(f"grpcio {grpc.__version__}")
     with tempfile.TemporaryDirectory() as out_dir:
         pb, rpc = stubs(proto_dir, out_dir)
@@ -64,6 +67,7 @@ def main():
                     name="grpcio", uid="uid-grpcio", namespace="e2e", attempt=0
                 ),
                 hostname="grpcio",
+                labels={"e2e": "grpcio"},
                 linux=pb.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
             )
             pod = runtime.RunPodSandbox(
@@ -78,6 +82,43 @@ def main():
             assert status.state == pb.SANDBOX_READY, status
             assert status.metadata.name == "grpcio", status
             print(f"PodSandboxStatus: {pb.PodSandboxState.Name(status.state)}")
+
+            listed = runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+            mine = [p for p in listed if p.id == pod]
+            assert len(mine) == 1, listed
+            assert mine[0].state == pb.SANDBOX_READY, mine[0]
+            assert mine[0].metadata.name == "grpcio", mine[0]
+            assert mine[0].labels["e2e"] == "grpcio", mine[0]
+            print(f"ListPodSandbox: {pb.PodSandboxState.Name(mine[0].state)}")
+
+            if image:
+                container = runtime.CreateContainer(
+                    pb.CreateContainerRequest(
+                        pod_sandbox_id=pod,
+                        config=pb.ContainerConfig(
+                            metadata=pb.ContainerMetadata(name="sleeper"),
+                            image=pb.ImageSpec(image=image),
+                            command=["sleep", "1000"],
+                            labels={"e2e": "grpcio"},
+                        ),
+                        sandbox_config=config,
+                    ),
+                    timeout=120,
+                ).container_id
+                runtime.StartContainer(
+                    pb.StartContainerRequest(container_id=container), timeout=60
+                )
+                containers = runtime.ListContainers(
+                    pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=pod)),
+                    timeout=30,
+                ).containers
+                assert [c.id for c in containers] == [container], containers
+                listed_container = containers[0]
+                assert listed_container.state == pb.CONTAINER_RUNNING, listed_container
+                assert listed_container.metadata.name == "sleeper", listed_container
+                assert listed_container.pod_sandbox_id == pod, listed_container
+                assert listed_container.labels["e2e"] == "grpcio", listed_container
+                print(f"ListContainers: {pb.ContainerState.Name(listed_container.state)}")
 
             streamed = [
                 sandbox.id

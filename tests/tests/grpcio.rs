@@ -1,6 +1,7 @@
 //! A CRI client corral did not write: Python `grpcio` (grpc-core) with default channel options,
 //! which sends the socket path as HTTP/2 `:authority`, runs a pod's lifecycle against corrald
-//! (`tests/grpcio/cri_client.py`).
+//! (`tests/grpcio/cri_client.py`), with a container in it when the test registry is installed,
+//! and decodes corrald's list responses (whose items corrald encoded ahead of time).
 //!
 //! The Python interpreter with `grpcio` and `grpcio-tools` is `$CORRAL_GRPCIO_PYTHON` (`.ci/run`
 //! installs them into a venv and `scripts/test.sh` points there). Without it the test fails
@@ -39,6 +40,15 @@ async fn grpcio_runs_a_pod_lifecycle_with_the_socket_path_as_authority() {
         return;
     };
     let daemon = Daemon::start(DaemonOptions::default());
+    // The registry stays up until the end; without it the client runs no container.
+    let registry = corral_e2e::cri::busybox_registry();
+    let image = match &registry {
+        Some((_, image)) => {
+            corral_e2e::cri::pull(&mut daemon.images().await, image).await;
+            Some(image.clone())
+        }
+        None => None,
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let parent = unique_cgroup_parent("grpcio");
     let socket = daemon.socket();
@@ -48,6 +58,7 @@ async fn grpcio_runs_a_pod_lifecycle_with_the_socket_path_as_authority() {
             .arg(&socket)
             .arg(root.join("../proto"))
             .arg(&parent)
+            .args(image)
             .output()
             .expect("run the grpcio client")
     })
@@ -64,12 +75,19 @@ async fn grpcio_runs_a_pod_lifecycle_with_the_socket_path_as_authority() {
         "Version: corral v1",
         "RunPodSandbox: ",
         "PodSandboxStatus: SANDBOX_READY",
+        "ListPodSandbox: SANDBOX_READY",
         "StreamPodSandboxes: 1 pod(s)",
         "StopPodSandbox: ok",
         "RemovePodSandbox: ok",
         "GetContainerEvents: CREATED STARTED STOPPED DELETED",
     ] {
         assert!(stdout.contains(step), "{step:?} missing from:\n{stdout}");
+    }
+    if registry.is_some() {
+        assert!(
+            stdout.contains("ListContainers: CONTAINER_RUNNING"),
+            "ListContainers missing from:\n{stdout}"
+        );
     }
     remove_cgroup_dirs(&test_cgroup_root("grpcio"));
 }

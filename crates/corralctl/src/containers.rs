@@ -291,7 +291,13 @@ pub async fn ps(cri: &mut Cri, args: PsArgs) -> Result<()> {
     let containers = select_containers(containers, args.name.as_deref());
 
     if let Some(format) = args.format.output.document() {
-        return print_document(&ListContainersResponse { containers }, format);
+        return print_document(
+            &ListContainersResponse {
+                containers,
+                ..Default::default()
+            },
+            format,
+        );
     }
     if args.format.quiet {
         for container in &containers {

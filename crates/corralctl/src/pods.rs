@@ -152,7 +152,13 @@ pub async fn pods(cri: &mut Cri, args: PodsArgs) -> Result<()> {
     let items = select_pods(items, args.name.as_deref(), args.namespace.as_deref());
 
     if let Some(format) = args.format.output.document() {
-        return print_document(&ListPodSandboxResponse { items }, format);
+        return print_document(
+            &ListPodSandboxResponse {
+                items,
+                ..Default::default()
+            },
+            format,
+        );
     }
     if args.format.quiet {
         for pod in &items {

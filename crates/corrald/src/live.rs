@@ -85,6 +85,24 @@ impl LiveSet {
         !inner.disabled && inner.verified.get(id) == Some(&pid)
     }
 
+    /// [`LiveSet::is_verified`] of many objects under one lock, in order: `None` (no process
+    /// recorded) is not verified. A list asks for every record at once; a lock and a lookup
+    /// per record were a sixth of what it cost.
+    pub fn verified_among<'a>(
+        &self,
+        objects: impl IntoIterator<Item = Option<(&'a str, i32)>>,
+    ) -> Vec<bool> {
+        let inner = lock(&self.inner);
+        objects
+            .into_iter()
+            .map(|object| {
+                object.is_some_and(|(id, pid)| {
+                    !inner.disabled && inner.verified.get(id) == Some(&pid)
+                })
+            })
+            .collect()
+    }
+
     /// `id` exited, its shim or pause died or its state directory went: check it again when
     /// read.
     pub fn forget(&self, id: &str) {
@@ -183,6 +201,28 @@ mod tests {
         // Its state directory went (RemoveContainer).
         live.forget("c1");
         assert!(!live.is_verified("c1", 10), "even with the same shim pid");
+    }
+
+    #[test]
+    fn many_are_answered_at_once_like_one_by_one() {
+        let live = LiveSet::default();
+        live.verify("c1", 10, live.epoch());
+        live.verify("c2", 20, live.epoch());
+        let asked = [
+            Some(("c1", 10)),
+            None,
+            Some(("c2", 21)),
+            Some(("c3", 30)),
+            Some(("c2", 20)),
+        ];
+        let one_by_one: Vec<bool> = asked
+            .iter()
+            .map(|o| o.is_some_and(|(id, pid)| live.is_verified(id, pid)))
+            .collect();
+        assert_eq!(live.verified_among(asked), one_by_one);
+        assert_eq!(one_by_one, [true, false, false, false, true]);
+        live.disable();
+        assert_eq!(live.verified_among([Some(("c1", 10))]), [false]);
     }
 
     #[test]

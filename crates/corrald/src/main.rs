@@ -33,6 +33,7 @@ mod streaming;
 mod testing;
 mod userns;
 mod v1alpha2;
+mod view_cache;
 
 use std::sync::Arc;
 

@@ -173,11 +173,14 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        let items = self
+        let encoded_items = self
             .pods()
-            .list(request.into_inner().filter.as_ref())
+            .list_encoded(request.into_inner().filter.as_ref())
             .await?;
-        Ok(Response::new(ListPodSandboxResponse { items }))
+        Ok(Response::new(ListPodSandboxResponse {
+            items: Vec::new(),
+            encoded_items,
+        }))
     }
 
     type StreamPodSandboxesStream = ResultStream<StreamPodSandboxesResponse>;
@@ -250,12 +253,15 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        let containers = self
+        let encoded_containers = self
             .daemon
             .containers
-            .list(request.into_inner().filter)
+            .list_encoded(request.into_inner().filter)
             .await?;
-        Ok(Response::new(ListContainersResponse { containers }))
+        Ok(Response::new(ListContainersResponse {
+            containers: Vec::new(),
+            encoded_containers,
+        }))
     }
 
     type StreamContainersStream = ResultStream<StreamContainersResponse>;

@@ -111,7 +111,8 @@ impl FakeHost {
             .unwrap_or_default()
     }
 
-    fn exit(&self, id: &str, code: i32) {
+    /// The container exits with `code`, as its shim records it (no store write).
+    pub(crate) fn exit(&self, id: &str, code: i32) {
         let mut containers = crate::ids::lock(&self.containers);
         let container = containers.entry(id.to_owned()).or_default();
         if container.alive {

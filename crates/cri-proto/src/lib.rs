@@ -1,13 +1,17 @@
 //! The CRI v1 API (`runtime.v1`) as Rust types, gRPC clients and gRPC servers.
 //!
 //! The code is generated at build time from the project's `proto/api.proto`; nothing
-//! generated is checked in.
+//! generated is checked in. The two list responses are written by hand ([`lists`]) so that a
+//! server can send items it encoded ahead of time; `v1` re-exports them.
 
 /// Everything in the `runtime.v1` protobuf package.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("runtime.v1");
+    pub use crate::lists::{ListContainersResponse, ListPodSandboxResponse};
 }
+
+pub mod lists;
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use corral_runtime::OciRuntime;
 use corral_store::{Store, CONTAINERS};
 use cri_proto::v1::{
@@ -39,6 +40,7 @@ use crate::error::{CriError, CriResult};
 use crate::ids::lock;
 use crate::live::LiveSet;
 use crate::pod::SandboxRecord;
+use crate::view_cache::ViewCache;
 pub(crate) use exec::exec_process;
 pub use record::{ContainerRecord, ContainerState};
 pub(crate) use refresh::refreshed;
@@ -107,6 +109,8 @@ pub struct ContainerManager {
     pod_locks: crate::ids::PodLocks,
     /// The containers whose exit and shim the event publisher watches and knows alive.
     live: Arc<LiveSet>,
+    /// Each record's ListContainers item, encoded.
+    views: Arc<ViewCache<ContainerRecord, Bytes>>,
 }
 
 impl ContainerManager {
@@ -158,6 +162,7 @@ impl ContainerManager {
             locks: crate::ids::IdLocks::default(),
             pod_locks: crate::ids::PodLocks::default(),
             live: Arc::default(),
+            views: Arc::default(),
         };
         let names = tokio::task::spawn_blocking(move || reconcile::reconcile(&env)).await??;
         *lock(&manager.names) = names;
@@ -273,10 +278,21 @@ impl ContainerManager {
         .await
     }
 
-    /// ListContainers and StreamContainers.
-    pub async fn list(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Container>> {
-        self.listed(filter, view::container, "ListContainers task")
+    /// ListContainers: the items encoded, those of unchanged records taken from the views of
+    /// the store's snapshot (see [`crate::view_cache`]).
+    pub async fn list_encoded(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Bytes>> {
+        self.listed(filter, encoded_item, "ListContainers task")
             .await
+    }
+
+    /// StreamContainers and the metrics: the items decoded.
+    pub async fn list(&self, filter: Option<ContainerFilter>) -> CriResult<Vec<Container>> {
+        self.listed(
+            filter,
+            |record, _| view::container(record),
+            "ListContainers task",
+        )
+        .await
     }
 
     /// The records of the containers the filter passes, checked against their shims like
@@ -286,29 +302,48 @@ impl ContainerManager {
         &self,
         filter: Option<ContainerFilter>,
     ) -> CriResult<Vec<ContainerRecord>> {
-        self.listed(filter, ContainerRecord::clone, "container records task")
+        self.listed(filter, |record, _| record.clone(), "container records task")
             .await
     }
 
-    /// `shown` of each made container the filter passes, from one read of the store, each
-    /// checked against its shim unless the live set vouches for it.
+    /// `shown` of each made container the filter passes, with its encoded view when the
+    /// record is as the store has it, from one read of the store, each checked against its
+    /// shim unless the live set vouches for it (asked once for all).
     async fn listed<T: Send + 'static>(
         &self,
         filter: Option<ContainerFilter>,
-        shown: fn(&ContainerRecord) -> T,
+        shown: fn(&ContainerRecord, Option<&Bytes>) -> T,
         task: &'static str,
     ) -> CriResult<Vec<T>> {
-        let (env, live) = (self.env.clone(), self.live.clone());
+        let (env, live, cache) = (self.env.clone(), self.live.clone(), self.views.clone());
         tokio::task::spawn_blocking(move || {
+            let records = env.store.list_shared::<ContainerRecord>(CONTAINERS)?;
+            let views = cache.views(&records, |record| {
+                crate::view_cache::encode(&view::container(record))
+            });
+            let verified = live.verified_among(
+                records
+                    .iter()
+                    .map(|(_, r)| r.shim.map(|shim| (r.id.as_str(), shim.pid))),
+            );
             let mut out = Vec::new();
-            for (_, record) in env.store.list_shared::<ContainerRecord>(CONTAINERS)?.iter() {
+            for (index, ((_, record), verified)) in records.iter().zip(verified).enumerate() {
                 if record.state == ContainerState::Creating {
                     continue;
                 }
-                let updated = refresh_listed(&env, &live, record)?;
-                let record = updated.as_ref().unwrap_or(record);
+                // A verified container is as recorded, without reading its files.
+                let updated = if verified {
+                    None
+                } else {
+                    refresh::refresh_shared(&env, record)?
+                };
+                let (record, cached) = match &updated {
+                    // Just found exited: its cached view is stale.
+                    Some(fresh) => (fresh, None),
+                    None => (record, views.get(index)),
+                };
                 if view::matches(record, filter.as_ref()) {
-                    out.push(shown(record));
+                    out.push(shown(record, cached));
                 }
             }
             Ok(out)
@@ -530,17 +565,11 @@ impl ContainerManager {
     }
 }
 
-/// [`refresh::refresh_shared`] for lists: a container the exit watcher has verified (no exit
-/// and its shim alive since, see [`crate::live`]) is as recorded, without reading its files.
-fn refresh_listed(
-    env: &ContainerEnv,
-    live: &LiveSet,
-    record: &ContainerRecord,
-) -> CriResult<Option<ContainerRecord>> {
-    match record.shim {
-        Some(shim) if live.is_verified(&record.id, shim.pid) => Ok(None),
-        _ => refresh::refresh_shared(env, record),
-    }
+/// A record's ListContainers item: its cached encoding when there is one, else encoded now.
+fn encoded_item(record: &ContainerRecord, cached: Option<&Bytes>) -> Bytes {
+    cached
+        .cloned()
+        .unwrap_or_else(|| crate::view_cache::encode(&view::container(record)))
 }
 
 /// The full id of a container given its id or a unique prefix (a store read).

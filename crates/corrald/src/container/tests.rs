@@ -5,10 +5,11 @@
 
 use cri_proto::v1::runtime_service_server::RuntimeService;
 use cri_proto::v1::{
-    AttachRequest, CheckpointContainerRequest, ContainerConfig, ContainerMetadata,
-    ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecRequest,
-    ExecSyncRequest, ImageSpec, LinuxContainerResources, PodSandboxConfig, PodSandboxMetadata,
-    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    AttachRequest, CheckpointContainerRequest, Container, ContainerConfig, ContainerFilter,
+    ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerResources, ListContainersRequest, ListContainersResponse, PodSandboxConfig,
+    PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
     RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest,
 };
@@ -496,4 +497,119 @@ async fn attach_stats_and_checkpoint_refuse_unknown_and_not_running_containers()
     let url = t.service.attach(Request::new(attach(&id))).await.unwrap();
     assert!(url.into_inner().url.starts_with("http://127.0.0.1:"));
     assert_eq!(t.host.calls(), ["mount_rootfs", "launch_shim", "start"]);
+}
+
+/// ListContainers through the handler, its response as a client decodes it.
+async fn list(t: &TestDaemon, filter: Option<ContainerFilter>) -> Vec<Container> {
+    let response = t
+        .service
+        .list_containers(Request::new(ListContainersRequest { filter }))
+        .await
+        .unwrap()
+        .into_inner();
+    let wire = prost::Message::encode_to_vec(&response);
+    let decoded: ListContainersResponse = prost::Message::decode(wire.as_slice()).unwrap();
+    decoded.containers
+}
+
+/// The (id, state) of each listed container.
+async fn states(t: &TestDaemon, filter: Option<ContainerFilter>) -> Vec<(String, i32)> {
+    list(t, filter)
+        .await
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect()
+}
+
+fn running_filter() -> Option<ContainerFilter> {
+    Some(ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn listed_containers_follow_writes_exits_and_filters() {
+    const CREATED: i32 = ContainerState::ContainerCreated as i32;
+    const RUNNING: i32 = ContainerState::ContainerRunning as i32;
+    const EXITED: i32 = ContainerState::ContainerExited as i32;
+    let (t, pod) = daemon_with_pod().await;
+    let mut labelled = container("app");
+    labelled.labels.insert("tier".into(), "front".into());
+    let app = create(&t, &pod, labelled).await.unwrap();
+    let side = create(&t, &pod, container("side")).await.unwrap();
+    let sorted = |mut v: Vec<(String, i32)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        states(&t, None).await,
+        sorted(vec![(app.clone(), CREATED), (side.clone(), CREATED)])
+    );
+    // The pre-encoded items are the views the decoded list (StreamContainers) has.
+    assert_eq!(
+        list(&t, None).await,
+        t.daemon.containers.list(None).await.unwrap()
+    );
+
+    // A write (StartContainer) changes that container's item in the next list.
+    start(&t, &app).await.unwrap();
+    assert_eq!(states(&t, running_filter()).await, [(app.clone(), RUNNING)]);
+    let item = list(&t, running_filter()).await.remove(0);
+    assert_eq!(item.metadata.unwrap().name, "app");
+    assert_eq!(item.pod_sandbox_id, pod);
+    assert_eq!(item.labels["tier"], "front");
+
+    // Filters apply to the records, as before.
+    let by_label = Some(ContainerFilter {
+        label_selector: [("tier".to_string(), "front".to_string())].into(),
+        ..Default::default()
+    });
+    assert_eq!(states(&t, by_label).await, [(app.clone(), RUNNING)]);
+    let by_id = Some(ContainerFilter {
+        id: side[..12].to_string(),
+        ..Default::default()
+    });
+    assert_eq!(states(&t, by_id).await, [(side.clone(), CREATED)]);
+    let by_pod = Some(ContainerFilter {
+        pod_sandbox_id: pod[..12].to_string(),
+        ..Default::default()
+    });
+    assert_eq!(states(&t, by_pod).await.len(), 2);
+
+    // Verified by the watcher: as recorded, its files unread, until the watcher forgets it.
+    let shim = t
+        .daemon
+        .containers
+        .record(&app)
+        .await
+        .unwrap()
+        .shim
+        .unwrap();
+    let live = t.daemon.containers.live();
+    assert!(live.verify(&app, shim.pid, live.epoch()));
+    t.host.exit(&app, 3);
+    assert_eq!(states(&t, running_filter()).await, [(app.clone(), RUNNING)]);
+    live.forget(&app);
+    // Unverified, its exit file is read: the item comes from the refreshed record, not from
+    // the views of the snapshot (which still say running; the refresh's write makes the next
+    // snapshot).
+    assert_eq!(
+        states(&t, None).await,
+        sorted(vec![(app.clone(), EXITED), (side.clone(), CREATED)])
+    );
+    assert_eq!(states(&t, running_filter()).await, []);
+
+    // A container still being made is not listed.
+    let mut creating = t.daemon.containers.record(&side).await.unwrap();
+    creating.id = "e".repeat(64);
+    creating.state = super::ContainerState::Creating;
+    t.daemon
+        .store
+        .put(corral_store::CONTAINERS, &creating.id, &creating)
+        .unwrap();
+    assert_eq!(states(&t, None).await.len(), 2);
+    assert_eq!(t.daemon.containers.records(None).await.unwrap().len(), 2);
 }

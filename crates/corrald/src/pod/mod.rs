@@ -22,6 +22,7 @@ mod view;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use corral_store::{Store, SANDBOXES, SETTINGS};
 use cri_proto::v1::{
     ContainerEventType, PodSandbox, PodSandboxFilter, PodSandboxStatusResponse,
@@ -96,6 +97,8 @@ pub struct PodManager {
     locks: crate::ids::IdLocks,
     /// The pods whose pause the event publisher watches and knows alive.
     live: Arc<crate::live::LiveSet>,
+    /// Each record's ListPodSandbox item, encoded, with its pause dead and alive.
+    views: crate::view_cache::ViewCache<SandboxRecord, [Bytes; 2]>,
 }
 
 impl PodManager {
@@ -153,6 +156,7 @@ impl PodManager {
             names: Mutex::new(HashMap::new()),
             locks: crate::ids::IdLocks::default(),
             live: Arc::default(),
+            views: Default::default(),
         };
         manager.reconcile().await?;
         Ok(manager)
@@ -293,28 +297,48 @@ impl PodManager {
         .await
     }
 
-    /// ListPodSandbox and StreamPodSandboxes.
-    pub async fn list(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<PodSandbox>> {
-        let records = self.env.store.list_shared::<SandboxRecord>(SANDBOXES)?;
-        Ok(records
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.state != SandboxState::Creating)
-            .map(|r| (r, self.ready_and_alive(r)))
-            .filter(|(r, alive)| view::matches(r, *alive, filter))
-            .map(|(r, alive)| view::pod_sandbox(r, alive))
-            .collect())
+    /// ListPodSandbox: the items encoded, most of them taken from the views of the store's
+    /// snapshot (see [`crate::view_cache`]).
+    pub async fn list_encoded(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<Bytes>> {
+        self.listed(filter, |record, alive, views| match views {
+            Some(views) => views[usize::from(alive)].clone(),
+            None => crate::view_cache::encode(&view::pod_sandbox(record, alive)),
+        })
     }
 
-    /// Whether a sandbox is ready with its pause running: known from the pause's watch when
-    /// it is verified (see [`crate::live`]), else read from `/proc`. A sandbox not recorded
-    /// ready is not looked at (its state says enough).
-    fn ready_and_alive(&self, record: &SandboxRecord) -> bool {
-        record.state == SandboxState::Ready
-            && (record
-                .pause
-                .is_some_and(|p| self.live.is_verified(&record.id, p.pid))
-                || record.pause_alive())
+    /// StreamPodSandboxes and the metrics: the items decoded.
+    pub async fn list(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<PodSandbox>> {
+        self.listed(filter, |record, alive, _| view::pod_sandbox(record, alive))
+    }
+
+    /// `shown` of each made sandbox the filter passes, given whether it is ready with its
+    /// pause running and its encoded views, from one read of the store. Readiness is known
+    /// from the pause's watch when it is verified (see [`crate::live`], asked once for all),
+    /// else read from `/proc`; a sandbox not recorded ready is not looked at (its state says
+    /// enough).
+    fn listed<T>(
+        &self,
+        filter: Option<&PodSandboxFilter>,
+        shown: impl Fn(&SandboxRecord, bool, Option<&[Bytes; 2]>) -> T,
+    ) -> CriResult<Vec<T>> {
+        let records = self.env.store.list_shared::<SandboxRecord>(SANDBOXES)?;
+        let views = self.views.views(&records, encoded_views);
+        let verified = self.live.verified_among(records.iter().map(|(_, r)| {
+            r.pause
+                .filter(|_| r.state == SandboxState::Ready)
+                .map(|p| (r.id.as_str(), p.pid))
+        }));
+        let mut out = Vec::new();
+        for (index, ((_, record), verified)) in records.iter().zip(verified).enumerate() {
+            if record.state == SandboxState::Creating {
+                continue;
+            }
+            let alive = record.state == SandboxState::Ready && (verified || record.pause_alive());
+            if view::matches(record, alive, filter) {
+                out.push(shown(record, alive, views.get(index)));
+            }
+        }
+        Ok(out)
     }
 
     /// The pods the event publisher knows alive (it verifies and forgets them).
@@ -325,14 +349,7 @@ impl PodManager {
     /// The records of the sandboxes the filter passes, from one read of the store (the stats
     /// of every pod need the records, not their CRI views).
     pub fn records(&self, filter: Option<&PodSandboxFilter>) -> CriResult<Vec<SandboxRecord>> {
-        let records = self.env.store.list_shared::<SandboxRecord>(SANDBOXES)?;
-        Ok(records
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.state != SandboxState::Creating)
-            .filter(|r| view::matches(r, self.ready_and_alive(r), filter))
-            .cloned()
-            .collect())
+        self.listed(filter, |record, _, _| record.clone())
     }
 
     /// UpdatePodSandboxResources: new pod-level limits (resources plus overhead) on the pod
@@ -473,6 +490,18 @@ impl PodManager {
     fn forget_lock(&self, id: &str) {
         self.locks.forget(id);
     }
+}
+
+/// A record's ListPodSandbox item, encoded, with its pause dead (`[0]`) and alive (`[1]`): the
+/// view depends on the pause only through its state, and only for a ready sandbox.
+fn encoded_views(record: &SandboxRecord) -> [Bytes; 2] {
+    let dead = crate::view_cache::encode(&view::pod_sandbox(record, false));
+    let alive = if record.state == SandboxState::Ready {
+        crate::view_cache::encode(&view::pod_sandbox(record, true))
+    } else {
+        dead.clone()
+    };
+    [dead, alive]
 }
 
 /// The full id of a sandbox given its id or a unique prefix of it (a store read).

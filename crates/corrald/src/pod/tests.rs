@@ -2,13 +2,18 @@
 //! (see `crate::testing`): refusals, and a failure at every host step undone.
 #![allow(clippy::unwrap_used)]
 
+use corral_store::SANDBOXES;
 use cri_proto::v1::runtime_service_server::RuntimeService;
 use cri_proto::v1::{
-    LinuxContainerResources, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StopPodSandboxRequest,
+    LinuxContainerResources, LinuxPodSandboxConfig, ListPodSandboxRequest, ListPodSandboxResponse,
+    PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use tonic::{Code, Request};
+
+use super::record::PauseRef;
+use super::SandboxState;
 
 use crate::testing::{assert_undone_after, TestDaemon};
 
@@ -395,4 +400,133 @@ async fn port_forward_needs_a_ready_pod_and_tcp_ports() {
     assert!(err.message().contains("not ready"), "{}", err.message());
     remove(&t, &id).await.unwrap();
     assert_nothing_left(&t);
+}
+
+/// ListPodSandbox through the handler, its response as a client decodes it.
+async fn list(t: &TestDaemon, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
+    let response = t
+        .service
+        .list_pod_sandbox(Request::new(ListPodSandboxRequest { filter }))
+        .await
+        .unwrap()
+        .into_inner();
+    let wire = prost::Message::encode_to_vec(&response);
+    let decoded: ListPodSandboxResponse = prost::Message::decode(wire.as_slice()).unwrap();
+    decoded.items
+}
+
+/// The (id, state) of each listed pod.
+async fn states(t: &TestDaemon, filter: Option<PodSandboxFilter>) -> Vec<(String, i32)> {
+    list(t, filter)
+        .await
+        .into_iter()
+        .map(|p| (p.id, p.state))
+        .collect()
+}
+
+fn state_filter(state: PodSandboxState) -> Option<PodSandboxFilter> {
+    Some(PodSandboxFilter {
+        state: Some(PodSandboxStateValue {
+            state: state as i32,
+        }),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn listed_pods_follow_writes_pause_deaths_and_filters() {
+    const READY: i32 = PodSandboxState::SandboxReady as i32;
+    const NOT_READY: i32 = PodSandboxState::SandboxNotready as i32;
+    let t = TestDaemon::new().await;
+    let mut labelled = pod("web");
+    labelled.labels.insert("tier".into(), "front".into());
+    let web = run(&t, labelled).await.unwrap();
+    let db = run(&t, pod("db")).await.unwrap();
+    let mut both = vec![(web.clone(), READY), (db.clone(), READY)];
+    both.sort();
+    assert_eq!(states(&t, None).await, both);
+    // The pre-encoded items are the views the decoded list (StreamPodSandboxes) has.
+    assert_eq!(
+        list(&t, None).await,
+        t.daemon.pods.list(None).await.unwrap()
+    );
+    let web_item = list(&t, None)
+        .await
+        .into_iter()
+        .find(|p| p.id == web)
+        .unwrap();
+    assert_eq!(web_item.metadata.unwrap().name, "web");
+    assert_eq!(web_item.labels["tier"], "front");
+
+    // Filters apply to the records, as before.
+    let by_label = Some(PodSandboxFilter {
+        label_selector: [("tier".to_string(), "front".to_string())].into(),
+        ..Default::default()
+    });
+    assert_eq!(states(&t, by_label).await, [(web.clone(), READY)]);
+    let by_id = Some(PodSandboxFilter {
+        id: db[..12].to_string(),
+        ..Default::default()
+    });
+    assert_eq!(states(&t, by_id).await, [(db.clone(), READY)]);
+    assert_eq!(
+        states(&t, state_filter(PodSandboxState::SandboxNotready)).await,
+        []
+    );
+
+    // A write (StopPodSandbox) changes that pod's item in the next list.
+    stop(&t, &db).await.unwrap();
+    assert_eq!(
+        states(&t, state_filter(PodSandboxState::SandboxNotready)).await,
+        [(db.clone(), NOT_READY)]
+    );
+
+    // A pause that dies, with no write since: the same snapshot's other variant.
+    let mut child = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let identity = corral_process::ProcessIdentity::of_pid(pid)
+        .unwrap()
+        .unwrap();
+    let mut record = t.daemon.pods.sandbox(&web).unwrap();
+    record.pause = Some(PauseRef {
+        pid,
+        start_time: identity.start_time,
+    });
+    t.daemon.store.put(SANDBOXES, &web, &record).unwrap();
+    assert_eq!(
+        states(&t, state_filter(PodSandboxState::SandboxReady)).await,
+        [(web.clone(), READY)]
+    );
+    // Verified by the watcher: trusted without a look at /proc, even after the pause died,
+    // until the watcher forgets it.
+    let live = t.daemon.pods.live();
+    assert!(live.verify(&web, pid, live.epoch()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        states(&t, state_filter(PodSandboxState::SandboxReady)).await,
+        [(web.clone(), READY)]
+    );
+    live.forget(&web);
+    both = vec![(web.clone(), NOT_READY), (db.clone(), NOT_READY)];
+    both.sort();
+    assert_eq!(states(&t, None).await, both);
+    assert_eq!(
+        states(&t, state_filter(PodSandboxState::SandboxReady)).await,
+        []
+    );
+
+    // A sandbox still being made is not listed.
+    let mut creating = record.clone();
+    creating.id = "f".repeat(64);
+    creating.state = SandboxState::Creating;
+    t.daemon
+        .store
+        .put(SANDBOXES, &creating.id, &creating)
+        .unwrap();
+    assert_eq!(states(&t, None).await, both);
+    assert_eq!(t.daemon.pods.records(None).unwrap().len(), 2);
 }
