@@ -193,6 +193,32 @@ impl CgroupLayout {
         self.unified_index().map(|i| &self.hierarchies[i])
     }
 
+    /// The `cgroup.procs` file of the cgroup a process is in, given its cgroups as
+    /// [`crate::pid_cgroup_paths`] reads them: in the unified hierarchy if there is one, else in
+    /// the first v1 hierarchy whose controller names it. `None` when none matches.
+    pub fn procs_file_of(&self, cgroups: &[(String, PathBuf)]) -> Option<PathBuf> {
+        let in_unified = self.unified().and_then(|h| {
+            let (_, path) = cgroups
+                .iter()
+                .find(|(controller, _)| controller.is_empty())?;
+            Some(h.dir(path))
+        });
+        let in_v1 = || {
+            self.hierarchies
+                .iter()
+                .filter(|h| h.version == CgroupVersion::V1)
+                .find_map(|h| {
+                    let (_, path) = cgroups.iter().find(|(controller, _)| {
+                        !controller.is_empty() && h.has_controller(controller)
+                    })?;
+                    Some(h.dir(path))
+                })
+        };
+        in_unified
+            .or_else(in_v1)
+            .map(|dir| dir.join("cgroup.procs"))
+    }
+
     /// Index into [`CgroupLayout::hierarchies`] of the unified hierarchy.
     pub(crate) fn unified_index(&self) -> Option<usize> {
         self.hierarchies
@@ -313,6 +339,30 @@ mod tests {
             mock.dir("unified", "")
         );
         assert!(layout.hierarchy_for("io").is_none());
+    }
+
+    #[test]
+    fn a_process_cgroup_procs_file_is_in_the_unified_hierarchy_else_a_v1_one() {
+        let cgroups = |lines: &[(&str, &str)]| -> Vec<(String, PathBuf)> {
+            lines
+                .iter()
+                .map(|(c, p)| (c.to_string(), PathBuf::from(p)))
+                .collect()
+        };
+        let hybrid = MockCgroupFs::hybrid();
+        let seen = cgroups(&[("memory", "/a"), ("", "/system.slice/corrald.service")]);
+        assert_eq!(
+            hybrid.layout().procs_file_of(&seen),
+            Some(hybrid.dir("unified", "system.slice/corrald.service/cgroup.procs"))
+        );
+        let v1 = MockCgroupFs::v1();
+        let seen = cgroups(&[("name=systemd", "/x"), ("pids", "/y")]);
+        let file = v1.layout().procs_file_of(&seen).unwrap();
+        assert!(
+            file.ends_with("x/cgroup.procs") || file.ends_with("y/cgroup.procs"),
+            "{file:?}"
+        );
+        assert_eq!(v1.layout().procs_file_of(&[]), None);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct ShimConfig {
     pub cgroup_memory_dirs: Vec<PathBuf>,
     /// Restore the container from checkpoint images instead of creating it afresh.
     pub restore: Option<RestoreFrom>,
+    /// The `cgroup.procs` of the cgroup the shim starts in, which the shim writes its own pid
+    /// to while the runtime creates the container (see corral-shim's `warm.rs`).
+    pub cgroup_warmup: Option<PathBuf>,
 }
 
 /// Where a restored container's checkpoint comes from.
@@ -70,6 +73,9 @@ impl ShimConfig {
         if let Some(restore) = &self.restore {
             pair("--restore-from", restore.images.clone().into());
             pair("--criu", restore.criu.clone().into());
+        }
+        if let Some(procs) = &self.cgroup_warmup {
+            pair("--warm-cgroup-procs", procs.clone().into());
         }
         for (wanted, flag) in [
             (self.runtime.systemd_cgroup, "--systemd-cgroup"),
@@ -342,6 +348,7 @@ mod tests {
             stdin_once: false,
             cgroup_memory_dirs: Vec::new(),
             restore: None,
+            cgroup_warmup: None,
         };
         let error = launch_shim(&cfg).unwrap_err();
         assert_eq!(

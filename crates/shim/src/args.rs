@@ -10,7 +10,7 @@ use corral_runtime::{OciRuntime, RestoreFrom};
 /// Usage text printed for `--help`.
 pub const USAGE: &str = "usage: corral-shim --id ID --bundle DIR --state-dir DIR --log-path FILE \
 --runtime PATH --runtime-root DIR [--runtime-name NAME] [--systemd-cgroup] [--tty] [--stdin] \
-[--stdin-once] [--memory-cgroup DIR]... [--create-timeout SECONDS] \
+[--stdin-once] [--memory-cgroup DIR]... [--warm-cgroup-procs FILE] [--create-timeout SECONDS] \
 [--restore-from DIR --criu PATH]";
 
 /// How long `<runtime> create` may take unless told otherwise.
@@ -28,6 +28,9 @@ pub struct ShimArgs {
     pub stdin: bool,
     pub stdin_once: bool,
     pub memory_cgroups: Vec<PathBuf>,
+    /// `--warm-cgroup-procs`: the `cgroup.procs` of the shim's own cgroup, written while the
+    /// runtime creates the container (see `warm.rs`).
+    pub warm_cgroup_procs: Option<PathBuf>,
     pub create_timeout: Duration,
     /// `--restore-from`: restore the container from these checkpoint images (with the CRIU
     /// binary `--criu`) instead of creating it.
@@ -86,6 +89,7 @@ struct Given {
     stdin: bool,
     stdin_once: bool,
     memory_cgroups: Vec<PathBuf>,
+    warm_cgroup_procs: Option<PathBuf>,
     create_timeout: Option<Duration>,
     help: bool,
     restore_from: Option<PathBuf>,
@@ -108,6 +112,7 @@ impl Given {
             "--runtime-name" => self.runtime_name = Some(utf8(flag, value()?)?),
             "--runtime-root" => self.runtime_root = Some(absolute(flag, value()?)?),
             "--memory-cgroup" => self.memory_cgroups.push(absolute(flag, value()?)?),
+            "--warm-cgroup-procs" => self.warm_cgroup_procs = Some(absolute(flag, value()?)?),
             "--restore-from" => self.restore_from = Some(absolute(flag, value()?)?),
             "--criu" => self.criu = Some(PathBuf::from(value()?)),
             "--create-timeout" => self.create_timeout = Some(seconds(flag, value()?)?),
@@ -191,6 +196,7 @@ impl Given {
             stdin: self.stdin,
             stdin_once: self.stdin_once,
             memory_cgroups: self.memory_cgroups,
+            warm_cgroup_procs: self.warm_cgroup_procs,
             create_timeout: self.create_timeout.unwrap_or(DEFAULT_CREATE_TIMEOUT),
             restore,
             help: self.help,
@@ -295,6 +301,7 @@ mod tests {
                 images: "/run/corral/containers/abc123/restore/checkpoint".into(),
                 criu: "criu".into(),
             }),
+            cgroup_warmup: Some("/sys/fs/cgroup/unified/system.slice/cgroup.procs".into()),
         };
         let args = ShimArgs::parse(config.to_args()).unwrap();
         assert_eq!(args.id, config.container_id);
@@ -306,6 +313,7 @@ mod tests {
         assert_eq!(args.memory_cgroups, config.cgroup_memory_dirs);
         assert_eq!(args.create_timeout, DEFAULT_CREATE_TIMEOUT);
         assert_eq!(args.restore, config.restore);
+        assert_eq!(args.warm_cgroup_procs, config.cgroup_warmup);
 
         let plain = ShimConfig {
             tty: false,
@@ -313,6 +321,7 @@ mod tests {
             stdin_once: false,
             cgroup_memory_dirs: Vec::new(),
             restore: None,
+            cgroup_warmup: None,
             runtime: OciRuntime {
                 systemd_cgroup: false,
                 ..config.runtime.clone()

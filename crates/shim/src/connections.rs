@@ -295,6 +295,13 @@ mod tests {
         );
         assert!(connection.wants_stdin());
         drop(client);
+        // Another test's child, between its fork and exec, may hold the client's end for a
+        // moment: the end of the stream is waited for, not assumed at once.
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&connection.stream),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
         assert_eq!(connection.read_events(), []);
         assert!(connection.read_closed);
     }

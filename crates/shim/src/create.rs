@@ -60,16 +60,21 @@ pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError
     for stale in [&pid_file, &log_file] {
         remove_if_present(stale).map_err(CreateError::Shim)?;
     }
-    let began = Instant::now();
-    let io = if args.tty && args.restore.is_some() {
+    if args.tty && args.restore.is_some() {
         return Err(CreateError::Shim(
             "a container with a terminal cannot be restored from a checkpoint".into(),
         ));
-    } else if args.tty {
-        create_with_terminal(args, &pid_file, &log_file)?
+    }
+    let began = Instant::now();
+    // The runtime moves the container's first process into its cgroups: see `warm.rs`.
+    let warmer = crate::warm::Warmer::start(args.warm_cgroup_procs.as_deref());
+    let io = if args.tty {
+        create_with_terminal(args, &pid_file, &log_file)
     } else {
-        create_with_pipes(args, &pid_file, &log_file)?
+        create_with_pipes(args, &pid_file, &log_file)
     };
+    warmer.finish();
+    let io = io?;
     let pid = read_container_pid(state_dir)
         .map_err(|e| CreateError::Shim(e.to_string()))?
         .ok_or_else(|| {

@@ -19,6 +19,7 @@ mod leftovers;
 mod oom;
 mod shim;
 mod supervisor;
+mod warm;
 
 use std::process::ExitCode;
 

@@ -385,6 +385,7 @@ impl ContainerPlan {
                 stdin_once: self.config.stdin_once,
                 cgroup_memory_dirs: memory_dirs,
                 restore,
+                cgroup_warmup: own_cgroup_procs(env),
             })
             .map_err(|e| match self.restore {
                 Some(_) => CriError::Internal(format!(
@@ -428,6 +429,14 @@ impl ContainerPlan {
             ))),
         }
     }
+}
+
+/// The `cgroup.procs` of corrald's own cgroup, where the shim it launches starts: the shim
+/// writes itself there while the runtime creates the container (corral-shim's `warm.rs`).
+fn own_cgroup_procs(env: &ContainerEnv) -> Option<PathBuf> {
+    let own = i32::try_from(std::process::id()).ok()?;
+    let cgroups = corral_cgroups::pid_cgroup_paths(own).ok()?;
+    env.cgroup_layout.procs_file_of(&cgroups)
 }
 
 /// Where, in the container's directory, a checkpoint archive is unpacked for a restore.

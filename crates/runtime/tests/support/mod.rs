@@ -204,6 +204,7 @@ impl Fixture {
                 .join(&cgroup_parent)
                 .join(&id)],
             restore: None,
+            cgroup_warmup: None,
         };
         Fixture {
             dir,
