@@ -43,6 +43,18 @@ pub fn send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<()> {
     }
 }
 
+/// Whether `pidfd_open(pid)` failing with `error` means there is no process `pid` (any more).
+/// Besides ESRCH, the kernel answers EINVAL — and Linux 6.18 ENOENT — when the pid is still
+/// known but its process has just been reaped (a pause stopped by someone else while
+/// StopPodSandbox looked at it failed the stop that way).
+pub fn no_such_process(error: &io::Error, pid: i32) -> bool {
+    match error.raw_os_error() {
+        Some(libc::ESRCH | libc::ENOENT) => true,
+        Some(libc::EINVAL) => pid > 0,
+        _ => false,
+    }
+}
+
 /// A pidfd with the pid it was opened for (for messages).
 #[derive(Debug)]
 pub struct Pidfd {
@@ -55,7 +67,7 @@ impl Pidfd {
     pub fn open(pid: i32) -> Result<Option<Pidfd>> {
         match open(pid) {
             Ok(fd) => Ok(Some(Pidfd { fd, pid })),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
+            Err(e) if no_such_process(&e, pid) => Ok(None),
             Err(e) => Err(syscall("pidfd_open", pid, &e)),
         }
     }
@@ -222,6 +234,18 @@ mod tests {
         long_fd.send(Signal::SIGKILL).unwrap();
         long.wait().unwrap();
         short.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_being_reaped_is_a_process_that_is_gone() {
+        let errno = |e: Errno| io::Error::from_raw_os_error(e as i32);
+        // ESRCH: no such pid. EINVAL and ENOENT: the pid is still known but has no task any more
+        // (a process reaped while pidfd_open ran; seen as ENOENT on Linux 6.18).
+        for gone in [Errno::ESRCH, Errno::EINVAL, Errno::ENOENT] {
+            assert!(no_such_process(&errno(gone), 42), "{gone}");
+        }
+        assert!(!no_such_process(&errno(Errno::EMFILE), 42));
+        assert!(!no_such_process(&errno(Errno::EINVAL), 0));
     }
 
     #[test]

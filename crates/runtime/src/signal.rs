@@ -43,7 +43,7 @@ pub fn signal_init(state_dir: &Path, cgroup: &Path, signal: i32, all: bool) -> R
     };
     let pidfd = match pidfd_open(pid) {
         Ok(pidfd) => pidfd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Signalled::Gone),
+        Err(e) if corral_process::pidfd::no_such_process(&e, pid) => return Ok(Signalled::Gone),
         Err(e) => return Err(io_error("pidfd_open", format!("/proc/{pid}"))(e)),
     };
     let proc_dir = format!("/proc/{pid}");
