@@ -17,6 +17,7 @@
 //! methods of [`PodCgroup`] have systemd create, limit and remove the pod slice and the pause
 //! scope over D-Bus ([`systemd`]); without systemd the same names are made through cgroupfs.
 
+pub mod dir;
 mod driver;
 mod enforce;
 mod error;

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::dir::CgroupFiles;
 use crate::layout::{CgroupLayout, CgroupVersion};
 
 /// A v1 limit at or above this is the kernel's "unlimited" (`PAGE_COUNTER_MAX` pages).
@@ -60,19 +61,23 @@ impl CpuTimes {
     /// (v1 `cpuacct.usage`, else v2 `cpu.stat`): what a stats call over hundreds of
     /// containers needs, at a third of [`CpuTimes::read`]'s reads.
     pub fn read_usage(layout: &CgroupLayout, relative: &Path) -> Option<u64> {
-        if let Some(h) = layout
-            .hierarchy_for("cpuacct")
-            .filter(|h| h.version() == CgroupVersion::V1)
+        Self::usage_from(&CgroupFiles::new(layout, relative))
+    }
+
+    /// [`CpuTimes::read_usage`] of a cgroup whose directories are open.
+    pub fn usage_from(files: &CgroupFiles) -> Option<u64> {
+        if let Some((_, dir)) = files
+            .for_controller("cpuacct")
+            .filter(|(h, _)| h.version() == CgroupVersion::V1)
         {
-            if let Some(usage) = read_u64(&h.dir(relative).join("cpuacct.usage")) {
+            if let Some(usage) = dir.read_u64("cpuacct.usage") {
                 return Some(usage);
             }
         }
-        let h = layout
-            .hierarchy_for("cpu")
-            .filter(|h| h.version() == CgroupVersion::V2)
-            .or_else(|| layout.unified())?;
-        let stat = read(&h.dir(relative).join("cpu.stat"))?;
+        // cpu.stat's usage fields exist on v2 even without the cpu controller; a v2 hierarchy
+        // with it is the unified one.
+        let (_, dir) = files.unified()?;
+        let stat = dir.read("cpu.stat")?;
         keyed_value(&stat, "usage_usec").map(|us| us.saturating_mul(1000))
     }
 
@@ -164,14 +169,22 @@ impl MemoryCounters {
         Self::read_with(layout, relative, false)
     }
 
+    /// [`MemoryCounters::read_usage`] of a cgroup whose directories are open.
+    pub fn usage_from(files: &CgroupFiles) -> Option<MemoryCounters> {
+        Self::read_from(files, false)
+    }
+
     fn read_with(
         layout: &CgroupLayout,
         relative: &Path,
         with_events: bool,
     ) -> Option<MemoryCounters> {
-        let h = layout.hierarchy_for("memory")?;
-        let dir = h.dir(relative);
-        let stat = read(&dir.join("memory.stat"))?;
+        Self::read_from(&CgroupFiles::new(layout, relative), with_events)
+    }
+
+    fn read_from(files: &CgroupFiles, with_events: bool) -> Option<MemoryCounters> {
+        let (h, dir) = files.for_controller("memory")?;
+        let stat = dir.read("memory.stat")?;
         Some(match h.version() {
             CgroupVersion::V1 => {
                 // The hierarchical totals: a pod cgroup's memory is its children's.
@@ -181,16 +194,18 @@ impl MemoryCounters {
                         .unwrap_or(0)
                 };
                 MemoryCounters {
-                    usage: read_u64(&dir.join("memory.usage_in_bytes"))?,
-                    limit: read(&dir.join("memory.limit_in_bytes")).and_then(|s| parse_limit(&s)),
+                    usage: dir.read_u64("memory.usage_in_bytes")?,
+                    limit: dir
+                        .read("memory.limit_in_bytes")
+                        .and_then(|s| parse_limit(&s)),
                     cache: field("cache"),
                     rss: field("rss"),
                     inactive_file: field("inactive_file"),
                     failcnt: with_events
-                        .then(|| read_u64(&dir.join("memory.failcnt")))
+                        .then(|| dir.read_u64("memory.failcnt"))
                         .flatten(),
                     oom_kills: with_events
-                        .then(|| read(&dir.join("memory.oom_control")))
+                        .then(|| dir.read("memory.oom_control"))
                         .flatten()
                         .and_then(|s| keyed_value(&s, "oom_kill")),
                     page_faults: field("pgfault"),
@@ -200,12 +215,12 @@ impl MemoryCounters {
             CgroupVersion::V2 => {
                 let field = |name: &str| keyed_value(&stat, name).unwrap_or(0);
                 let events = with_events
-                    .then(|| read(&dir.join("memory.events")))
+                    .then(|| dir.read("memory.events"))
                     .flatten()
                     .unwrap_or_default();
                 MemoryCounters {
-                    usage: read_u64(&dir.join("memory.current"))?,
-                    limit: read(&dir.join("memory.max")).and_then(|s| parse_limit(&s)),
+                    usage: dir.read_u64("memory.current")?,
+                    limit: dir.read("memory.max").and_then(|s| parse_limit(&s)),
                     cache: field("file"),
                     rss: field("anon"),
                     inactive_file: field("inactive_file"),
@@ -336,8 +351,14 @@ impl Pressure {
     /// The pressure of `resource` (`cpu`, `memory`, `io`) for the cgroup at `relative`: only
     /// cgroup v2 has it, and only a kernel with PSI enabled.
     pub fn read(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<Pressure> {
-        let dir = layout.unified()?.dir(relative);
-        Pressure::parse(&read(&dir.join(format!("{resource}.pressure")))?)
+        Self::read_from(&CgroupFiles::new(layout, relative), resource)
+    }
+
+    /// [`Pressure::read`] of a cgroup whose directories are open: read in the unified
+    /// hierarchy only (no v1 hierarchy has pressure files).
+    pub fn read_from(files: &CgroupFiles, resource: &str) -> Option<Pressure> {
+        let (_, dir) = files.unified()?;
+        Pressure::parse(&dir.read(&format!("{resource}.pressure"))?)
     }
 }
 

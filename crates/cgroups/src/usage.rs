@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use crate::dir::{CgroupDir, CgroupFiles};
 use crate::layout::{CgroupLayout, CgroupVersion};
-use crate::stats::parse_limit;
+use crate::stats::{parse_limit, MemoryCounters};
 
 /// Swap use of one cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,26 +21,33 @@ impl SwapCounters {
     /// Reads the swap use of the cgroup at `relative`: v2 `memory.swap.*`, v1 `memory.memsw.*`
     /// less memory. `None` when the kernel does not account swap.
     pub fn read(layout: &CgroupLayout, relative: &Path) -> Option<SwapCounters> {
-        let hierarchy = layout.hierarchy_for("memory")?;
-        let dir = hierarchy.dir(relative);
-        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-        let read_u64 = |file: &str| read(file)?.trim().parse::<u64>().ok();
-        let limit_of = |file: &str| read(file).and_then(|text| parse_limit(&text));
+        Self::read_from(&CgroupFiles::new(layout, relative), None)
+    }
+
+    /// [`SwapCounters::read`] of a cgroup whose directories are open. On cgroup v1, `memory`
+    /// (the same cgroup's counters, read just before) gives the memory usage and limit that
+    /// are subtracted instead of reading their files a second time.
+    pub fn read_from(files: &CgroupFiles, memory: Option<&MemoryCounters>) -> Option<SwapCounters> {
+        let (hierarchy, dir) = files.for_controller("memory")?;
+        let limit_of = |file: &str| dir.read(file).and_then(|text| parse_limit(&text));
         let (usage, limit) = match hierarchy.version() {
             CgroupVersion::V1 => {
-                let both = read_u64("memory.memsw.usage_in_bytes")?;
-                let memory = read_u64("memory.usage_in_bytes")?;
-                let limit = match (
-                    limit_of("memory.memsw.limit_in_bytes"),
-                    limit_of("memory.limit_in_bytes"),
-                ) {
+                let both = dir.read_u64("memory.memsw.usage_in_bytes")?;
+                let (memory, memory_limit) = match memory {
+                    Some(m) => (m.usage, m.limit),
+                    None => (
+                        dir.read_u64("memory.usage_in_bytes")?,
+                        limit_of("memory.limit_in_bytes"),
+                    ),
+                };
+                let limit = match (limit_of("memory.memsw.limit_in_bytes"), memory_limit) {
                     (Some(both), Some(memory)) => Some(both.saturating_sub(memory)),
                     _ => None,
                 };
                 (both.saturating_sub(memory), limit)
             }
             CgroupVersion::V2 => (
-                read_u64("memory.swap.current")?,
+                dir.read_u64("memory.swap.current")?,
                 limit_of("memory.swap.max"),
             ),
         };
@@ -59,10 +67,7 @@ pub fn process_count(layout: &CgroupLayout, relative: &Path, max_cgroups: usize)
     let hierarchy = layout
         .hierarchy_for("pids")
         .or_else(|| layout.hierarchies().first())?;
-    let root = hierarchy.dir(relative);
-    if !root.is_dir() {
-        return None;
-    }
+    let root = CgroupDir::open(&hierarchy.dir(relative))?;
     let mut count = 0;
     let mut pending = vec![root];
     let mut seen = 0;
@@ -71,18 +76,10 @@ pub fn process_count(layout: &CgroupLayout, relative: &Path, max_cgroups: usize)
         if seen > max_cgroups {
             break;
         }
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        if let Some(procs) = dir.read("cgroup.procs") {
             count += procs.lines().filter(|l| !l.trim().is_empty()).count() as u64;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        pending.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
+        pending.extend(dir.children());
     }
     Some(count)
 }
@@ -122,6 +119,17 @@ mod tests {
             }
         );
         assert_eq!(swap.available(), Some(500));
+        // The memory counters read just before give the same answer without their files.
+        let layout = fs.layout();
+        let files = CgroupFiles::new(&layout, Path::new("pod"));
+        let memory = MemoryCounters {
+            usage: 1000,
+            limit: Some(4000),
+            ..Default::default()
+        };
+        assert_eq!(SwapCounters::read_from(&files, Some(&memory)), Some(swap));
+        std::fs::remove_file(fs.dir("memory", "pod").join("memory.usage_in_bytes")).unwrap();
+        assert_eq!(SwapCounters::read_from(&files, Some(&memory)), Some(swap));
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //! process's `/proc/<pid>/net/dev`. The CPU rate (`usage_nano_cores`) is the change since the
 //! previous sample of the same object, kept in memory. Files that are missing (a cgroup already
 //! removed, a controller the host lacks) leave the matching field unset instead of failing.
+//!
+//! Each object's cgroup directories are opened once per call ([`CgroupFiles`]) and its files
+//! read relative to them; the memory counters read for `memory` also give v1's swap figures.
+//! No descriptor is kept between calls.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use corral_cgroups::dir::CgroupFiles;
 use corral_cgroups::stats::{CpuTimes, MemoryCounters, Pressure, PressureLine};
 use corral_cgroups::usage::SwapCounters;
 use corral_cgroups::CgroupLayout;
@@ -311,7 +316,11 @@ impl Collector {
     fn container(&self, record: &ContainerRecord) -> ContainerStats {
         let now = now_nanos();
         let layout = &self.containers.cgroup_layout;
-        let cgroup = Some(record.cgroup_relative.as_path()).filter(|p| !p.as_os_str().is_empty());
+        let relative = Some(record.cgroup_relative.as_path()).filter(|p| !p.as_os_str().is_empty());
+        // Each hierarchy's directory of the cgroup is opened once for all its files.
+        let files = relative.map(|r| CgroupFiles::new(layout, r));
+        let cgroup = files.as_ref();
+        let memory = cgroup.and_then(MemoryCounters::usage_from);
         ContainerStats {
             attributes: Some(ContainerAttributes {
                 id: record.id.clone(),
@@ -319,30 +328,32 @@ impl Collector {
                 labels: record.config.labels.clone(),
                 annotations: record.config.annotations.clone(),
             }),
-            cpu: cgroup.and_then(|c| self.cpu(&record.id, layout, c, now)),
-            memory: cgroup.and_then(|c| memory_usage(layout, c, now)),
+            cpu: cgroup.and_then(|c| self.cpu(&record.id, c, now)),
+            memory: cgroup.and_then(|c| memory_usage(c, memory.as_ref()?, now)),
             writable_layer: self.writable_layer(&record.id, now),
-            swap: cgroup.and_then(|c| swap_usage(layout, c, now)),
-            io: cgroup.and_then(|c| io_usage(layout, c, now)),
+            swap: cgroup.and_then(|c| swap_usage(c, memory.as_ref(), now)),
+            io: cgroup.and_then(|c| io_usage(c, now)),
         }
     }
 
     /// The stats of one sandbox and of the given containers of it.
     fn pod(&self, sandbox: &SandboxRecord, containers: &[ContainerRecord]) -> PodSandboxStats {
         let now = now_nanos();
-        let cgroup = sandbox.pod_cgroup.as_ref();
+        let pod_cgroup = sandbox.pod_cgroup.as_ref();
+        let files = pod_cgroup.map(|c| CgroupFiles::new(c.layout(), c.relative_path()));
+        let cgroup = files.as_ref();
         let linux = LinuxPodSandboxStats {
-            cpu: cgroup.and_then(|c| self.cpu(&sandbox.id, c.layout(), c.relative_path(), now)),
-            memory: cgroup.and_then(|c| memory_usage(c.layout(), c.relative_path(), now)),
+            cpu: cgroup.and_then(|c| self.cpu(&sandbox.id, c, now)),
+            memory: cgroup.and_then(|c| memory_usage(c, &MemoryCounters::usage_from(c)?, now)),
             network: network_usage(sandbox, now),
-            process: cgroup.and_then(|c| {
+            process: pod_cgroup.and_then(|c| {
                 process_count(c.layout(), c.relative_path()).map(|count| ProcessUsage {
                     timestamp: now,
                     process_count: Some(UInt64Value { value: count }),
                 })
             }),
             containers: containers.iter().map(|c| self.container(c)).collect(),
-            io: cgroup.and_then(|c| io_usage(c.layout(), c.relative_path(), now)),
+            io: cgroup.and_then(|c| io_usage(c, now)),
         };
         PodSandboxStats {
             attributes: Some(PodSandboxAttributes {
@@ -356,9 +367,9 @@ impl Collector {
         }
     }
 
-    /// CPU time of the cgroup at `relative`, with the rate since `id`'s previous sample.
-    fn cpu(&self, id: &str, layout: &CgroupLayout, relative: &Path, now: i64) -> Option<CpuUsage> {
-        let usage_ns = CpuTimes::read_usage(layout, relative)?;
+    /// CPU time of the cgroup, with the rate since `id`'s previous sample.
+    fn cpu(&self, id: &str, cgroup: &CgroupFiles, now: i64) -> Option<CpuUsage> {
+        let usage_ns = CpuTimes::usage_from(cgroup)?;
         let sample = lock(&self.cpu_samples).record(id, now, usage_ns);
         Some(CpuUsage {
             timestamp: now,
@@ -366,7 +377,7 @@ impl Collector {
             usage_nano_cores: Some(UInt64Value {
                 value: sample.nano_cores,
             }),
-            psi: psi(layout, relative, "cpu"),
+            psi: psi(cgroup, "cpu"),
         })
     }
 
@@ -413,26 +424,27 @@ fn memory_from(now: i64, memory: &MemoryCounters) -> MemoryUsage {
     }
 }
 
-/// Memory use of the cgroup at `relative`, with its memory pressure where the kernel has it.
-fn memory_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<MemoryUsage> {
-    let mut usage = memory_from(now, &MemoryCounters::read_usage(layout, relative)?);
-    usage.psi = psi(layout, relative, "memory");
+/// Memory use of the cgroup (its `memory` counters), with its memory pressure where the
+/// kernel has it.
+fn memory_usage(cgroup: &CgroupFiles, memory: &MemoryCounters, now: i64) -> Option<MemoryUsage> {
+    let mut usage = memory_from(now, memory);
+    usage.psi = psi(cgroup, "memory");
     Some(usage)
 }
 
-/// The I/O of the cgroup at `relative`: its I/O pressure (`io.pressure`, cgroup v2 with PSI),
-/// the only thing the CRI's `IoUsage` carries.
-fn io_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<IoUsage> {
+/// The I/O of the cgroup: its I/O pressure (`io.pressure`, cgroup v2 with PSI), the only
+/// thing the CRI's `IoUsage` carries.
+fn io_usage(cgroup: &CgroupFiles, now: i64) -> Option<IoUsage> {
     Some(IoUsage {
         timestamp: now,
-        psi: Some(psi(layout, relative, "io")?),
+        psi: Some(psi(cgroup, "io")?),
     })
 }
 
 /// The pressure stall information of `resource` for the cgroup, in the CRI's shape (totals in
 /// microseconds as the kernel counts them).
-fn psi(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<PsiStats> {
-    let pressure = Pressure::read(layout, relative, resource)?;
+fn psi(cgroup: &CgroupFiles, resource: &str) -> Option<PsiStats> {
+    let pressure = Pressure::read_from(cgroup, resource)?;
     let data = |line: &PressureLine| PsiData {
         total: line.total_us,
         avg10: line.avg10,
@@ -445,9 +457,14 @@ fn psi(layout: &CgroupLayout, relative: &Path, resource: &str) -> Option<PsiStat
     })
 }
 
-/// Swap use of the cgroup at `relative` (absent when the kernel does not account swap).
-fn swap_usage(layout: &CgroupLayout, relative: &Path, now: i64) -> Option<SwapUsage> {
-    let swap = SwapCounters::read(layout, relative)?;
+/// Swap use of the cgroup (absent when the kernel does not account swap); `memory` is its
+/// memory counters when they could be read.
+fn swap_usage(
+    cgroup: &CgroupFiles,
+    memory: Option<&MemoryCounters>,
+    now: i64,
+) -> Option<SwapUsage> {
+    let swap = SwapCounters::read_from(cgroup, memory)?;
     Some(SwapUsage {
         timestamp: now,
         swap_available_bytes: swap.available().map(|value| UInt64Value { value }),
@@ -517,7 +534,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let rel = Path::new("pod/c1");
         assert_eq!(
-            io_usage(&layout, rel, 7),
+            io_usage(&CgroupFiles::new(&layout, rel), 7),
             None,
             "no io.pressure: no IoUsage"
         );
@@ -527,7 +544,7 @@ mod tests {
              full avg10=0.25 avg60=0.00 avg300=0.00 total=1234\n",
         )
         .unwrap();
-        let io = io_usage(&layout, rel, 7).unwrap();
+        let io = io_usage(&CgroupFiles::new(&layout, rel), 7).unwrap();
         assert_eq!(io.timestamp, 7);
         let psi = io.psi.unwrap();
         assert_eq!(psi.some.unwrap().total, 4321);
