@@ -66,15 +66,11 @@ pub fn create_container(args: &ShimArgs) -> Result<CreatedContainer, CreateError
         ));
     }
     let began = Instant::now();
-    // The runtime moves the container's first process into its cgroups: see `warm.rs`.
-    let warmer = crate::warm::Warmer::start(args.warm_cgroup_procs.as_deref());
     let io = if args.tty {
-        create_with_terminal(args, &pid_file, &log_file)
+        create_with_terminal(args, &pid_file, &log_file)?
     } else {
-        create_with_pipes(args, &pid_file, &log_file)
+        create_with_pipes(args, &pid_file, &log_file)?
     };
-    warmer.finish();
-    let io = io?;
     let pid = read_container_pid(state_dir)
         .map_err(|e| CreateError::Shim(e.to_string()))?
         .ok_or_else(|| {
@@ -237,7 +233,8 @@ const EXIT_POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(5);
 
 /// Waits for the runtime `child`, killing it after the create timeout. Meanwhile `on_readable`
 /// runs whenever `also` is readable, until it hangs up or `on_readable` answers that nothing
-/// more is wanted from it (`false`). The exit wakes the wait at once
+/// more is wanted from it (`false`), and the shim keeps the cgroup migration lock warm for the
+/// runtime's move of the container into its cgroups (see `warm.rs`). The exit wakes the wait at once
 /// through a pidfd on the child (it cannot be reaped, nor its pid reused, before `try_wait`
 /// here): a poll interval would add its average to every CreateContainer.
 fn wait_for_runtime(
@@ -247,6 +244,7 @@ fn wait_for_runtime(
     mut on_readable: impl FnMut() -> Result<bool, CreateError>,
 ) -> Result<ExitStatus, CreateError> {
     let deadline = Instant::now() + args.create_timeout;
+    let mut warmer = crate::warm::Warmer::new(args.warm_cgroup_procs.as_deref());
     let pidfd = i32::try_from(child.id())
         .ok()
         .and_then(|pid| corral_process::Pidfd::open(pid).ok().flatten());
@@ -262,10 +260,13 @@ fn wait_for_runtime(
             let _ = child.wait();
             return Err(timeout_error(args));
         }
-        let wait = match &pidfd {
+        let mut wait = match &pidfd {
             Some(_) => remaining,
             None => remaining.min(EXIT_POLL_WITHOUT_PIDFD),
         };
+        if let Some(next_move) = warmer.tick() {
+            wait = wait.min(next_move);
+        }
         let mut fds: Vec<PollFd<'_>> = pidfd
             .iter()
             .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
