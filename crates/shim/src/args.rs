@@ -253,7 +253,7 @@ fn absolute(flag: &str, value: OsString) -> Result<PathBuf, ArgError> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use corral_runtime::ShimConfig;
 
@@ -261,7 +261,8 @@ mod tests {
         ShimArgs::parse(args.iter().copied())
     }
 
-    const MINIMAL: [&str; 12] = [
+    /// The arguments every run needs.
+    pub(crate) const MINIMAL: [&str; 12] = [
         "--id",
         "c1",
         "--bundle",

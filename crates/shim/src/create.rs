@@ -368,23 +368,8 @@ mod tests {
     use super::*;
 
     fn args(timeout_secs: &str) -> ShimArgs {
-        ShimArgs::parse([
-            "--id",
-            "c1",
-            "--bundle",
-            "/b",
-            "--state-dir",
-            "/s",
-            "--log-path",
-            "/l/0.log",
-            "--runtime",
-            "/usr/sbin/runc",
-            "--runtime-root",
-            "/run/r",
-            "--create-timeout",
-            timeout_secs,
-        ])
-        .unwrap()
+        let minimal = crate::args::tests::MINIMAL.into_iter();
+        ShimArgs::parse(minimal.chain(["--create-timeout", timeout_secs])).unwrap()
     }
 
     fn sh(script: &str, stderr: Stdio) -> Child {

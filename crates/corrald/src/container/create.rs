@@ -433,10 +433,15 @@ impl ContainerPlan {
 
 /// The `cgroup.procs` of corrald's own cgroup, where the shim it launches starts: the shim
 /// writes itself there while the runtime creates the container (corral-shim's `warm.rs`).
+/// Read once: corrald's cgroup does not change while it runs.
 fn own_cgroup_procs(env: &ContainerEnv) -> Option<PathBuf> {
-    let own = i32::try_from(std::process::id()).ok()?;
-    let cgroups = corral_cgroups::pid_cgroup_paths(own).ok()?;
-    env.cgroup_layout.procs_file_of(&cgroups)
+    static OWN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        let own = i32::try_from(std::process::id()).ok()?;
+        let cgroups = corral_cgroups::pid_cgroup_paths(own).ok()?;
+        env.cgroup_layout.procs_file_of(&cgroups)
+    })
+    .clone()
 }
 
 /// Where, in the container's directory, a checkpoint archive is unpacked for a restore.
