@@ -234,9 +234,9 @@ const EXIT_POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(5);
 /// Waits for the runtime `child`, killing it after the create timeout. Meanwhile `on_readable`
 /// runs whenever `also` is readable, until it hangs up or `on_readable` answers that nothing
 /// more is wanted from it (`false`), and the shim keeps the cgroup migration lock warm for the
-/// runtime's move of the container into its cgroups (see `warm.rs`). The exit wakes the wait at once
-/// through a pidfd on the child (it cannot be reaped, nor its pid reused, before `try_wait`
-/// here): a poll interval would add its average to every CreateContainer.
+/// runtime's move of the container into its cgroups (see `warm.rs`). The exit wakes the wait
+/// at once through a pidfd on the child (it cannot be reaped, nor its pid reused, before
+/// `try_wait` here): a poll interval would add its average to every CreateContainer.
 fn wait_for_runtime(
     mut child: Child,
     args: &ShimArgs,
